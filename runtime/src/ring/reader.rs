@@ -1,0 +1,350 @@
+//! A ring reader: maps the segment read-only, owns its cursor in its own memory, and turns
+//! slots into [`ReadResult`]s: a whole candle, an exact `Overrun { lost }` when it was lapped,
+//! or nothing yet. Its [`WaitStrategy`] says how it waits when there is nothing.
+//!
+//! A reader never writes to the ring's header or slots. Only the control page is writable to
+//! it: its own registration entry (so others can see its lag) and the doorbell when it parks.
+
+use super::error::RingError;
+use super::layout::*;
+use super::protocol::{self, Slot, SlotRead};
+use super::segment::{Access, Segment};
+use super::Candle;
+use crate::sys;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Where a new reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With the next candle the writer publishes.
+    Next,
+    /// With the oldest candle still in the ring.
+    Oldest,
+    /// At an absolute position.
+    At(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReaderOptions {
+    pub start: Start,
+    /// Take an entry in the control page (needed to park; lets `ring info` show this reader).
+    pub register: bool,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            start: Start::Next,
+            register: true,
+        }
+    }
+}
+
+/// How a reader waits when the ring has nothing new.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WaitStrategy {
+    /// Spin on the next slot: lowest latency, burns its core.
+    Spin,
+    /// Spin `spins` times, then sleep on the doorbell until the writer rings it (or
+    /// `park_timeout`, after which it checks for a stop request and a new writer).
+    SpinThenPark { spins: u32, park_timeout: Duration },
+    /// Look every `interval`, sleeping in between.
+    Poll { interval: Duration },
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::SpinThenPark {
+            spins: 20_000,
+            park_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+/// One step of reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadResult {
+    /// The candle at position `pos`, whole.
+    Candle { pos: u64, candle: Candle },
+    /// The writer lapped this reader: exactly `lost` positions were skipped, and reading
+    /// continues with the oldest candle still intact.
+    Overrun { lost: u64 },
+    /// A writer took over the ring (a restart): its epoch. Positions continue.
+    NewWriter { epoch: u64 },
+    /// Nothing new.
+    Empty,
+}
+
+/// What a reader has seen so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReaderStats {
+    pub received: u64,
+    pub lost: u64,
+    pub overruns: u64,
+    pub parks: u64,
+}
+
+pub struct Reader {
+    seg: Segment,
+    slots: *const Slot,
+    mask: u64,
+    cursor: u64,
+    epoch: u64,
+    entry: Option<usize>,
+    stats: ReaderStats,
+    published_cursor: u64,
+}
+
+// SAFETY: the raw pointer points into `seg`'s mapping, which moves with the reader.
+unsafe impl Send for Reader {}
+
+const PUBLISH_EVERY: u64 = 4096;
+
+impl Reader {
+    pub fn attach(path: &Path, options: ReaderOptions) -> Result<Reader, RingError> {
+        let seg = Segment::open(path, Access::Read)?;
+        let h = seg.header();
+        let capacity = h.slot_count;
+        let write_seq = h.write_seq.load(Ordering::Acquire);
+        let cursor = match options.start {
+            Start::Next => write_seq,
+            Start::Oldest => write_seq.saturating_sub(capacity - 1),
+            Start::At(pos) => pos,
+        };
+        let epoch = h.writer_epoch.load(Ordering::Acquire);
+        let slots = seg.slots().as_ptr();
+        let mut reader = Reader {
+            seg,
+            slots,
+            mask: capacity - 1,
+            cursor,
+            epoch,
+            entry: None,
+            stats: ReaderStats::default(),
+            published_cursor: u64::MAX,
+        };
+        if options.register {
+            reader.entry = reader.register();
+            reader.publish_progress();
+        }
+        Ok(reader)
+    }
+
+    /// Claim a free (or dead reader's) entry in the control page.
+    fn register(&self) -> Option<usize> {
+        let control = self.seg.control()?;
+        let pid = std::process::id();
+        let ticks = sys::process_start_ticks(pid).unwrap_or(0);
+        for (index, entry) in control.readers.iter().enumerate() {
+            let holder = entry.pid.load(Ordering::Acquire);
+            let free = holder == 0
+                || !sys::process_alive(holder, entry.start_ticks.load(Ordering::Relaxed));
+            if !free
+                || entry
+                    .pid
+                    .compare_exchange(holder, pid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            // A reader that died parked is still counted in the doorbell: take it back.
+            if entry.parked.swap(0, Ordering::AcqRel) != 0 {
+                control.doorbell.leave();
+            }
+            entry.start_ticks.store(ticks, Ordering::Relaxed);
+            for counter in [&entry.received, &entry.lost, &entry.overruns] {
+                counter.store(0, Ordering::Relaxed);
+            }
+            return Some(index);
+        }
+        None
+    }
+
+    /// Copy this reader's cursor and counters into its control-page entry.
+    pub fn publish_progress(&mut self) {
+        let (Some(index), Some(control)) = (self.entry, self.seg.control()) else {
+            return;
+        };
+        let entry = &control.readers[index];
+        entry.cursor.store(self.cursor, Ordering::Relaxed);
+        entry.received.store(self.stats.received, Ordering::Relaxed);
+        entry.lost.store(self.stats.lost, Ordering::Relaxed);
+        entry.overruns.store(self.stats.overruns, Ordering::Relaxed);
+        entry
+            .updated_ns
+            .store(sys::realtime_ns() as u64, Ordering::Relaxed);
+        self.published_cursor = self.cursor;
+    }
+
+    #[inline(always)]
+    fn slot(&self, pos: u64) -> &Slot {
+        // SAFETY: masked index < slot_count; the slots outlive `self`.
+        unsafe { &*self.slots.add((pos & self.mask) as usize) }
+    }
+
+    /// Read the next position if it is there. Never blocks, never allocates.
+    #[inline]
+    pub fn try_read(&mut self) -> ReadResult {
+        let pos = self.cursor;
+        match protocol::read_slot(self.slot(pos), pos) {
+            SlotRead::Ready(words) => {
+                self.cursor = pos + 1;
+                self.stats.received += 1;
+                if self.cursor.wrapping_sub(self.published_cursor) >= PUBLISH_EVERY {
+                    self.publish_progress();
+                }
+                ReadResult::Candle {
+                    pos,
+                    candle: Candle::from_words(&words),
+                }
+            }
+            SlotRead::NotYet => ReadResult::Empty,
+            SlotRead::Overwritten => {
+                // Positions below write_seq are complete; the writer may be writing write_seq
+                // itself, which occupies the slot of write_seq - capacity. Resume just above it.
+                let write_seq = self.seg.header().write_seq.load(Ordering::Acquire);
+                let oldest_intact = (write_seq + 1).saturating_sub(self.mask + 1);
+                let resume = oldest_intact.max(pos + 1);
+                let lost = resume - pos;
+                self.cursor = resume;
+                self.stats.lost += lost;
+                self.stats.overruns += 1;
+                ReadResult::Overrun { lost }
+            }
+        }
+    }
+
+    /// Is there something to read at the cursor (a candle or an overrun)?
+    #[inline]
+    pub fn ready(&self) -> bool {
+        protocol::slot_ready(self.slot(self.cursor), self.cursor)
+    }
+
+    /// Has a new writer taken over since we last looked? Returns its epoch once.
+    pub fn check_writer(&mut self) -> Option<u64> {
+        let epoch = self.seg.header().writer_epoch.load(Ordering::Acquire);
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            return Some(epoch);
+        }
+        None
+    }
+
+    /// Read the next result, waiting per `strategy` while there is none. Returns
+    /// [`ReadResult::Empty`] only when `stop()` says so; `stop` is polled at least every
+    /// park timeout or poll interval, and every 1024 spins.
+    pub fn wait(&mut self, strategy: &WaitStrategy, stop: &mut dyn FnMut() -> bool) -> ReadResult {
+        let mut idle: u32 = 0;
+        loop {
+            let result = self.try_read();
+            if result != ReadResult::Empty {
+                return result;
+            }
+            idle = idle.wrapping_add(1);
+            let housekeeping = match *strategy {
+                WaitStrategy::Spin => {
+                    core::hint::spin_loop();
+                    idle % 1024 == 0
+                }
+                WaitStrategy::SpinThenPark {
+                    spins,
+                    park_timeout,
+                } => {
+                    if idle < spins {
+                        core::hint::spin_loop();
+                        idle % 1024 == 0
+                    } else {
+                        self.park(park_timeout);
+                        idle = 0;
+                        true
+                    }
+                }
+                WaitStrategy::Poll { interval } => {
+                    std::thread::sleep(interval);
+                    true
+                }
+            };
+            if housekeeping {
+                if let Some(epoch) = self.check_writer() {
+                    return ReadResult::NewWriter { epoch };
+                }
+                if self.cursor != self.published_cursor {
+                    self.publish_progress();
+                }
+                if stop() {
+                    return ReadResult::Empty;
+                }
+            }
+        }
+    }
+
+    /// Sleep until the writer rings the doorbell, the timeout passes, or a signal arrives.
+    /// A reader without a control-page entry cannot park and sleeps briefly instead.
+    pub fn park(&mut self, timeout: Duration) {
+        let (Some(index), Some(control)) = (self.entry, self.seg.control()) else {
+            std::thread::sleep(timeout.min(Duration::from_micros(100)));
+            return;
+        };
+        self.stats.parks += 1;
+        let entry = &control.readers[index];
+        entry.parked.store(1, Ordering::Release);
+        let seen = control.doorbell.announce();
+        let mut timeout = timeout;
+        let flags = self.seg.header().writer_flags.load(Ordering::Relaxed);
+        if flags & WRITER_MEMBARRIER != 0 && !sys::membarrier_global() {
+            // We cannot force the writer's barrier: keep a missed wake-up short.
+            timeout = timeout.min(Duration::from_millis(1));
+        }
+        if !self.ready() {
+            sys::futex_wait(&control.doorbell.bell, seen, timeout);
+        }
+        if entry.parked.swap(0, Ordering::AcqRel) != 0 {
+            control.doorbell.leave();
+        }
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    pub fn stats(&self) -> ReaderStats {
+        self.stats
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// True if this reader holds a control-page entry (can park, shows in `ring info`).
+    pub fn registered(&self) -> bool {
+        self.entry.is_some()
+    }
+
+    /// The writer's published position (positions below it are complete).
+    pub fn write_seq(&self) -> u64 {
+        self.seg.header().write_seq.load(Ordering::Acquire)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    pub fn symbol_name(&self, id: u32) -> Option<&str> {
+        self.seg.symbol_name(id)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.seg.path()
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.publish_progress();
+        if let (Some(index), Some(control)) = (self.entry, self.seg.control()) {
+            control.readers[index].pid.store(0, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The ring's one writer. It holds the segment's exclusive `flock` for its whole life, bumps
+//! the writer epoch when it takes over, and publishes candles without ever waiting for readers.
+//!
+//! It never reads a clock on the publish path and never allocates after `open`.
+
+use super::error::RingError;
+use super::layout::*;
+use super::protocol::{self, Doorbell, Slot};
+use super::segment::{self, Access, CreateOptions, Segment};
+use super::Candle;
+use crate::sys;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+pub struct Writer {
+    seg: Segment,
+    slots: *const Slot,
+    mask: u64,
+    next: u64,
+    writer_fences: bool,
+    rings: u64,
+}
+
+// SAFETY: the raw pointer points into `seg`'s mapping, which moves with the writer.
+unsafe impl Send for Writer {}
+
+impl Writer {
+    /// Take over an existing ring as its writer.
+    pub fn open(path: &Path) -> Result<Writer, RingError> {
+        let seg = Segment::open(path, Access::Write)?;
+        let slots = seg.slots().as_ptr();
+        let mask = seg.header().slot_count - 1;
+        let mut writer = Writer {
+            seg,
+            slots,
+            mask,
+            next: 0,
+            writer_fences: true,
+            rings: 0,
+        };
+        writer.take_over();
+        Ok(writer)
+    }
+
+    /// Open the ring at `path`, creating it with `options` if it does not exist yet. Returns
+    /// whether it was created.
+    pub fn open_or_create(
+        path: &Path,
+        options: CreateOptions,
+    ) -> Result<(Writer, bool), RingError> {
+        let created = match segment::create(path, options) {
+            Ok(()) => true,
+            Err(RingError::Exists { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        Ok((Writer::open(path)?, created))
+    }
+
+    /// Become the current writer: recover the position after a writer that died, then
+    /// announce ourselves with a new epoch.
+    fn take_over(&mut self) {
+        let h = self.seg.header();
+        let mut next = h.write_seq.load(Ordering::Acquire);
+        // A writer killed between completing a slot and publishing `write_seq` left a complete
+        // position that readers (who poll slots) may already have delivered: keep it.
+        let slots = self.seg.slots();
+        let mut scanned = 0;
+        while scanned < slots.len()
+            && slots[(next & self.mask) as usize]
+                .seq
+                .load(Ordering::Acquire)
+                == protocol::seq_done(next)
+        {
+            next += 1;
+            scanned += 1;
+        }
+        // A position it left half-written (odd seq) is simply written again by us.
+        h.write_seq.store(next, Ordering::Release);
+        self.next = next;
+        self.writer_fences = !sys::membarrier_register_global();
+        let pid = std::process::id();
+        h.writer_pid.store(pid, Ordering::Relaxed);
+        h.writer_start_ticks.store(
+            sys::process_start_ticks(pid).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        let now = sys::realtime_ns() as u64;
+        h.writer_started_ns.store(now, Ordering::Relaxed);
+        h.writer_heartbeat_ns.store(now, Ordering::Relaxed);
+        h.writer_flags.store(
+            if self.writer_fences {
+                0
+            } else {
+                WRITER_MEMBARRIER
+            },
+            Ordering::Relaxed,
+        );
+        h.writer_epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// Publish one candle; returns its position. Never waits.
+    #[inline]
+    pub fn publish(&mut self, candle: &Candle) -> u64 {
+        let pos = self.next;
+        // SAFETY: `pos & mask` < slot_count, and the slots outlive `self`.
+        let slot = unsafe { &*self.slots.add((pos & self.mask) as usize) };
+        protocol::write_slot(slot, pos, &candle.to_words());
+        self.seg
+            .header()
+            .write_seq
+            .store(pos + 1, Ordering::Release);
+        self.next = pos + 1;
+        let doorbell = self.doorbell();
+        if doorbell.needs_ring(self.writer_fences) {
+            doorbell.ring();
+            sys::futex_wake_all(&doorbell.bell);
+            self.rings += 1;
+        }
+        pos
+    }
+
+    fn doorbell(&self) -> &Doorbell {
+        &self
+            .seg
+            .control()
+            .expect("the writer maps the control page")
+            .doorbell
+    }
+
+    /// The position the next `publish` will use.
+    pub fn next_position(&self) -> u64 {
+        self.next
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.seg.header().writer_epoch.load(Ordering::Relaxed)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// How many times this writer rang the doorbell (woke parked readers).
+    pub fn doorbell_rings(&self) -> u64 {
+        self.rings
+    }
+
+    /// True when this writer relies on readers' membarrier instead of fencing each publish.
+    pub fn uses_membarrier(&self) -> bool {
+        !self.writer_fences
+    }
+
+    /// Record that the writer is alive (call every few milliseconds, off the hot path), and
+    /// repair the doorbell after readers that died while parked.
+    pub fn heartbeat(&mut self, now_ns: i64) {
+        self.seg
+            .header()
+            .writer_heartbeat_ns
+            .store(now_ns as u64, Ordering::Relaxed);
+        let control = self
+            .seg
+            .control()
+            .expect("the writer maps the control page");
+        if control.doorbell.parked.load(Ordering::Relaxed) != 0 {
+            for entry in &control.readers {
+                let pid = entry.pid.load(Ordering::Acquire);
+                if pid != 0
+                    && entry.parked.load(Ordering::Acquire) != 0
+                    && !sys::process_alive(pid, entry.start_ticks.load(Ordering::Relaxed))
+                    && entry.parked.swap(0, Ordering::AcqRel) != 0
+                {
+                    control.doorbell.leave();
+                }
+            }
+        }
+    }
+
+    /// The id of symbol `name`, adding it to the ring's symbol table if it is new.
+    pub fn symbol(&mut self, name: &str) -> Result<u32, RingError> {
+        if name.is_empty() || name.len() > SYMBOL_NAME_MAX || name.contains('\0') {
+            return Err(RingError::BadSymbol {
+                name: name.to_owned(),
+            });
+        }
+        let count = self.seg.symbol_count();
+        if let Some(id) = (0..count).find(|&id| self.seg.symbol_name(id) == Some(name)) {
+            return Ok(id);
+        }
+        let h = self.seg.header();
+        if count >= h.symbol_capacity {
+            return Err(RingError::SymbolsFull {
+                path: self.seg.path().to_owned(),
+                capacity: h.symbol_capacity,
+            });
+        }
+        let mut entry = SymbolEntry {
+            len: name.len() as u8,
+            name: [0; SYMBOL_NAME_MAX],
+        };
+        entry.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: `count` < capacity; only the writer (us, under the flock) writes entries, and
+        // readers never read an entry before the count below publishes it.
+        unsafe { self.seg.symbol_entry_ptr(count).write_volatile(entry) };
+        h.symbol_count.store(count + 1, Ordering::Release);
+        Ok(count)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.seg.path()
+    }
+}

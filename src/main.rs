@@ -1,0 +1,197 @@
+//! The `tickloop` command line: parses arguments, wires the libraries together, runs. It holds
+//! no logic of its own beyond presenting results; errors leave as one line on stderr.
+
+mod demo;
+mod ring_cmd;
+
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "tickloop",
+    version,
+    about = "A deterministic, single-threaded event loop runtime for trading bots on Linux"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Shared-memory candle rings: create, inspect, remove, read, demonstrate.
+    #[command(subcommand)]
+    Ring(RingCommand),
+    /// Feeds that write candles into a ring.
+    #[command(subcommand)]
+    Feed(FeedCommand),
+    /// Benchmarks, measured against their physical limits and peers in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+pub enum RingCommand {
+    /// Create a ring (crash-safe: temporary name, fallocate, rename).
+    Create(CreateArgs),
+    /// Show a ring's header, writer, and readers' lag.
+    Info {
+        #[command(flatten)]
+        ring: RingArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a ring (refuses while its writer runs, unless --force).
+    Rm {
+        #[command(flatten)]
+        ring: RingArg,
+        /// Remove even if a writer is running or the file is not a ring.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Read candles from a ring; with --verify, check every one and end with a JSON summary.
+    Tail(TailArgs),
+    /// Create a ring, run a synthetic writer and a verifying reader process, report, clean up.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct RingArg {
+    /// A name under /dev/shm, or a path containing '/' (e.g. on hugetlbfs).
+    #[arg(long = "ring", value_name = "NAME")]
+    pub ring: String,
+}
+
+#[derive(Args, Clone)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Number of 64-byte slots (a power of two).
+    #[arg(long, default_value_t = 65536)]
+    pub slots: u64,
+    /// Capacity of the symbol table.
+    #[arg(long, default_value_t = 1024)]
+    pub symbols: u32,
+    /// File mode, in octal.
+    #[arg(long, default_value = "600", value_parser = parse_mode)]
+    pub mode: u32,
+}
+
+#[derive(Args, Clone)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Stop after this many positions (received + lost + torn); 0 = until interrupted.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Check every candle and end with {"received","lost","duplicates","torn","overruns"}.
+    #[arg(long)]
+    pub verify: bool,
+    /// Start with the next candle published, or the oldest still in the ring.
+    #[arg(long, value_enum, default_value_t = From::Next)]
+    pub from: From,
+    /// How to wait for candles.
+    #[arg(long, value_enum, default_value_t = Wait::Park)]
+    pub wait: Wait,
+    /// Pin the reader to this core.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+    /// Write a fuller JSON report (rate, latency percentiles) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+    /// Give up after this many seconds without a candle (exit code 3).
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_exit: Option<f64>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    Next,
+    Oldest,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Busy-spin: lowest latency, burns the core.
+    Spin,
+    /// Spin briefly, then sleep on the ring's doorbell.
+    Park,
+    /// Look every 100 µs.
+    Poll,
+}
+
+#[derive(Subcommand)]
+pub enum FeedCommand {
+    /// A seeded random walk over N symbols, sealed for verification.
+    Synthetic(SyntheticArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct SyntheticArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Number of symbols (SYN0000, SYN0001, ...).
+    #[arg(long, default_value_t = 8)]
+    pub symbols: usize,
+    /// Candles to publish; 0 = until interrupted.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Candles per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Seed of the random walk.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Slots, if the ring has to be created.
+    #[arg(long, default_value_t = 65536)]
+    pub slots: u64,
+    /// Pin the writer to this core.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Ring latency and throughput between two pinned processes, with the cache-line round trip
+    /// and the Python ring users build today measured in the same run.
+    Ring(tickloop_bench::ring::RingBenchArgs),
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 600 or 640"))
+}
+
+/// Set by SIGINT/SIGTERM: long-running commands finish their current step and stop.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registration only fails for forbidden signals, which these are not.
+        let _ = signal_hook::flag::register(signal, stop.clone());
+    }
+    stop
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ring(cmd) => ring_cmd::run(cmd),
+        Command::Feed(FeedCommand::Synthetic(args)) => ring_cmd::synthetic(&args),
+        Command::Bench(BenchCommand::Ring(args)) => tickloop_bench::ring::main(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::msg),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("tickloop: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! `tickloop ring create|info|rm|tail` and `tickloop feed synthetic`: argument wiring and
+//! presentation over `tickloop_runtime::ring` and `tickloop_feed`.
+
+use crate::{From, RingCommand, SyntheticArgs, TailArgs, Wait};
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tickloop_runtime::ring::info::{self, RingInfo};
+use tickloop_runtime::ring::verify::Verifier;
+use tickloop_runtime::ring::{
+    self, ring_path, Bytes, CreateOptions, ReadResult, Reader, ReaderOptions, Start, WaitStrategy,
+    Writer,
+};
+use tickloop_runtime::sys;
+
+pub fn run(command: RingCommand) -> Result<ExitCode> {
+    match command {
+        RingCommand::Create(args) => {
+            let path = ring_path(&args.ring.ring)?;
+            let options = CreateOptions {
+                slots: args.slots,
+                symbols: args.symbols,
+                mode: args.mode,
+            };
+            ring::create(&path, options)?;
+            let shown = info::inspect(&path, 0)?;
+            println!(
+                "created ring {} ({} slots, {} symbols, {}, mode {})",
+                shown.path,
+                shown.slots,
+                shown.symbol_capacity,
+                Bytes(shown.segment_bytes),
+                shown.mode
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RingCommand::Info { ring, json } => {
+            let path = ring_path(&ring.ring)?;
+            let shown = info::inspect(&path, 64)?;
+            if json {
+                println!("{}", serde_json::to_string(&shown)?);
+            } else {
+                print_info(&shown);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RingCommand::Rm { ring, force } => {
+            let path = ring_path(&ring.ring)?;
+            let removed = info::remove(&path, force)?;
+            if let Some(pid) = removed.live_writer {
+                eprintln!(
+                    "tickloop: warning: writer pid {pid} is still running; it keeps writing into the removed segment"
+                );
+            }
+            println!("removed ring {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        RingCommand::Tail(args) => tail(&args),
+        RingCommand::Demo(args) => crate::demo::run(&args),
+    }
+}
+
+fn print_info(i: &RingInfo) {
+    let w = &i.writer;
+    println!("ring      {}", i.path);
+    println!(
+        "layout    {}  ({} slots x {} bytes, {} in all, mode {})",
+        i.layout,
+        i.slots,
+        i.slot_bytes,
+        Bytes(i.segment_bytes),
+        i.mode
+    );
+    println!(
+        "symbols   {} of {}{}{}",
+        i.symbols,
+        i.symbol_capacity,
+        if i.symbol_names.is_empty() { "" } else { ": " },
+        i.symbol_names.join(" ")
+    );
+    println!("write_seq {}", i.write_seq);
+    if w.epoch == 0 {
+        println!("writer    none yet (epoch 0)");
+    } else {
+        let heartbeat = w
+            .heartbeat_age_ms
+            .map(|ms| format!(", heartbeat {ms:.0} ms ago"))
+            .unwrap_or_default();
+        println!(
+            "writer    pid {} {} (epoch {}{}{})",
+            w.pid,
+            if w.alive { "running" } else { "gone" },
+            w.epoch,
+            heartbeat,
+            if w.membarrier { ", membarrier" } else { "" }
+        );
+    }
+    if i.readers.is_empty() {
+        println!("readers   none registered");
+    }
+    for r in &i.readers {
+        println!(
+            "reader    pid {} {}: lag {} (cursor {}), received {}, lost {} in {} overruns{}",
+            r.pid,
+            if r.alive { "running" } else { "gone" },
+            r.lag,
+            r.cursor,
+            r.received,
+            r.lost,
+            r.overruns,
+            if r.parked { ", parked" } else { "" }
+        );
+    }
+}
+
+fn tail(args: &TailArgs) -> Result<ExitCode> {
+    let path = ring_path(&args.ring.ring)?;
+    if let Some(core) = args.cpu {
+        sys::pin_to_core(core).map_err(anyhow::Error::msg)?;
+    }
+    let start = match args.from {
+        From::Next => Start::Next,
+        From::Oldest => Start::Oldest,
+    };
+    let mut reader = Reader::attach(
+        &path,
+        ReaderOptions {
+            start,
+            register: true,
+        },
+    )?;
+    let strategy = match args.wait {
+        Wait::Spin => WaitStrategy::Spin,
+        Wait::Park => WaitStrategy::default(),
+        Wait::Poll => WaitStrategy::Poll {
+            interval: Duration::from_micros(100),
+        },
+    };
+    if args.wait == Wait::Park && !reader.registered() {
+        eprintln!(
+            "tickloop: warning: no control-page entry for this reader (read-only file or 63 readers already): it polls instead of parking"
+        );
+    }
+    let stop = crate::stop_flag();
+    let idle_limit = args.idle_exit.map(|s| (s * 1e9) as i64);
+    let mut verifier = Verifier::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let started = sys::monotonic_ns();
+    let mut last_activity = started;
+    let mut idled_out = false;
+    let mut first_candle_ns = None;
+    while args.count == 0 || verifier.consumed() < args.count {
+        let mut should_stop = || {
+            if stop.load(Ordering::Relaxed) {
+                return true;
+            }
+            match idle_limit {
+                Some(limit) if sys::monotonic_ns() - last_activity > limit => {
+                    idled_out = true;
+                    true
+                }
+                _ => false,
+            }
+        };
+        let result = reader.wait(&strategy, &mut should_stop);
+        if result == ReadResult::Empty {
+            break;
+        }
+        let now = sys::realtime_ns();
+        last_activity = sys::monotonic_ns();
+        first_candle_ns.get_or_insert(last_activity);
+        verifier.observe(&result, now);
+        if args.verify {
+            continue;
+        }
+        match result {
+            ReadResult::Candle { pos, candle } => {
+                let name = reader.symbol_name(candle.symbol).unwrap_or("?");
+                writeln!(
+                    out,
+                    "{pos} {name} {} o={} h={} l={} c={} v={}",
+                    candle.ts_ns, candle.open, candle.high, candle.low, candle.close, candle.volume
+                )?;
+            }
+            ReadResult::Overrun { lost } => writeln!(out, "# overrun: {lost} candles lost")?,
+            ReadResult::NewWriter { epoch } => writeln!(out, "# new writer: epoch {epoch}")?,
+            ReadResult::Empty => {}
+        }
+    }
+    out.flush()?;
+    drop(out);
+    let summary = verifier.summary();
+    if let Some(file) = &args.report {
+        let seconds = first_candle_ns
+            .map(|t| (last_activity - t) as f64 / 1e9)
+            .unwrap_or(0.0);
+        let latency = verifier.latency();
+        let report = serde_json::json!({
+            "summary": summary,
+            "unannounced_gaps": verifier.unannounced_gaps(),
+            "unsealed": verifier.unsealed(),
+            "writers_seen": verifier.writers_seen(),
+            "parks": reader.stats().parks,
+            "seconds": seconds,
+            "per_sec": if seconds > 0.0 { summary.received as f64 / seconds } else { 0.0 },
+            "latency_ns": {
+                "p50": latency.value_at_quantile(0.5),
+                "p99": latency.value_at_quantile(0.99),
+                "p999": latency.value_at_quantile(0.999),
+                "max": latency.max(),
+            },
+        });
+        std::fs::write(file, report.to_string())
+            .with_context(|| format!("writing report {}", file.display()))?;
+    }
+    if args.verify {
+        println!("{}", serde_json::to_string(&summary)?);
+        if verifier.unsealed() > 0 {
+            eprintln!(
+                "tickloop: note: {} candles carried no seal, so they could not be checked for tearing",
+                verifier.unsealed()
+            );
+        }
+    }
+    if !verifier.clean() {
+        eprintln!(
+            "tickloop: error: verification failed: {} torn, {} duplicates, {} positions skipped without an overrun",
+            summary.torn,
+            summary.duplicates,
+            verifier.unannounced_gaps()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if idled_out {
+        eprintln!(
+            "tickloop: error: no candle for {} s on {} after {} of {} positions: is its writer running? (`tickloop ring info --ring {}`)",
+            args.idle_exit.unwrap_or(0.0),
+            path.display(),
+            verifier.consumed(),
+            args.count,
+            path.display()
+        );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn synthetic(args: &SyntheticArgs) -> Result<ExitCode> {
+    let path = ring_path(&args.ring.ring)?;
+    if args.symbols == 0 {
+        anyhow::bail!("--symbols must be at least 1");
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        anyhow::bail!(
+            "--rate {} must be a number of candles per second, or 0 for as fast as possible",
+            args.rate
+        );
+    }
+    if let Some(core) = args.cpu {
+        sys::pin_to_core(core).map_err(anyhow::Error::msg)?;
+    }
+    let options = CreateOptions {
+        slots: args.slots,
+        symbols: (args.symbols as u32).max(1024),
+        ..CreateOptions::default()
+    };
+    let (mut writer, created) = Writer::open_or_create(&path, options)?;
+    if created {
+        eprintln!(
+            "created ring {} ({} slots)",
+            path.display(),
+            writer.capacity()
+        );
+    }
+    let stop = crate::stop_flag();
+    let report = tickloop_feed::synthetic::run(
+        &mut writer,
+        &tickloop_feed::synthetic::SyntheticOptions {
+            symbols: args.symbols,
+            count: args.count,
+            rate: args.rate,
+            seed: args.seed,
+        },
+        &stop,
+        &mut |_| {},
+    )?;
+    eprintln!(
+        "published {} candles to {} in {:.3} s ({:.2} M/s), epoch {}, positions {}..{}",
+        report.published,
+        path.display(),
+        report.seconds,
+        report.per_second() / 1e6,
+        report.epoch,
+        report.first_position,
+        report.first_position + report.published
+    );
+    Ok(ExitCode::SUCCESS)
+}

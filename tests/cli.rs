@@ -1,0 +1,412 @@
+//! Whole-program tests of the `tickloop` command line: real processes, real /dev/shm rings,
+//! real signals. Each failure a user can cause must exit non-zero with one clear line.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const TICKLOOP: &str = env!("CARGO_BIN_EXE_tickloop");
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A ring name that is removed when the test ends.
+struct Name(String);
+
+impl Name {
+    fn new() -> Name {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Name(format!("tickloop-cli-{}-{n}", std::process::id()))
+    }
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/dev/shm").join(&self.0)
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path());
+    }
+}
+
+fn tickloop(args: &[&str]) -> Output {
+    Command::new(TICKLOOP)
+        .args(args)
+        .output()
+        .expect("run tickloop")
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(TICKLOOP)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tickloop")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The command failed the way a user deserves: non-zero, one line on stderr, no panic.
+fn clear_failure(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("tickloop: error: "), "{err}");
+    err
+}
+
+fn summary(o: &Output) -> serde_json::Value {
+    let out = stdout(o);
+    let line = out.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}): {out:?} / {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// Wait until a reader has registered on the ring (so it sees the writer's first candle).
+fn wait_for_reader(name: &Name) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = tickloop(&["ring", "info", "--ring", &name.0, "--json"]);
+        if o.status.success() {
+            let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            if !info["readers"].as_array().unwrap().is_empty() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "reader never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ring_create_info_rm() {
+    let name = Name::new();
+    let o = tickloop(&[
+        "ring",
+        "create",
+        "--ring",
+        &name.0,
+        "--slots",
+        "4096",
+        "--symbols",
+        "16",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("4096 slots"));
+    let again = tickloop(&["ring", "create", "--ring", &name.0]);
+    assert!(clear_failure(&again).contains("already exists"));
+
+    let o = tickloop(&["ring", "info", "--ring", &name.0, "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["slots"], 4096);
+    assert_eq!(info["symbol_capacity"], 16);
+    assert_eq!(info["layout"], "1.0");
+    assert_eq!(info["mode"], "600");
+    assert_eq!(info["write_seq"], 0);
+    assert_eq!(info["writer"]["epoch"], 0);
+    let text = stdout(&tickloop(&[
+        "ring",
+        "info",
+        "--ring",
+        &name.path().display().to_string(),
+    ]));
+    assert!(
+        text.contains("write_seq 0") && text.contains("writer    none yet"),
+        "{text}"
+    );
+
+    assert!(tickloop(&["ring", "rm", "--ring", &name.0])
+        .status
+        .success());
+    assert!(!name.path().exists());
+    assert!(clear_failure(&tickloop(&["ring", "info", "--ring", &name.0])).contains("not found"));
+}
+
+#[test]
+fn feed_and_verifying_tail_in_two_processes_lose_nothing() {
+    let name = Name::new();
+    assert!(
+        tickloop(&["ring", "create", "--ring", &name.0, "--slots", "1048576"])
+            .status
+            .success()
+    );
+    let tail = spawn(&[
+        "ring",
+        "tail",
+        "--ring",
+        &name.0,
+        "--count",
+        "2000000",
+        "--verify",
+        "--idle-exit",
+        "30",
+    ]);
+    wait_for_reader(&name);
+    let feed = tickloop(&[
+        "feed",
+        "synthetic",
+        "--ring",
+        &name.0,
+        "--count",
+        "2000000",
+        "--rate",
+        "5000000",
+        "--symbols",
+        "16",
+        "--seed",
+        "7",
+    ]);
+    assert!(feed.status.success(), "{feed:?}");
+    let o = tail.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let s = summary(&o);
+    assert_eq!(
+        s,
+        serde_json::json!({"received": 2000000, "lost": 0, "duplicates": 0, "torn": 0, "overruns": 0})
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&tickloop(&["ring", "info", "--ring", &name.0, "--json"]).stdout)
+            .unwrap();
+    assert_eq!(info["write_seq"], 2000000);
+    assert_eq!(info["symbols"], 16);
+    assert_eq!(info["writer"]["alive"], false);
+}
+
+#[test]
+fn a_second_writer_is_refused_with_the_holder_named() {
+    let name = Name::new();
+    let mut first = spawn(&["feed", "synthetic", "--ring", &name.0, "--rate", "1000"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !name.path().exists()
+        || !stdout(&tickloop(&["ring", "info", "--ring", &name.0])).contains("running")
+    {
+        assert!(Instant::now() < deadline, "first writer never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = tickloop(&["feed", "synthetic", "--ring", &name.0, "--count", "10"]);
+    let err = clear_failure(&second);
+    assert!(
+        err.contains(&format!("pid {}", first.id())) && err.contains("kill"),
+        "{err}"
+    );
+    let rm = tickloop(&["ring", "rm", "--ring", &name.0]);
+    assert!(clear_failure(&rm).contains("already has a writer"));
+    // SIGTERM stops the feed gracefully.
+    // SAFETY: our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let status = first.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(tickloop(&["ring", "rm", "--ring", &name.0])
+        .status
+        .success());
+}
+
+#[test]
+fn bad_rings_and_bad_arguments_are_one_line_errors() {
+    let junk = Name::new();
+    std::fs::write(junk.path(), vec![7u8; 10_000]).unwrap();
+    for cmd in [
+        &["ring", "info", "--ring"][..],
+        &["ring", "tail", "--ring"][..],
+        &["feed", "synthetic", "--count", "1", "--ring"][..],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push(&junk.0);
+        assert!(
+            clear_failure(&tickloop(&args)).contains("is not a tickloop ring"),
+            "{args:?}"
+        );
+    }
+    let rm = tickloop(&["ring", "rm", "--ring", &junk.0]);
+    assert!(clear_failure(&rm).contains("is not a tickloop ring"));
+    assert!(junk.path().exists(), "rm refuses a file that is not a ring");
+
+    let old = Name::new();
+    assert!(
+        tickloop(&["ring", "create", "--ring", &old.0, "--slots", "64"])
+            .status
+            .success()
+    );
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(old.path())
+            .unwrap();
+        f.write_at(&9u16.to_le_bytes(), 8).unwrap();
+    }
+    assert!(clear_failure(&tickloop(&["ring", "tail", "--ring", &old.0])).contains("layout 9.0"));
+    let short = Name::new();
+    assert!(
+        tickloop(&["ring", "create", "--ring", &short.0, "--slots", "1024"])
+            .status
+            .success()
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(short.path())
+        .unwrap()
+        .set_len(9000)
+        .unwrap();
+    assert!(clear_failure(&tickloop(&["ring", "info", "--ring", &short.0])).contains("truncated"));
+    assert!(
+        tickloop(&["ring", "rm", "--ring", &short.0])
+            .status
+            .success(),
+        "a damaged ring can be removed"
+    );
+
+    let bad = Name::new();
+    assert!(clear_failure(&tickloop(&[
+        "ring", "create", "--ring", &bad.0, "--slots", "1000"
+    ]))
+    .contains("power of two"));
+    assert!(
+        clear_failure(&tickloop(&["ring", "create", "--ring", ".hidden"])).contains("reserved")
+    );
+    assert!(clear_failure(&tickloop(&[
+        "ring",
+        "create",
+        "--ring",
+        "/nonexistent-dir/x"
+    ]))
+    .contains("/nonexistent-dir/x"));
+    // Usage errors come from the argument parser: non-zero, no panic.
+    let o = tickloop(&["ring", "create", "--ring", &bad.0, "--mode", "999"]);
+    assert!(!o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("panicked"));
+}
+
+#[test]
+fn creating_on_a_full_dev_shm_fails_at_creation() {
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIP creating_on_a_full_dev_shm_fails_at_creation: mounting a small tmpfs needs root"
+        );
+        return;
+    }
+    let dir = PathBuf::from(format!("/tmp/tickloop-cli-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tickloop-cli"])
+        .arg(&dir)
+        .status();
+    if !matches!(mounted, Ok(s) if s.success()) {
+        let _ = std::fs::remove_dir(&dir);
+        eprintln!("SKIP creating_on_a_full_dev_shm_fails_at_creation: mount -t tmpfs failed here");
+        return;
+    }
+    let ring = dir.join("big").display().to_string();
+    let o = tickloop(&["ring", "create", "--ring", &ring, "--slots", "1048576"]);
+    let feed = tickloop(&[
+        "feed",
+        "synthetic",
+        "--ring",
+        &ring,
+        "--count",
+        "1",
+        "--slots",
+        "1048576",
+    ]);
+    let left = std::fs::read_dir(&dir).unwrap().count();
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir(&dir);
+    let err = clear_failure(&o);
+    assert!(
+        err.contains("not enough space") && err.contains("64.0 MiB"),
+        "{err}"
+    );
+    assert!(clear_failure(&feed).contains("not enough space"));
+    assert_eq!(left, 0, "nothing left behind");
+}
+
+#[test]
+fn tail_stops_on_sigint_and_still_reports() {
+    let name = Name::new();
+    assert!(tickloop(&["ring", "create", "--ring", &name.0])
+        .status
+        .success());
+    let tail = spawn(&["ring", "tail", "--ring", &name.0, "--verify"]);
+    wait_for_reader(&name);
+    assert!(tickloop(&[
+        "feed",
+        "synthetic",
+        "--ring",
+        &name.0,
+        "--count",
+        "1000",
+        "--rate",
+        "100000"
+    ])
+    .status
+    .success());
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: our own child.
+    unsafe { libc::kill(tail.id() as i32, libc::SIGINT) };
+    let o = tail.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(summary(&o)["received"], 1000);
+}
+
+#[test]
+fn ring_demo_runs_with_no_arguments_worth_of_setup_and_cleans_up() {
+    let before = demo_rings();
+    let o = tickloop(&["ring", "demo", "--count", "300000", "--rate", "1000000"]);
+    let out = stdout(&o);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("300,000 received, 0 lost, 0 duplicates, 0 torn"),
+        "{out}"
+    );
+    assert!(out.contains("latency: publish -> read  p50"), "{out}");
+    assert!(out.contains("result:  OK"), "{out}");
+    assert_eq!(demo_rings(), before, "the demo ring was removed");
+}
+
+fn demo_rings() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tickloop-demo-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bench_ring_quick_reports_every_row_as_json() {
+    let o = tickloop(&["bench", "ring", "--quick", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for wanted in [
+        "cache-line round trip",
+        "tickloop ring one-way",
+        "tickloop ring throughput",
+        "python ring",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(wanted)),
+            "{wanted} missing from {names:?}"
+        );
+    }
+    for row in &rows[..4] {
+        let p50 = row["p50_ns"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p50 <= row["max_ns"].as_f64().unwrap(), "{row}");
+    }
+    assert!(report["machine"]["cpu"].is_string());
+    assert!(report["checks"].as_array().unwrap().len() >= 3);
+}
