@@ -143,7 +143,9 @@ fn rust_writes_a_million_candles_that_python_verifies() {
         .unwrap();
     assert!(create.status.success());
     let tail = Command::new("python3")
-        .args([MODULE, "tail", "--verify", "--from", "oldest", "--count", N, "--ring", &ring.0])
+        .args([
+            MODULE, "tail", "--verify", "--from", "oldest", "--count", N, "--ring", &ring.0,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -142,15 +142,16 @@ fn a_lapped_reader_is_told_exactly_how_many_it_lost() {
     let mut writer = Writer::open(&ring.0).unwrap();
     let mut reader = Reader::attach(&ring.0, ReaderOptions::default()).unwrap();
     write_sealed(&mut writer, 5000, 0.0);
-    // Positions 0..5000 were written into 1024 slots: the reader at 0 was lapped. It resumes
-    // at write_seq + 1 - capacity = 3977 (the slot of 3976 is the next one to be overwritten).
-    assert_eq!(reader.try_read(), ReadResult::Overrun { lost: 3977 });
+    // Positions 0..5000 were written into 1024 slots: the reader at 0 was lapped. The oldest
+    // intact position is write_seq + 1 - capacity = 3977 (the slot of 3976 is the next to be
+    // overwritten); it resumes an eighth of the ring above, at 3977 + 128 = 4105.
+    assert_eq!(reader.try_read(), ReadResult::Overrun { lost: 4105 });
     let mut positions = Vec::new();
     while let ReadResult::Candle { pos, candle } = reader.try_read() {
         assert!(verify::seal_ok(pos, &candle));
         positions.push(pos);
     }
-    assert_eq!(positions, (3977..5000).collect::<Vec<_>>());
+    assert_eq!(positions, (4105..5000).collect::<Vec<_>>());
     assert_eq!(reader.stats().lost + reader.stats().received, 5000);
 }
 
