@@ -630,3 +630,67 @@ fn info_reports_writer_liveness_and_reader_lag() {
     info::remove(&ring.0, false).unwrap();
     assert!(!ring.0.exists());
 }
+
+#[test]
+fn a_ring_on_hugetlbfs_works_for_writer_and_registered_reader() {
+    if sys::euid() != 0 {
+        eprintln!("SKIP a_ring_on_hugetlbfs_works_for_writer_and_registered_reader: reserving huge pages and mounting hugetlbfs need root");
+        return;
+    }
+    let knob = "/proc/sys/vm/nr_hugepages";
+    let Some(before) = std::fs::read_to_string(knob)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        eprintln!("SKIP a_ring_on_hugetlbfs_works_for_writer_and_registered_reader: no {knob}");
+        return;
+    };
+    let _ = std::fs::write(knob, (before + 2).to_string());
+    let dir = PathBuf::from(format!("/tmp/tickloop-test-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "hugetlbfs", "tickloop-test"])
+        .arg(&dir)
+        .status();
+    if !matches!(mounted, Ok(s) if s.success()) {
+        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::write(knob, before.to_string());
+        eprintln!("SKIP a_ring_on_hugetlbfs_works_for_writer_and_registered_reader: mount -t hugetlbfs failed here");
+        return;
+    }
+    let path = dir.join("ring");
+    let outcome = std::panic::catch_unwind(|| {
+        ring::create(
+            &path,
+            CreateOptions {
+                slots: 4096,
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            size >= 2 << 20 && size % (2 << 20) == 0,
+            "rounded up to huge pages: {size}"
+        );
+        let mut writer = Writer::open(&path).unwrap();
+        let mut reader = Reader::attach(&path, ReaderOptions::default()).unwrap();
+        assert!(
+            reader.registered(),
+            "the control page maps on hugetlbfs too"
+        );
+        write_sealed(&mut writer, 1000, 0.0);
+        let mut verifier = Verifier::new();
+        read_verified(&mut reader, &mut verifier, 1000, Duration::from_secs(5));
+        assert_eq!(verifier.summary().received, 1000);
+        assert!(verifier.clean());
+        assert_eq!(info::inspect(&path, 0).unwrap().readers.len(), 1);
+    });
+    let _ = std::fs::remove_file(&path);
+    let _ = std::process::Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::write(knob, before.to_string());
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

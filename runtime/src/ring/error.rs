@@ -62,7 +62,7 @@ pub enum RingError {
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
+        // Not `#[source]`: the message already carries it, and printing a chain would say it twice.
         source: io::Error,
     },
 }

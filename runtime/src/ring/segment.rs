@@ -62,7 +62,8 @@ pub struct Segment {
     // Holds the writer's flock for as long as the segment is open.
     _file: File,
     map: MmapRaw,
-    control: Option<MmapRaw>,
+    /// A reader's writable mapping holding the control page, and the page's offset in it.
+    control: Option<(MmapRaw, usize)>,
     access: Access,
 }
 
@@ -98,14 +99,24 @@ impl Segment {
         }
         .map_err(|e| RingError::io("mapping", path, e))?;
         let control = if access == Access::Read && writable_file {
-            Some(
+            // The control page's own mapping. On hugetlbfs mappings must start on a huge page,
+            // so there it covers the first huge page (header included; the reader never writes
+            // the header, it only reads it through the read-only mapping).
+            let block = fs_block_size(&file);
+            let (offset, len) = if block > PAGE {
+                (0, block)
+            } else {
+                (CONTROL_OFFSET, PAGE)
+            };
+            Some((
                 MmapOptions::new()
-                    .offset(CONTROL_OFFSET)
-                    .len(PAGE as usize)
+                    .offset(offset)
+                    .len(len as usize)
                     .populate()
                     .map_raw(&file)
                     .map_err(|e| RingError::io("mapping the control page of", path, e))?,
-            )
+                (CONTROL_OFFSET - offset) as usize,
+            ))
         } else {
             None
         };
@@ -136,7 +147,8 @@ impl Segment {
     pub fn control(&self) -> Option<&Control> {
         let ptr = match (self.access, &self.control) {
             (Access::Write, _) => unsafe { self.map.as_ptr().add(CONTROL_OFFSET as usize) },
-            (Access::Read, Some(control)) => control.as_ptr(),
+            // SAFETY: the mapping covers the control page at `offset`.
+            (Access::Read, Some((control, offset))) => unsafe { control.as_ptr().add(*offset) },
             _ => return None,
         };
         // SAFETY: a page-aligned, page-long mapping laid out as `Control`.
@@ -541,6 +553,21 @@ fn statfs(dir: &Path) -> Option<libc::statfs> {
 
 // statfs field types differ between 64- and 32-bit targets.
 #[allow(clippy::useless_conversion)]
+/// The block size of the filesystem holding `file` if it is hugetlbfs, else one page.
+#[allow(clippy::useless_conversion)]
+fn fs_block_size(file: &File) -> u64 {
+    // SAFETY: zeroed statfs is a valid out-buffer; valid fd.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(std::os::fd::AsRawFd::as_raw_fd(file), &mut st) } != 0 {
+        return PAGE;
+    }
+    if i64::from(st.f_type) == HUGETLBFS_MAGIC {
+        (st.f_bsize as u64).max(PAGE)
+    } else {
+        PAGE
+    }
+}
+
 fn block_size_if_hugetlbfs(dir: &Path) -> u64 {
     match statfs(dir) {
         Some(st) if i64::from(st.f_type) == HUGETLBFS_MAGIC => (st.f_bsize as u64).max(PAGE),
