@@ -157,7 +157,7 @@ fn feed_and_verifying_tail_in_two_processes_lose_nothing() {
         "--count",
         "2000000",
         "--rate",
-        "5000000",
+        "2000000",
         "--symbols",
         "16",
         "--seed",

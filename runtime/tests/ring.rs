@@ -228,6 +228,7 @@ fn writer_killed_at_random_points_never_yields_a_torn_candle() {
         let run_for = Duration::from_micros(rng % 3000);
         let started = Instant::now();
         let before = verifier.summary().received;
+        let published_before = reader.write_seq();
         while started.elapsed() < run_for {
             let result = reader.try_read();
             verifier.observe(&result, 0);
@@ -243,7 +244,9 @@ fn writer_killed_at_random_points_never_yields_a_torn_candle() {
             verifier.observe(&result, 0);
         }
         assert!(verifier.clean(), "round {round}: {:?}", verifier.summary());
-        if run_for > Duration::from_micros(500) {
+        // Once the writer is dead its last candles stay intact, so if it published anything
+        // this round, the drain delivered at least its newest one.
+        if reader.write_seq() > published_before {
             assert!(
                 verifier.summary().received > before,
                 "round {round}: reading continued"
