@@ -551,27 +551,29 @@ fn statfs(dir: &Path) -> Option<libc::statfs> {
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st)
 }
 
-// statfs field types differ between 64- and 32-bit targets.
-#[allow(clippy::useless_conversion)]
 /// The block size of the filesystem holding `file` if it is hugetlbfs, else one page.
-#[allow(clippy::useless_conversion)]
 fn fs_block_size(file: &File) -> u64 {
-    // SAFETY: zeroed statfs is a valid out-buffer; valid fd.
+    // SAFETY: zeroed statfs is a valid out-buffer.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and out-pointer.
     if unsafe { libc::fstatfs(std::os::fd::AsRawFd::as_raw_fd(file), &mut st) } != 0 {
         return PAGE;
     }
+    hugetlbfs_block(&st)
+}
+
+/// As `fs_block_size`, for the directory a ring is created in.
+fn block_size_if_hugetlbfs(dir: &Path) -> u64 {
+    statfs(dir).map_or(PAGE, |st| hugetlbfs_block(&st))
+}
+
+// statfs field types differ between 64- and 32-bit targets.
+#[allow(clippy::useless_conversion)]
+fn hugetlbfs_block(st: &libc::statfs) -> u64 {
     if i64::from(st.f_type) == HUGETLBFS_MAGIC {
         (st.f_bsize as u64).max(PAGE)
     } else {
         PAGE
-    }
-}
-
-fn block_size_if_hugetlbfs(dir: &Path) -> u64 {
-    match statfs(dir) {
-        Some(st) if i64::from(st.f_type) == HUGETLBFS_MAGIC => (st.f_bsize as u64).max(PAGE),
-        _ => PAGE,
     }
 }
 
