@@ -356,19 +356,24 @@ fn tail_stops_on_sigint_and_still_reports() {
 }
 
 #[test]
-fn ring_demo_runs_with_no_arguments_worth_of_setup_and_cleans_up() {
+fn ring_demo_runs_with_no_arguments_and_cleans_up() {
     let before = demo_rings();
-    let o = tickloop(&["ring", "demo", "--count", "300000", "--rate", "1000000"]);
+    let o = tickloop(&["ring", "demo"]);
     let out = stdout(&o);
     assert!(
         o.status.success(),
         "{out} {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(
-        out.contains("300,000 received, 0 lost, 0 duplicates, 0 torn"),
-        "{out}"
-    );
+    // "reader:  5,000,000 received, 0 lost, 0 duplicates, 0 torn, ...": every candle is
+    // accounted for (a hypervisor stall of over 30 ms could lap the reader: counted, not lost).
+    let line = out.lines().find(|l| l.starts_with("reader:")).expect(&out);
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit() && c != ',')
+        .filter_map(|w| w.replace(',', "").parse().ok())
+        .collect();
+    assert_eq!(numbers[0] + numbers[1], 5_000_000, "{line}");
+    assert!(line.contains("0 duplicates, 0 torn"), "{line}");
     assert!(out.contains("latency: publish -> read  p50"), "{out}");
     assert!(out.contains("result:  OK"), "{out}");
     assert_eq!(demo_rings(), before, "the demo ring was removed");

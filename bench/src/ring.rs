@@ -462,14 +462,10 @@ fn stamp_ns(ticks: i64) -> u64 {
 /// itself, the measure the Python row uses. Timed per batch of 1000 (a stopwatch read per
 /// candle would cost more than the candle).
 fn write_read_one_process(n: u64) -> Result<Histogram<u64>, String> {
-    let path = ring::ring_path(&format!("tickloop-bench-local-{}", std::process::id()))
-        .map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&path);
-    ring::create(&path, CreateOptions::default()).map_err(|e| e.to_string())?;
-    let result = (|| {
-        let mut writer = Writer::open(&path).map_err(|e| e.to_string())?;
+    with_temp_ring(CreateOptions::default().slots, |path| {
+        let mut writer = Writer::open(path).map_err(|e| e.to_string())?;
         let mut reader = Reader::attach(
-            &path,
+            path,
             ReaderOptions {
                 start: Start::Next,
                 register: false,
@@ -495,7 +491,26 @@ fn write_read_one_process(n: u64) -> Result<Histogram<u64>, String> {
             hist.saturating_record((stamp_ns(stamp() - t0) / BATCH).max(1));
         }
         Ok(hist)
-    })();
+    })
+}
+
+/// Run `f` on a fresh ring of `slots` slots under /dev/shm, removed afterwards.
+fn with_temp_ring<T>(
+    slots: u64,
+    f: impl FnOnce(&std::path::Path) -> Result<T, String>,
+) -> Result<T, String> {
+    let path = ring::ring_path(&format!("tickloop-bench-{}", std::process::id()))
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&path);
+    ring::create(
+        &path,
+        CreateOptions {
+            slots,
+            ..CreateOptions::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let result = f(&path);
     let _ = std::fs::remove_file(&path);
     result
 }
@@ -619,23 +634,12 @@ fn ring_run_with(
     gap_ns: i64,
     closed_loop: bool,
 ) -> Result<RingRun, String> {
-    let path = ring::ring_path(&format!("tickloop-bench-{}", std::process::id()))
-        .map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&path);
     // The latency row uses the default 4 MiB ring; the throughput rows a 64 MiB one, which
     // absorbs a 40 ms stall of the reader (a hypervisor preempting its vCPU) at 25 M/s.
     let slots = if gap_ns > 0 { LATENCY_SLOTS } else { 1 << 20 };
-    ring::create(
-        &path,
-        CreateOptions {
-            slots,
-            ..CreateOptions::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let result = ring_run_on(&path, reader_core, writer_core, n, gap_ns, closed_loop);
-    let _ = std::fs::remove_file(&path);
-    result
+    with_temp_ring(slots, |path| {
+        ring_run_on(path, reader_core, writer_core, n, gap_ns, closed_loop)
+    })
 }
 
 fn ring_run_on(
