@@ -245,7 +245,7 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         1.0,
         Some(flat_out.per_sec),
         &format!(
-            "delivered per second; {} lost in {} overruns when the writer outruns the reader",
+            "delivered per second at the reader; {} lost in {} overruns (a reader slower than the writer is lapped)",
             flat_out.lost, flat_out.overruns
         ),
     ));

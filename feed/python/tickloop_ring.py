@@ -736,7 +736,12 @@ class RingWriter(_Mapped):
         # write_seq store cannot pass the load of `parked` (no missed wake-up).
         self._fence_acquire()
         self._fence_release()
-        if self._u32[1024]:  # parked (offset 4096): a reader asleep on the bell
+        u32 = self._u32
+        # parked (offset 4096) and wanted (offset 4104): a reader asked for one ring. Python has
+        # no atomic swap; clearing `wanted` with a plain store can, rarely, swallow another
+        # reader's request, which then waits out its park timeout.
+        if u32[1024] and u32[1026]:
+            u32[1026] = 0
             self._ring()
         return p
 

@@ -549,6 +549,31 @@ fn a_parked_reader_is_woken_by_the_doorbell_and_a_dead_one_is_forgotten() {
     write_sealed(&mut writer, 10_000, 0.0);
     assert_eq!(writer.doorbell_rings(), 0);
 
+    // A parked reader that cannot run (stopped) is rung once, not on every publish.
+    let path = ring.0.clone();
+    let stopped = fork(move || {
+        let mut r = Reader::attach(&path, ReaderOptions::default()).unwrap();
+        loop {
+            r.park(Duration::from_secs(60));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while info::inspect(&ring.0, 0).unwrap().parked_readers == 0 {
+        assert!(Instant::now() < deadline, "the child never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kill(stopped, libc::SIGSTOP);
+    let rings = writer.doorbell_rings();
+    write_sealed(&mut writer, 10_000, 0.0);
+    assert!(
+        writer.doorbell_rings() - rings <= 1,
+        "rang {} times",
+        writer.doorbell_rings() - rings
+    );
+    kill(stopped, libc::SIGKILL);
+    wait(stopped);
+    writer.heartbeat(sys::realtime_ns());
+
     // A reader killed while parked must not leave the writer ringing forever.
     let path = ring.0.clone();
     let sleeper = fork(move || {
@@ -565,7 +590,8 @@ fn a_parked_reader_is_woken_by_the_doorbell_and_a_dead_one_is_forgotten() {
     kill(sleeper, libc::SIGKILL);
     wait(sleeper);
     assert_eq!(info::inspect(&ring.0, 0).unwrap().parked_readers, 1);
-    writer.heartbeat(sys::realtime_ns());
+    // The repair scan runs at most once a second: the heartbeat above was the last one.
+    writer.heartbeat(sys::realtime_ns() + 2_000_000_000);
     assert_eq!(info::inspect(&ring.0, 0).unwrap().parked_readers, 0);
     let rings = writer.doorbell_rings();
     write_sealed(&mut writer, 1000, 0.0);

@@ -126,6 +126,7 @@ const _: () = {
     assert!(offset_of!(Header, write_seq) == 192);
     assert!(size_of::<Slot>() == SLOT_SIZE as usize);
     assert!(size_of::<Doorbell>() == 64);
+    assert!(offset_of!(Doorbell, wanted) == 8);
     assert!(size_of::<ReaderEntry>() == 64);
     assert!(size_of::<Control>() == PAGE as usize);
     assert!(size_of::<SymbolEntry>() == SYMBOL_ENTRY_SIZE as usize);

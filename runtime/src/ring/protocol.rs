@@ -4,8 +4,9 @@
 //! * the per-slot **seqlock**: a slot's `seq` word is `2p+1` while position `p` is being written
 //!   and `2p+2` once it is complete, so a reader can tell "not yet", "complete" and "overwritten"
 //!   apart from one load and detect a write that raced its copy from a second one;
-//! * the **doorbell**: a parked-reader count and a bell word, so the writer wakes parked readers
-//!   and pays only a load when none is parked.
+//! * the **doorbell**: a parked-reader count, a "wanted" flag and a bell word, so the writer
+//!   wakes parked readers once per sleep (not once per candle), and pays only a load when none
+//!   is parked.
 //!
 //! This module owns the memory orderings and nothing else: no system calls, no clocks, no
 //! allocation. ARCHITECTURE.md explains why each ordering is sufficient.
@@ -100,11 +101,16 @@ pub fn slot_ready(slot: &Slot, pos: u64) -> bool {
     slot.seq.load(Ordering::Acquire) >= seq_done(pos)
 }
 
-/// The parked-reader count and the bell word a parked reader sleeps on (a futex word).
+/// The parked-reader count, the flag asking for one ring, and the bell word a parked reader
+/// sleeps on (a futex word).
 #[repr(C, align(64))]
 pub struct Doorbell {
     pub parked: AtomicU32,
     pub bell: AtomicU32,
+    /// Set by a reader about to sleep; the writer clears it when it rings. So a reader that is
+    /// parked but cannot run (stopped, or a stale count left by a killed reader) costs the
+    /// writer two loads per publish, not a system call.
+    pub wanted: AtomicU32,
 }
 
 impl Doorbell {
@@ -113,10 +119,12 @@ impl Doorbell {
         Doorbell {
             parked: AtomicU32::new(0),
             bell: AtomicU32::new(0),
+            wanted: AtomicU32::new(0),
         }
     }
 
-    /// Writer side, after publishing: does some reader need waking?
+    /// Writer side, after publishing: does some reader need waking? True at most once per
+    /// `announce` (it consumes the `wanted` flag).
     ///
     /// `writer_fences` is true when readers cannot force a barrier on the writer (no
     /// `membarrier`): the writer then pays a full fence here. Otherwise the fence is only a
@@ -129,6 +137,8 @@ impl Doorbell {
             compiler_fence_seqcst();
         }
         self.parked.load(Ordering::Relaxed) != 0
+            && self.wanted.load(Ordering::Relaxed) != 0
+            && self.wanted.swap(0, Ordering::AcqRel) != 0
     }
 
     /// Writer side: change the bell word; the caller then wakes its waiters (futex wake).
@@ -143,6 +153,7 @@ impl Doorbell {
     #[inline]
     pub fn announce(&self) -> u32 {
         self.parked.fetch_add(1, Ordering::SeqCst);
+        self.wanted.store(1, Ordering::SeqCst);
         let bell = self.bell.load(Ordering::SeqCst);
         fence(Ordering::SeqCst);
         bell
@@ -212,9 +223,15 @@ mod loom_tests {
             let (ws, wb) = (slot.clone(), bell.clone());
             let writer = thread::spawn(move || {
                 write_slot(&ws, 0, &payload(0));
+                let mut rings = 0;
                 if wb.needs_ring(true) {
                     wb.ring();
+                    rings += 1;
                 }
+                if wb.needs_ring(true) {
+                    rings += 1;
+                }
+                assert!(rings <= 1, "one ring per announced sleep");
             });
             let seen = bell.announce();
             let sleeps = !slot_ready(&slot, 0);

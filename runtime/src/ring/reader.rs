@@ -105,6 +105,9 @@ unsafe impl Send for Reader {}
 
 const PUBLISH_EVERY: u64 = 4096;
 
+/// Registry `pid` while an entry is being claimed (no real pid is this large).
+const CLAIMING: u32 = u32::MAX;
+
 impl Reader {
     pub fn attach(path: &Path, options: ReaderOptions) -> Result<Reader, RingError> {
         let seg = Segment::open(path, Access::Read)?;
@@ -143,12 +146,14 @@ impl Reader {
         let ticks = sys::process_start_ticks(pid).unwrap_or(0);
         for (index, entry) in control.readers.iter().enumerate() {
             let holder = entry.pid.load(Ordering::Acquire);
+            // CLAIMING marks an entry whose new holder is writing its start time: never free.
             let free = holder == 0
-                || !sys::process_alive(holder, entry.start_ticks.load(Ordering::Relaxed));
+                || (holder != CLAIMING
+                    && !sys::process_alive(holder, entry.start_ticks.load(Ordering::Relaxed)));
             if !free
                 || entry
                     .pid
-                    .compare_exchange(holder, pid, Ordering::AcqRel, Ordering::Relaxed)
+                    .compare_exchange(holder, CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
                     .is_err()
             {
                 continue;
@@ -161,6 +166,8 @@ impl Reader {
             for counter in [&entry.received, &entry.lost, &entry.overruns] {
                 counter.store(0, Ordering::Relaxed);
             }
+            // Publishes the start time with the pid, so nobody judges us by a stale one.
+            entry.pid.store(pid, Ordering::Release);
             return Some(index);
         }
         None

@@ -1,7 +1,8 @@
 //! The ring's one writer. It holds the segment's exclusive `flock` for its whole life, bumps
 //! the writer epoch when it takes over, and publishes candles without ever waiting for readers.
 //!
-//! It never reads a clock on the publish path and never allocates after `open`.
+//! It never reads a clock, allocates or makes a system call on the publish path (it makes one,
+//! a futex wake, only to wake a reader that asked for it).
 
 use super::error::RingError;
 use super::layout::*;
@@ -19,6 +20,7 @@ pub struct Writer {
     next: u64,
     writer_fences: bool,
     rings: u64,
+    last_repair_ns: i64,
 }
 
 // SAFETY: the raw pointer points into `seg`'s mapping, which moves with the writer.
@@ -37,6 +39,7 @@ impl Writer {
             next: 0,
             writer_fences: true,
             rings: 0,
+            last_repair_ns: i64::MIN / 2,
         };
         writer.take_over();
         Ok(writer)
@@ -96,6 +99,9 @@ impl Writer {
             Ordering::Relaxed,
         );
         h.writer_epoch.fetch_add(1, Ordering::Release);
+        // A reader parking right now may have read the old flags and skipped membarrier while
+        // we rely on it: one full fence here covers that instant.
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     /// Publish one candle; returns its position. Never waits.
@@ -161,10 +167,15 @@ impl Writer {
             .seg
             .control()
             .expect("the writer maps the control page");
-        if control.doorbell.parked.load(Ordering::Relaxed) != 0 {
+        // The scan reads /proc, so at most once a second, and only while someone is parked.
+        if control.doorbell.parked.load(Ordering::Relaxed) != 0
+            && now_ns - self.last_repair_ns >= 1_000_000_000
+        {
+            self.last_repair_ns = now_ns;
             for entry in &control.readers {
                 let pid = entry.pid.load(Ordering::Acquire);
                 if pid != 0
+                    && pid != u32::MAX
                     && entry.parked.load(Ordering::Acquire) != 0
                     && !sys::process_alive(pid, entry.start_ticks.load(Ordering::Relaxed))
                     && entry.parked.swap(0, Ordering::AcqRel) != 0
@@ -173,6 +184,11 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// How many symbols the ring's table can hold, and how many it holds.
+    pub fn symbol_room(&self) -> (u32, u32) {
+        (self.seg.header().symbol_capacity, self.seg.symbol_count())
     }
 
     /// The id of symbol `name`, adding it to the ring's symbol table if it is new.
