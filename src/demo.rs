@@ -50,6 +50,9 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
+    // Registered first: a Ctrl-C at any point reaches the loop below or `wait_for_reader`,
+    // and the ring is removed on the way out.
+    let stop = crate::stop_flag();
     let exe = std::env::current_exe().context("finding the tickloop executable")?;
     let name = format!("tickloop-demo-{}", std::process::id());
     let path = ring::ring_path(&name)?;
@@ -95,7 +98,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         .context("starting the reader process")?;
     let reader_pid = reader.id();
     cleanup.children.push(reader);
-    wait_for_reader(&path, reader_pid)?;
+    wait_for_reader(&path, reader_pid, &stop)?;
 
     let mut writer = Command::new(&exe);
     writer.args(["feed", "synthetic", "--ring", &name]);
@@ -115,7 +118,6 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         .context("starting the writer process")?;
     cleanup.children.push(writer);
 
-    let stop = crate::stop_flag();
     let bar = ProgressBar::new(args.count).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} candles read  {per_sec}  {msg}")
             .expect("static template"),
@@ -194,9 +196,12 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
     }
 }
 
-fn wait_for_reader(path: &Path, pid: u32) -> Result<()> {
+fn wait_for_reader(path: &Path, pid: u32, stop: &std::sync::atomic::AtomicBool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted; the demo ring was removed");
+        }
         if let Ok(shown) = info::inspect(path, 0) {
             if shown.readers.iter().any(|r| r.pid == pid) {
                 return Ok(());

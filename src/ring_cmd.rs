@@ -117,6 +117,16 @@ fn print_info(i: &RingInfo) {
 
 fn tail(args: &TailArgs) -> Result<ExitCode> {
     let path = ring_path(&args.ring.ring)?;
+    if let Some(s) = args.idle_exit {
+        if !(s.is_finite() && s > 0.0) {
+            anyhow::bail!("--idle-exit {s} must be a positive number of seconds");
+        }
+    }
+    if let Some(file) = &args.report {
+        // Fail now, not after the whole run, if the report cannot be written.
+        std::fs::write(file, "{}")
+            .with_context(|| format!("cannot write --report {}", file.display()))?;
+    }
     if let Some(core) = args.cpu {
         sys::pin_to_core(core).map_err(anyhow::Error::msg)?;
     }
@@ -175,21 +185,26 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
         if args.verify {
             continue;
         }
-        match result {
+        let written = match result {
             ReadResult::Candle { pos, candle } => {
                 let name = reader.symbol_name(candle.symbol).unwrap_or("?");
                 writeln!(
                     out,
                     "{pos} {name} {} o={} h={} l={} c={} v={}",
                     candle.ts_ns, candle.open, candle.high, candle.low, candle.close, candle.volume
-                )?;
+                )
             }
-            ReadResult::Overrun { lost } => writeln!(out, "# overrun: {lost} candles lost")?,
-            ReadResult::NewWriter { epoch } => writeln!(out, "# new writer: epoch {epoch}")?,
-            ReadResult::Empty => {}
+            ReadResult::Overrun { lost } => writeln!(out, "# overrun: {lost} candles lost"),
+            ReadResult::NewWriter { epoch } => writeln!(out, "# new writer: epoch {epoch}"),
+            ReadResult::Empty => Ok(()),
+        };
+        if !output_ok(written)? {
+            return Ok(ExitCode::SUCCESS);
         }
     }
-    out.flush()?;
+    if !output_ok(out.flush())? {
+        return Ok(ExitCode::SUCCESS);
+    }
     drop(out);
     let summary = verifier.summary();
     if let Some(file) = &args.report {
@@ -247,14 +262,23 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A closed stdout (`ring tail | head`) is the reader of our output going away: stop quietly.
+fn output_ok(result: std::io::Result<()>) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
 pub fn synthetic(args: &SyntheticArgs) -> Result<ExitCode> {
     let path = ring_path(&args.ring.ring)?;
     if args.symbols == 0 {
         anyhow::bail!("--symbols must be at least 1");
     }
-    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+    if !(args.rate == 0.0 || (args.rate >= 0.001 && args.rate.is_finite())) {
         anyhow::bail!(
-            "--rate {} must be a number of candles per second, or 0 for as fast as possible",
+            "--rate {} must be at least 0.001 candles per second, or 0 for as fast as possible",
             args.rate
         );
     }

@@ -124,6 +124,13 @@ pub fn run(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SyntheticReport, RingError> {
+    let (capacity, _) = writer.symbol_room();
+    if options.symbols > capacity as usize {
+        return Err(RingError::SymbolsFull {
+            path: writer.path().to_owned(),
+            capacity,
+        });
+    }
     let ids = register_symbols(writer, options.symbols)?;
     let mut walk = RandomWalk::new(ids.len(), options.seed);
     let start = sys::monotonic_ns();
@@ -143,8 +150,17 @@ pub fn run(
         if interval_ns > 0.0 {
             let due = start + (published as f64 * interval_ns) as i64;
             let mut now = sys::monotonic_ns();
-            if due - now > 200_000 {
-                std::thread::sleep(Duration::from_nanos((due - now - 100_000) as u64));
+            // Long waits sleep in slices of at most 50 ms, so a stop request is seen promptly.
+            while due - now > 200_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let nap = (due - now - 100_000).min(50_000_000);
+                std::thread::sleep(Duration::from_nanos(nap as u64));
+                now = sys::monotonic_ns();
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
             while now < due {
                 core::hint::spin_loop();

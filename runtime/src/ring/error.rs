@@ -19,13 +19,13 @@ pub enum RingError {
     #[error("cannot open ring {}: permission denied; it belongs to another user or its mode forbids you: run as its owner, or remove it and create your own", path.display())]
     PermissionDenied { path: PathBuf },
 
-    #[error("ring {} belongs to uid {owner}, not to you (uid {me}): run as that user, or remove it and create your own", path.display())]
+    #[error("ring {} belongs to uid {owner}, not to you (uid {me}): run as that user, or remove it (`tickloop ring rm --force --ring {}`) and create your own", path.display(), path.display())]
     OtherUser { path: PathBuf, owner: u32, me: u32 },
 
     #[error("{} is not a tickloop ring ({why}): check the path; if it is a damaged ring, remove it and create it again", path.display())]
     NotARing { path: PathBuf, why: String },
 
-    #[error("ring {} is truncated ({why}): the file is damaged; remove it with `tickloop ring rm` and create it again", path.display())]
+    #[error("ring {} is truncated ({why}): the file is damaged; remove it with `tickloop ring rm --ring {}` and create it again", path.display(), path.display())]
     Truncated { path: PathBuf, why: String },
 
     #[error("ring {} has layout {major}.{minor} but this tickloop reads layout {}.x: recreate the ring with this tickloop, or use the version that made it", path.display(), super::layout::LAYOUT_MAJOR)]
@@ -35,7 +35,7 @@ pub enum RingError {
         minor: u16,
     },
 
-    #[error("ring {} is not initialised: its creator died while creating it; remove it with `tickloop ring rm` and create it again", path.display())]
+    #[error("ring {} is not initialised: its creator died while creating it; remove it with `tickloop ring rm --ring {}` and create it again", path.display(), path.display())]
     NotInitialised { path: PathBuf },
 
     #[error("ring {} already has a writer (pid {pid}): stop it first (`kill {pid}`), or write to another ring", path.display())]
@@ -58,21 +58,24 @@ pub enum RingError {
     #[error("symbol name {name:?} is invalid: it must be 1 to 31 bytes of UTF-8 without NUL")]
     BadSymbol { name: String },
 
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {cause}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        // Not `#[source]`: the message already carries it, and printing a chain would say it twice.
-        source: io::Error,
+        // Not named `source`: the message carries it, and an error chain would print it twice.
+        cause: io::Error,
     },
+
+    #[error("cannot create ring {}: permission denied in {dir}: choose a directory you can write to, or run as a user who can", path.display())]
+    DirectoryDenied { path: PathBuf, dir: String },
 }
 
 impl RingError {
-    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: io::Error) -> RingError {
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, cause: io::Error) -> RingError {
         RingError::Io {
             op,
             path: path.to_owned(),
-            source,
+            cause,
         }
     }
 }

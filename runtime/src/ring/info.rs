@@ -123,11 +123,18 @@ pub struct Removed {
 /// alive, unless `force`. A damaged ring (truncated, other version) can always be removed.
 pub fn remove(path: &Path, force: bool) -> Result<Removed, RingError> {
     let mut live_writer = None;
+    // Held across the unlink, so a writer cannot start on the ring between our check and it.
+    let mut _lock = None;
     match Segment::open(path, Access::Inspect) {
         Ok(seg) => {
             let h = seg.header();
             let pid = h.writer_pid.load(Ordering::Relaxed);
-            if seg.writer_running() {
+            let file =
+                std::fs::File::open(path).map_err(|e| RingError::io("opening ring", path, e))?;
+            let free = sys::try_lock_exclusive(&file)
+                .map_err(|e| RingError::io("locking ring", path, e))?;
+            _lock = Some(file);
+            if !free {
                 if !force {
                     return Err(RingError::WriterBusy {
                         path: path.to_owned(),

@@ -112,7 +112,7 @@ impl Reader {
     pub fn attach(path: &Path, options: ReaderOptions) -> Result<Reader, RingError> {
         let seg = Segment::open(path, Access::Read)?;
         let h = seg.header();
-        let capacity = h.slot_count;
+        let capacity = seg.geometry().slot_count;
         let write_seq = h.write_seq.load(Ordering::Acquire);
         let cursor = match options.start {
             Start::Next => write_seq,

@@ -31,6 +31,11 @@ pub fn ring_path(arg: &str) -> Result<PathBuf, RingError> {
     if arg.contains('\0') {
         return Err(bad("it contains a NUL byte"));
     }
+    if arg.ends_with('/') {
+        return Err(bad(
+            "it ends with '/', so it names a directory, not a ring file",
+        ));
+    }
     if arg.contains('/') {
         return Ok(PathBuf::from(arg));
     }
@@ -58,6 +63,9 @@ pub enum Access {
 
 /// An open, validated, mapped ring segment.
 pub struct Segment {
+    /// What validation accepted; bounds every slice into the mapping (the header is shared
+    /// memory and is not trusted again after validation).
+    geometry: Geometry,
     path: PathBuf,
     // Holds the writer's flock for as long as the segment is open.
     _file: File,
@@ -121,6 +129,7 @@ impl Segment {
             None
         };
         Ok(Segment {
+            geometry,
             path: path.to_owned(),
             _file: file,
             map,
@@ -162,12 +171,12 @@ impl Segment {
     }
 
     pub fn slots(&self) -> &[Slot] {
-        let h = self.header();
+        let g = &self.geometry;
         // SAFETY: validated: slots_offset + slot_count * 64 <= mapping length, 64-byte aligned.
         unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(h.slots_offset as usize) as *const Slot,
-                h.slot_count as usize,
+                self.map.as_ptr().add(g.slots_offset as usize) as *const Slot,
+                g.slot_count as usize,
             )
         }
     }
@@ -189,7 +198,7 @@ impl Segment {
         let count = h
             .symbol_count
             .load(std::sync::atomic::Ordering::Acquire)
-            .min(h.symbol_capacity);
+            .min(self.geometry.symbol_capacity);
         if id >= count {
             return None;
         }
@@ -199,12 +208,17 @@ impl Segment {
         std::str::from_utf8(&entry.name[..len]).ok()
     }
 
+    /// The validated geometry (slot count, symbol capacity, offsets).
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
     /// Published symbol count.
     pub fn symbol_count(&self) -> u32 {
         let h = self.header();
         h.symbol_count
             .load(std::sync::atomic::Ordering::Acquire)
-            .min(h.symbol_capacity)
+            .min(self.geometry.symbol_capacity)
     }
 }
 
@@ -273,7 +287,8 @@ fn read_header_bytes(file: &File, path: &Path) -> Result<[u8; 256], RingError> {
 }
 
 /// Check everything about the file before mapping it, so that a bad file is an error, never a
-/// SIGBUS or a wild read. Returns the geometry the header declares.
+/// SIGBUS or a wild read. (A ring truncated while mapped still raises SIGBUS in its users: the
+/// files are private to their owner, who must remove rings with `ring rm`, never truncate them.) Returns the geometry the header declares.
 pub fn validate(file: &File, path: &Path) -> Result<Geometry, RingError> {
     let meta = file
         .metadata()
@@ -417,8 +432,9 @@ pub fn create(path: &Path, options: CreateOptions) -> Result<(), RingError> {
             io::ErrorKind::NotFound => {
                 RingError::io("creating ring (does the directory exist?)", path, e)
             }
-            io::ErrorKind::PermissionDenied => RingError::PermissionDenied {
+            io::ErrorKind::PermissionDenied => RingError::DirectoryDenied {
                 path: path.to_owned(),
+                dir: dir.display().to_string(),
             },
             _ => RingError::io("creating ring", path, e),
         })?;

@@ -31,7 +31,7 @@ impl Writer {
     pub fn open(path: &Path) -> Result<Writer, RingError> {
         let seg = Segment::open(path, Access::Write)?;
         let slots = seg.slots().as_ptr();
-        let mask = seg.header().slot_count - 1;
+        let mask = seg.geometry().slot_count - 1;
         let mut writer = Writer {
             seg,
             slots,
@@ -188,7 +188,7 @@ impl Writer {
 
     /// How many symbols the ring's table can hold, and how many it holds.
     pub fn symbol_room(&self) -> (u32, u32) {
-        (self.seg.header().symbol_capacity, self.seg.symbol_count())
+        (self.seg.geometry().symbol_capacity, self.seg.symbol_count())
     }
 
     /// The id of symbol `name`, adding it to the ring's symbol table if it is new.
@@ -203,10 +203,11 @@ impl Writer {
             return Ok(id);
         }
         let h = self.seg.header();
-        if count >= h.symbol_capacity {
+        let capacity = self.seg.geometry().symbol_capacity;
+        if count >= capacity {
             return Err(RingError::SymbolsFull {
                 path: self.seg.path().to_owned(),
-                capacity: h.symbol_capacity,
+                capacity,
             });
         }
         let mut entry = SymbolEntry {
