@@ -72,7 +72,7 @@ struct Sizes {
 
 /// Latency rows: one candle (or ping) every PACE_NS, in BLOCKS alternating blocks.
 const PACE_NS: i64 = 1_000;
-const BLOCKS: u64 = 20;
+const BLOCKS: u64 = 40;
 
 const PYTHON_USERS_RING: &str = include_str!("../python/users_ring.py");
 
