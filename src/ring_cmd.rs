@@ -160,6 +160,7 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
     let started = sys::monotonic_ns();
     let mut last_activity = started;
     let mut idled_out = false;
+    let mut removed = false;
     let mut first_candle_ns = None;
     while args.count == 0 || verifier.consumed() < args.count {
         let mut should_stop = || {
@@ -176,6 +177,10 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
         };
         let result = reader.wait(&strategy, &mut should_stop);
         if result == ReadResult::Empty {
+            break;
+        }
+        if result == ReadResult::RingRemoved {
+            removed = true;
             break;
         }
         let now = sys::realtime_ns();
@@ -196,7 +201,7 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
             }
             ReadResult::Overrun { lost } => writeln!(out, "# overrun: {lost} candles lost"),
             ReadResult::NewWriter { epoch } => writeln!(out, "# new writer: epoch {epoch}"),
-            ReadResult::Empty => Ok(()),
+            ReadResult::Empty | ReadResult::RingRemoved => Ok(()),
         };
         if !output_ok(written)? {
             return Ok(ExitCode::SUCCESS);
@@ -247,6 +252,15 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
             verifier.unannounced_gaps()
         );
         return Ok(ExitCode::from(1));
+    }
+    if removed {
+        eprintln!(
+            "tickloop: error: ring {} was removed while being read (after {} of {} positions): recreate it and restart its feed and readers",
+            path.display(),
+            verifier.consumed(),
+            args.count
+        );
+        return Ok(ExitCode::from(4));
     }
     if idled_out {
         eprintln!(

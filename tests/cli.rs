@@ -415,3 +415,27 @@ fn bench_ring_quick_reports_every_row_as_json() {
     assert!(report["machine"]["cpu"].is_string());
     assert!(report["checks"].as_array().unwrap().len() >= 3);
 }
+
+#[test]
+fn tail_reports_a_ring_removed_under_it() {
+    for wait in ["park", "spin"] {
+        let name = Name::new();
+        assert!(tickloop(&["ring", "create", "--ring", &name.0])
+            .status
+            .success());
+        let tail = spawn(&[
+            "ring", "tail", "--ring", &name.0, "--verify", "--wait", wait,
+        ]);
+        wait_for_reader(&name);
+        assert!(tickloop(&["ring", "rm", "--ring", &name.0])
+            .status
+            .success());
+        let started = Instant::now();
+        let o = tail.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(4), "{wait}: {o:?}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("was removed while being read"), "{err}");
+        assert_eq!(summary(&o)["received"], 0);
+    }
+}

@@ -744,7 +744,7 @@ fn ring_run_on(
                 lost += l;
                 overruns += 1;
             }
-            ReadResult::NewWriter { .. } | ReadResult::Empty => {
+            ReadResult::NewWriter { .. } | ReadResult::Empty | ReadResult::RingRemoved => {
                 idle += 1;
                 if idle % (1 << 24) == 0 && !child_alive(pid) {
                     break;

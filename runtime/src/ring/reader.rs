@@ -74,6 +74,9 @@ pub enum ReadResult {
     Overrun { lost: u64 },
     /// A writer took over the ring (a restart): its epoch. Positions continue.
     NewWriter { epoch: u64 },
+    /// The ring's file was removed (`ring rm`): no writer can reach this reader any more.
+    /// Returned by `wait` once nothing is left to read.
+    RingRemoved,
     /// Nothing new.
     Empty,
 }
@@ -258,29 +261,34 @@ impl Reader {
                 return result;
             }
             idle = idle.wrapping_add(1);
-            let housekeeping = match *strategy {
-                WaitStrategy::Spin => idle % 1024 == 0,
+            // Housekeeping (new writer, progress, stop) every 1024 spins or after every sleep;
+            // the removal check (an fstat) after every sleep, or every 2^20 spins.
+            let (housekeeping, check_removed) = match *strategy {
+                WaitStrategy::Spin => (idle % 1024 == 0, idle % (1 << 20) == 0),
                 WaitStrategy::SpinThenPark {
                     spins,
                     park_timeout,
                 } => {
                     if idle < spins {
                         core::hint::spin_loop();
-                        idle % 1024 == 0
+                        (idle % 1024 == 0, idle % (1 << 20) == 0)
                     } else {
                         self.park(park_timeout);
                         idle = 0;
-                        true
+                        (true, true)
                     }
                 }
                 WaitStrategy::Poll { interval } => {
                     std::thread::sleep(interval);
-                    true
+                    (true, true)
                 }
             };
             if housekeeping {
                 if let Some(epoch) = self.check_writer() {
                     return ReadResult::NewWriter { epoch };
+                }
+                if check_removed && self.seg.unlinked() {
+                    return ReadResult::RingRemoved;
                 }
                 if self.cursor != self.published_cursor {
                     self.publish_progress();

@@ -142,6 +142,11 @@ impl Segment {
         &self.path
     }
 
+    /// Has the ring's file been removed (no name links to it any more)?
+    pub fn unlinked(&self) -> bool {
+        self._file.metadata().is_ok_and(|m| m.nlink() == 0)
+    }
+
     /// Does a live writer hold this ring's lock? (The kernel drops it when the writer dies.)
     pub fn writer_running(&self) -> bool {
         self.access == Access::Write || sys::lock_held(&self._file)

@@ -102,7 +102,7 @@ impl Verifier {
                 }
             }
             ReadResult::NewWriter { .. } => self.writers += 1,
-            ReadResult::Empty => {}
+            ReadResult::Empty | ReadResult::RingRemoved => {}
         }
     }
 
