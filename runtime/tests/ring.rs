@@ -513,6 +513,23 @@ fn creation_is_exclusive_private_and_cleans_up_after_dead_creators() {
     assert!(bad.unwrap_err().to_string().contains("power of two"));
 }
 
+/// A child process whose reader parks on the ring forever; returns once it is parked.
+fn fork_parked_reader(ring: &Path) -> libc::pid_t {
+    let path = ring.to_owned();
+    let pid = fork(move || {
+        let mut r = Reader::attach(&path, ReaderOptions::default()).unwrap();
+        loop {
+            r.park(Duration::from_secs(60));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while info::inspect(ring, 0).unwrap().parked_readers == 0 {
+        assert!(Instant::now() < deadline, "the child never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pid
+}
+
 #[test]
 fn a_parked_reader_is_woken_by_the_doorbell_and_a_dead_one_is_forgotten() {
     let ring = TestRing::new(64);
@@ -550,18 +567,7 @@ fn a_parked_reader_is_woken_by_the_doorbell_and_a_dead_one_is_forgotten() {
     assert_eq!(writer.doorbell_rings(), 0);
 
     // A parked reader that cannot run (stopped) is rung once, not on every publish.
-    let path = ring.0.clone();
-    let stopped = fork(move || {
-        let mut r = Reader::attach(&path, ReaderOptions::default()).unwrap();
-        loop {
-            r.park(Duration::from_secs(60));
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while info::inspect(&ring.0, 0).unwrap().parked_readers == 0 {
-        assert!(Instant::now() < deadline, "the child never parked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let stopped = fork_parked_reader(&ring.0);
     kill(stopped, libc::SIGSTOP);
     let rings = writer.doorbell_rings();
     write_sealed(&mut writer, 10_000, 0.0);
@@ -575,18 +581,7 @@ fn a_parked_reader_is_woken_by_the_doorbell_and_a_dead_one_is_forgotten() {
     writer.heartbeat(sys::realtime_ns());
 
     // A reader killed while parked must not leave the writer ringing forever.
-    let path = ring.0.clone();
-    let sleeper = fork(move || {
-        let mut r = Reader::attach(&path, ReaderOptions::default()).unwrap();
-        loop {
-            r.park(Duration::from_secs(60));
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while info::inspect(&ring.0, 0).unwrap().parked_readers == 0 {
-        assert!(Instant::now() < deadline, "the child never parked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let sleeper = fork_parked_reader(&ring.0);
     kill(sleeper, libc::SIGKILL);
     wait(sleeper);
     assert_eq!(info::inspect(&ring.0, 0).unwrap().parked_readers, 1);
