@@ -304,6 +304,17 @@ pub fn synthetic(args: &SyntheticArgs) -> Result<ExitCode> {
         symbols: (args.symbols as u32).max(1024),
         ..CreateOptions::default()
     };
+    // Refuse before taking over (a take-over bumps the epoch) if the symbols cannot fit.
+    if let Ok(existing) = info::inspect(&path, 0) {
+        if args.symbols > existing.symbol_capacity as usize {
+            anyhow::bail!(
+                "--symbols {} does not fit the symbol table of ring {} ({} symbols): use fewer, or create the ring with more --symbols",
+                args.symbols,
+                path.display(),
+                existing.symbol_capacity
+            );
+        }
+    }
     let (mut writer, created) = Writer::open_or_create(&path, options)?;
     if created {
         eprintln!(

@@ -439,3 +439,29 @@ fn tail_reports_a_ring_removed_under_it() {
         assert_eq!(summary(&o)["received"], 0);
     }
 }
+
+#[test]
+fn a_feed_with_more_symbols_than_the_ring_holds_is_refused_before_taking_over() {
+    let name = Name::new();
+    assert!(
+        tickloop(&["ring", "create", "--ring", &name.0, "--symbols", "16"])
+            .status
+            .success()
+    );
+    let o = tickloop(&[
+        "feed",
+        "synthetic",
+        "--ring",
+        &name.0,
+        "--symbols",
+        "20",
+        "--count",
+        "1",
+    ]);
+    assert!(clear_failure(&o).contains("does not fit the symbol table"));
+    let info: serde_json::Value =
+        serde_json::from_slice(&tickloop(&["ring", "info", "--ring", &name.0, "--json"]).stdout)
+            .unwrap();
+    assert_eq!(info["writer"]["epoch"], 0, "no take-over happened");
+    assert_eq!(info["symbols"], 0, "no symbol was registered");
+}
