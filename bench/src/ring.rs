@@ -159,12 +159,18 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         let rtt_block =
             cache_line_round_trip(reader_core, writer_core, sizes.rtt / BLOCKS, PACE_NS)?;
         rtt.add(&rtt_block).map_err(|e| e.to_string())?;
-        let block = ring_run(reader_core, writer_core, sizes.latency / BLOCKS, PACE_NS)?;
+        let block = ring_run(
+            reader_core,
+            writer_core,
+            sizes.latency / BLOCKS,
+            PACE_NS,
+            false,
+        )?;
         latency.add(&block.hist).map_err(|e| e.to_string())?;
         latency_lost += block.lost;
         let half_rtt = rtt_block.value_at_quantile(0.5) as f64 / 2.0;
         ratios.push(block.hist.value_at_quantile(0.5) as f64 / half_rtt);
-        let block = ring_run_with(
+        let block = ring_run(
             reader_core,
             writer_core,
             sizes.latency / BLOCKS,
@@ -202,7 +208,7 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         1.0,
         Some(1e9 / PACE_NS as f64),
         &format!(
-            "publish to read, monotonic stamp carried in the candle, {pace}; {latency_lost} lost"
+            "publish to read, stopwatch (TSC) stamp carried in the candle, {pace}; {latency_lost} lost"
         ),
     ));
     rows.push(row_from(
@@ -221,6 +227,7 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         writer_core,
         sizes.throughput,
         -(THROUGHPUT_RATE as i64),
+        false,
     )?;
     rows.push(row_from(
         &format!(
@@ -238,7 +245,7 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         ),
     ));
     eprintln!("bench ring: throughput, unpaced writer ...");
-    let flat_out = ring_run(reader_core, writer_core, sizes.throughput, 0)?;
+    let flat_out = ring_run(reader_core, writer_core, sizes.throughput, 0, false)?;
     rows.push(row_from(
         "tickloop ring, writer unpaced (2^20 slots)",
         &flat_out.hist,
@@ -613,21 +620,12 @@ const LATENCY_SLOTS: u64 = 1 << 16;
 const THROUGHPUT_RATE: f64 = 25e6;
 
 /// A writer process publishes `n` candles and this process reads them with a busy-spinning
-/// reader. `gap_ns > 0`: one candle every `gap_ns`, each stamped with its monotonic publish
+/// reader. `gap_ns > 0`: one candle every `gap_ns`, each stamped with its stopwatch publish
 /// time; `gap_ns < 0`: `-gap_ns` candles per second, paced and stamped once per 64; `0`: as
 /// fast as possible, stamped once per 64 (a clock read per candle would halve the rate).
-fn ring_run(
-    reader_core: usize,
-    writer_core: usize,
-    n: u64,
-    gap_ns: i64,
-) -> Result<RingRun, String> {
-    ring_run_with(reader_core, writer_core, n, gap_ns, false)
-}
-
-/// As `ring_run`; `closed_loop` (paced runs only) makes the writer wait for the reader's
+/// `closed_loop` (paced runs only) makes the writer wait for the reader's
 /// acknowledgement of each candle before the next, the round trip's own method.
-fn ring_run_with(
+fn ring_run(
     reader_core: usize,
     writer_core: usize,
     n: u64,

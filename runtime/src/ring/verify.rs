@@ -151,8 +151,8 @@ impl Verifier {
         self.writers
     }
 
-    /// Consumed positions: received + torn + duplicates are not positions; this is
-    /// received + torn + lost, what `--count` counts against.
+    /// Positions consumed so far (received + torn + lost; duplicates repeat a position and do
+    /// not count): what `ring tail --count` counts against.
     pub fn consumed(&self) -> u64 {
         let s = self.summary();
         s.received + s.torn + s.lost
