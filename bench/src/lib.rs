@@ -2,4 +2,5 @@
 //! its peers in the same run, on the same cores, and reports medians and tails (hdrhistogram).
 //! Benchmarks print results; they never assert speed (that belongs to committed reports).
 
+pub mod cyclictest;
 pub mod ring;

@@ -7,7 +7,12 @@
 //!
 //! It never contains trading logic: strategies, orders and risk live in `tickloop-strategy`.
 
+pub mod clock;
+#[cfg(not(loom))]
+pub mod host;
 pub mod ring;
 pub mod sync;
 #[cfg(not(loom))]
 pub mod sys;
+#[cfg(not(loom))]
+pub mod timer;

@@ -1,0 +1,1 @@
+//! (being written) cyclictest from rt-tests as the timer-lateness reference.
