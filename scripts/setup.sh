@@ -34,6 +34,8 @@ fi
 command -v python3 >/dev/null || apt_install python3
 # mount/umount (util-linux) for the full-/dev/shm tests.
 command -v mount >/dev/null || apt_install mount
+# cyclictest (rt-tests) is the timer-lateness reference of `tickloop bench timers`.
+command -v cyclictest >/dev/null || apt_install rt-tests
 
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
