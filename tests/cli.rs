@@ -107,7 +107,7 @@ fn ring_create_info_rm() {
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(info["slots"], 4096);
     assert_eq!(info["symbol_capacity"], 16);
-    assert_eq!(info["layout"], "1.0");
+    assert_eq!(info["layout"], "1.1");
     assert_eq!(info["mode"], "600");
     assert_eq!(info["write_seq"], 0);
     assert_eq!(info["writer"]["epoch"], 0);
@@ -242,7 +242,7 @@ fn bad_rings_and_bad_arguments_are_one_line_errors() {
             .unwrap();
         f.write_at(&9u16.to_le_bytes(), 8).unwrap();
     }
-    assert!(clear_failure(&tickloop(&["ring", "tail", "--ring", &old.0])).contains("layout 9.0"));
+    assert!(clear_failure(&tickloop(&["ring", "tail", "--ring", &old.0])).contains("layout 9.1"));
     let short = Name::new();
     assert!(
         tickloop(&["ring", "create", "--ring", &short.0, "--slots", "1024"])

@@ -4,7 +4,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tickloop_runtime::ring::info;
 use tickloop_runtime::ring::verify::{self, Verifier};
@@ -14,64 +13,8 @@ use tickloop_runtime::ring::{
 };
 use tickloop_runtime::sys;
 
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-/// A ring file that is removed when the test ends, however it ends.
-struct TestRing(PathBuf);
-
-impl TestRing {
-    fn new(slots: u64) -> TestRing {
-        let ring = TestRing::unnamed();
-        ring::create(
-            &ring.0,
-            CreateOptions {
-                slots,
-                ..CreateOptions::default()
-            },
-        )
-        .unwrap();
-        ring
-    }
-
-    fn unnamed() -> TestRing {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TestRing(PathBuf::from(format!(
-            "/dev/shm/tickloop-test-{}-{n}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for TestRing {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Run `f` in a child process; the child never returns into the test harness.
-fn fork(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the child only runs `f` (memory, files, system calls) and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
-        // SAFETY: leave without running the harness's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
-    }
-    pid
-}
-
-fn kill(pid: libc::pid_t, signal: libc::c_int) {
-    // SAFETY: our own child.
-    unsafe { libc::kill(pid, signal) };
-}
-
-fn wait(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    status
-}
+mod common;
+use common::{fork, kill, wait, TestRing};
 
 fn candle(i: u64) -> Candle {
     Candle {
@@ -367,7 +310,7 @@ fn attaching_to_something_that_is_not_a_good_ring_is_a_clear_error() {
     }
     let msg = attach_error(&other_version.0);
     assert!(
-        msg.contains("layout 2.0") && msg.contains("reads layout 1.x"),
+        msg.contains("layout 2.1") && msg.contains("reads layout 1.x"),
         "{msg}"
     );
 

@@ -13,7 +13,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"TICKRING");
 /// A reader refuses any other major version.
 pub const LAYOUT_MAJOR: u16 = 1;
 /// Minor versions only add meaning to reserved fields; readers accept any.
-pub const LAYOUT_MINOR: u16 = 0;
+pub const LAYOUT_MINOR: u16 = 1;
 /// Written last by the creator; a header without it is not a ring yet.
 pub const INIT_DONE: u32 = 0x5449_4e49; // "INIT"
 pub const SLOT_SIZE: u32 = 64;
@@ -29,6 +29,10 @@ pub const MAX_READERS: usize = 63;
 /// Writer flag: the writer registered for `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, so a
 /// parking reader issues that barrier and the writer's publish path needs no fence of its own.
 pub const WRITER_MEMBARRIER: u32 = 1;
+/// Writer flag: when it rings the doorbell, the writer also sends one datagram to the wake
+/// socket of every parked reader that named one (layout 1.1), so a reader can sleep in
+/// epoll or io_uring together with its other file descriptors.
+pub const WRITER_WAKE_SOCKETS: u32 = 2;
 
 pub const MIN_SLOTS: u64 = 16;
 pub const MAX_SLOTS: u64 = 1 << 30;
@@ -101,7 +105,22 @@ pub struct ReaderEntry {
     pub lost: AtomicU64,
     pub overruns: AtomicU64,
     pub updated_ns: AtomicU64,
-    _reserved2: u64,
+    /// Non-zero: the id of this reader's wake socket, a Unix datagram socket bound to the
+    /// abstract name [`wake_socket_name`] (layout 1.1; zero in rings made by 1.0).
+    pub wake: AtomicU64,
+}
+
+/// Length of a wake socket's abstract name: `tickloop-wake-` and 16 hex digits.
+pub const WAKE_NAME_LEN: usize = 30;
+
+/// The abstract socket name (without the leading NUL) for wake socket `id`.
+pub fn wake_socket_name(id: u64) -> [u8; WAKE_NAME_LEN] {
+    let mut name = *b"tickloop-wake-0000000000000000";
+    for (i, byte) in name[14..].iter_mut().enumerate() {
+        let nibble = (id >> (60 - 4 * i)) & 0xf;
+        *byte = b"0123456789abcdef"[nibble as usize];
+    }
+    name
 }
 
 /// The second page: the only part of the segment a reader maps writable.

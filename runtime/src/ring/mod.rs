@@ -38,7 +38,7 @@ pub use segment::{create, ring_path, CreateOptions};
 pub use writer::Writer;
 
 /// One candle as it travels through the ring (the slot's `seq` word is not part of it).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Candle {
     /// Bar time, or for a live feed the time it was published: nanoseconds since the Unix epoch.
     pub ts_ns: i64,

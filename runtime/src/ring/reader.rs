@@ -102,6 +102,8 @@ pub struct Reader {
     published_cursor: u64,
     /// Cursor at which `try_read` next copies progress to the registry (never if unregistered).
     next_publish: u64,
+    /// The last park could not issue the membarrier the writer relies on.
+    membarrier_failed: bool,
 }
 
 // SAFETY: the raw pointer points into `seg`'s mapping, which moves with the reader.
@@ -135,6 +137,7 @@ impl Reader {
             stats: ReaderStats::default(),
             published_cursor: u64::MAX,
             next_publish: u64::MAX,
+            membarrier_failed: false,
         };
         if options.register {
             reader.entry = reader.register();
@@ -167,6 +170,7 @@ impl Reader {
                 control.doorbell.leave();
             }
             entry.start_ticks.store(ticks, Ordering::Relaxed);
+            entry.wake.store(0, Ordering::Relaxed);
             for counter in [&entry.received, &entry.lost, &entry.overruns] {
                 counter.store(0, Ordering::Relaxed);
             }
@@ -307,26 +311,78 @@ impl Reader {
     /// Sleep until the writer rings the doorbell, the timeout passes, or a signal arrives.
     /// A reader without a control-page entry cannot park and sleeps briefly instead.
     pub fn park(&mut self, timeout: Duration) {
-        let (Some(index), Some(control)) = (self.entry, self.seg.control()) else {
+        let Some(bell) = self.announce_park() else {
             std::thread::sleep(timeout.min(Duration::from_micros(100)));
             return;
         };
-        self.stats.parks += 1;
-        let entry = &control.readers[index];
-        entry.parked.store(1, Ordering::Release);
-        let seen = control.doorbell.announce();
-        let mut timeout = timeout;
-        let flags = self.seg.header().writer_flags.load(Ordering::Relaxed);
-        if flags & WRITER_MEMBARRIER != 0 && !sys::membarrier_global() {
-            // We cannot force the writer's barrier: keep a missed wake-up short.
-            timeout = timeout.min(Duration::from_millis(1));
-        }
+        let timeout = timeout.min(self.park_limit().unwrap_or(timeout));
         if !self.ready() {
-            sys::futex_wait(&control.doorbell.bell, seen, timeout);
+            if let Some(control) = self.seg.control() {
+                sys::futex_wait(&control.doorbell.bell, bell, timeout);
+            }
         }
-        if entry.parked.swap(0, Ordering::AcqRel) != 0 {
+        self.end_park();
+    }
+
+    /// First half of a park, for a caller that sleeps elsewhere (the loop sleeps in epoll or
+    /// io_uring on the reader's wake socket, see [`Reader::set_wake_socket`]): asks the writer
+    /// to ring and returns the bell value to sleep on. After this, check [`Reader::ready`]
+    /// once more before sleeping, and call [`Reader::end_park`] after waking. None if this
+    /// reader is not registered (it cannot be woken; poll it instead).
+    pub fn announce_park(&mut self) -> Option<u32> {
+        let (Some(index), Some(control)) = (self.entry, self.seg.control()) else {
+            return None;
+        };
+        self.stats.parks += 1;
+        control.readers[index].parked.store(1, Ordering::Release);
+        let bell = control.doorbell.announce();
+        let flags = self.seg.header().writer_flags.load(Ordering::Relaxed);
+        self.membarrier_failed = flags & WRITER_MEMBARRIER != 0 && !sys::membarrier_global();
+        Some(bell)
+    }
+
+    /// The longest this reader may sleep after [`Reader::announce_park`] without risking a
+    /// missed candle for long: None when the writer will wake it; 1 ms when it cannot force
+    /// the writer's barrier (membarrier failed), so a missed wake-up stays short.
+    pub fn park_limit(&self) -> Option<Duration> {
+        self.membarrier_failed.then_some(Duration::from_millis(1))
+    }
+
+    /// Does the current writer send wake datagrams (so a wake socket is enough to sleep on)?
+    pub fn writer_wakes_sockets(&self) -> bool {
+        self.seg.header().writer_flags.load(Ordering::Relaxed) & WRITER_WAKE_SOCKETS != 0
+    }
+
+    /// Second half of a park: no longer asleep.
+    pub fn end_park(&mut self) {
+        let (Some(index), Some(control)) = (self.entry, self.seg.control()) else {
+            return;
+        };
+        if control.readers[index].parked.swap(0, Ordering::AcqRel) != 0 {
             control.doorbell.leave();
         }
+    }
+
+    /// Name a wake socket (see [`super::layout::wake_socket_name`]) the writer sends a
+    /// datagram to when it rings for this reader. Returns false if the reader is not
+    /// registered. Id 0 removes it.
+    pub fn set_wake_socket(&mut self, id: u64) -> bool {
+        let (Some(index), Some(control)) = (self.entry, self.seg.control()) else {
+            return false;
+        };
+        control.readers[index].wake.store(id, Ordering::Release);
+        true
+    }
+
+    /// The start and length of the slots' mapping, to prefault it.
+    pub fn slots_region(&self) -> (*const u8, usize) {
+        let slots = self.seg.slots();
+        (slots.as_ptr() as *const u8, std::mem::size_of_val(slots))
+    }
+
+    /// Has the ring's file been removed (an fstat; call it off the hot path)?
+    pub fn ring_removed(&self) -> bool {
+        self.seg.unlinked()
     }
 
     pub fn cursor(&self) -> u64 {
@@ -367,7 +423,9 @@ impl Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         self.publish_progress();
+        self.end_park();
         if let (Some(index), Some(control)) = (self.entry, self.seg.control()) {
+            control.readers[index].wake.store(0, Ordering::Relaxed);
             control.readers[index].pid.store(0, Ordering::Release);
         }
     }

@@ -1,8 +1,9 @@
 //! The ring's one writer. It holds the segment's exclusive `flock` for its whole life, bumps
 //! the writer epoch when it takes over, and publishes candles without ever waiting for readers.
 //!
-//! It never reads a clock, allocates or makes a system call on the publish path (it makes one,
-//! a futex wake, only to wake a reader that asked for it).
+//! It never reads a clock, allocates or makes a system call on the publish path (it makes
+//! them, a futex wake and one datagram per parked reader with a wake socket, only to wake
+//! readers that asked for it).
 
 use super::error::RingError;
 use super::layout::*;
@@ -10,6 +11,8 @@ use super::protocol::{self, Doorbell, Slot};
 use super::segment::{self, Access, CreateOptions, Segment};
 use super::Candle;
 use crate::sys;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -21,6 +24,8 @@ pub struct Writer {
     writer_fences: bool,
     rings: u64,
     last_repair_ns: i64,
+    /// Unbound socket the wake datagrams are sent from (None if sockets are unavailable).
+    waker: Option<UnixDatagram>,
 }
 
 // SAFETY: the raw pointer points into `seg`'s mapping, which moves with the writer.
@@ -40,6 +45,9 @@ impl Writer {
             writer_fences: true,
             rings: 0,
             last_repair_ns: i64::MIN / 2,
+            waker: UnixDatagram::unbound()
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .ok(),
         };
         writer.take_over();
         Ok(writer)
@@ -90,14 +98,14 @@ impl Writer {
         let now = sys::realtime_ns() as u64;
         h.writer_started_ns.store(now, Ordering::Relaxed);
         h.writer_heartbeat_ns.store(now, Ordering::Relaxed);
-        h.writer_flags.store(
-            if self.writer_fences {
-                0
-            } else {
-                WRITER_MEMBARRIER
-            },
-            Ordering::Relaxed,
-        );
+        let mut flags = 0;
+        if !self.writer_fences {
+            flags |= WRITER_MEMBARRIER;
+        }
+        if self.waker.is_some() {
+            flags |= WRITER_WAKE_SOCKETS;
+        }
+        h.writer_flags.store(flags, Ordering::Relaxed);
         h.writer_epoch.fetch_add(1, Ordering::Release);
         // A reader parking right now may have read the old flags and skipped membarrier while
         // we rely on it: one full fence here covers that instant.
@@ -120,9 +128,32 @@ impl Writer {
         if doorbell.needs_ring(self.writer_fences) {
             doorbell.ring();
             sys::futex_wake_all(&doorbell.bell);
+            self.wake_sockets();
             self.rings += 1;
         }
         pos
+    }
+
+    /// One datagram to each parked reader that named a wake socket. A full socket buffer
+    /// means a wake-up is already pending there, so errors are ignored.
+    #[cold]
+    fn wake_sockets(&self) {
+        let (Some(waker), Some(control)) = (&self.waker, self.seg.control()) else {
+            return;
+        };
+        for entry in &control.readers {
+            // The reader set `parked` before announcing; our swap of `wanted` acquired it.
+            if entry.parked.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let id = entry.wake.load(Ordering::Acquire);
+            if id == 0 {
+                continue;
+            }
+            if let Ok(addr) = SocketAddr::from_abstract_name(wake_socket_name(id)) {
+                let _ = waker.send_to_addr(&[1], &addr);
+            }
+        }
     }
 
     fn doorbell(&self) -> &Doorbell {
