@@ -3,6 +3,7 @@
 
 mod demo;
 mod ring_cmd;
+mod run_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +29,10 @@ enum Command {
     /// Feeds that write candles into a ring.
     #[command(subcommand)]
     Feed(FeedCommand),
+    /// Run the loop: read rings, run the app, until SIGTERM/SIGINT (or --duration).
+    Run(run_cmd::RunArgs),
+    /// Feed a journal through its app again; with --verify, check every action.
+    Replay(run_cmd::ReplayArgs),
     /// Benchmarks, measured against their physical limits and peers in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -183,6 +188,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ring(cmd) => ring_cmd::run(cmd),
         Command::Feed(FeedCommand::Synthetic(args)) => ring_cmd::synthetic(&args),
+        Command::Run(args) => run_cmd::run(&args),
+        Command::Replay(args) => run_cmd::replay(&args),
         Command::Bench(BenchCommand::Ring(args)) => tickloop_bench::ring::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),

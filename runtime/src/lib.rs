@@ -7,10 +7,22 @@
 //!
 //! It never contains trading logic: strategies, orders and risk live in `tickloop-strategy`.
 
+#[cfg(not(loom))]
+pub mod app;
 pub mod clock;
 #[cfg(not(loom))]
+pub mod driver;
+#[cfg(not(loom))]
+pub mod event_loop;
+#[cfg(not(loom))]
 pub mod host;
+#[cfg(not(loom))]
+pub mod journal;
+#[cfg(not(loom))]
+pub mod replay;
 pub mod ring;
+#[cfg(not(loom))]
+pub mod signals;
 pub mod sync;
 #[cfg(not(loom))]
 pub mod sys;

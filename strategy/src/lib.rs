@@ -1,6 +1,10 @@
-//! tickloop strategies (not built yet).
+//! tickloop strategies: pure application logic over the loop's events.
 //!
-//! This crate will own the `Strategy` trait and its context, orders and their explicit states,
-//! positions and PnL accounting, pre-trade risk checks, the paper broker, and the example
-//! strategies. It will be pure application logic: it never reads a clock, never spawns a thread,
-//! and never allocates per event.
+//! Today it holds [`sma`], a moving-average crossover signal app that the loop's tests,
+//! benchmarks and `tickloop run` use as a real workload. The `Strategy` trait, orders and
+//! their states, positions, risk checks and the paper broker come next.
+//!
+//! Everything here is deterministic: it never reads a clock, never spawns a thread, never
+//! iterates a randomly-seeded map and never allocates per event.
+
+pub mod sma;

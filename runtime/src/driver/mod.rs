@@ -1,0 +1,294 @@
+//! Drivers: the only code that waits for readiness and reads the clock. Three backends behind
+//! one [`Driver`] trait: [`epoll`] (through mio, with a timerfd for precise deadlines),
+//! [`uring`] (io_uring multishot polls and timed waits) and [`sim`] (virtual time, for tests).
+//! The loop above cannot tell which one runs.
+//!
+//! Contract: readiness is edge-like. A ready fd is reported at least once after it becomes
+//! ready; the consumer must read it until `EAGAIN` before expecting another report. A driver
+//! never allocates after construction, never blocks longer than the deadline it is given, and
+//! never rounds a deadline to whole milliseconds or turns it into a spin.
+
+pub mod epoll;
+pub mod sim;
+pub mod uring;
+
+use crate::clock::Nanos;
+use std::io;
+use std::os::fd::RawFd;
+
+/// Names a registered fd in readiness reports. Tokens are small integers below the driver's
+/// fd capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl Interest {
+    pub fn readable(self) -> bool {
+        matches!(self, Interest::Read | Interest::ReadWrite)
+    }
+    pub fn writable(self) -> bool {
+        matches!(self, Interest::Write | Interest::ReadWrite)
+    }
+}
+
+/// One readiness report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    pub token: Token,
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer hung up (or the fd is in error): read what is left, then expect EOF.
+    pub hangup: bool,
+}
+
+/// A fixed-capacity list of readiness reports, filled by [`Driver::wait`].
+pub struct ReadyList {
+    items: Vec<Readiness>,
+}
+
+impl ReadyList {
+    pub fn with_capacity(capacity: usize) -> ReadyList {
+        assert!(
+            capacity > 0,
+            "a ready list needs room for at least one report"
+        );
+        ReadyList {
+            items: Vec::with_capacity(capacity),
+        }
+    }
+    pub fn capacity(&self) -> usize {
+        self.items.capacity()
+    }
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+    pub fn is_full(&self) -> bool {
+        self.items.len() == self.items.capacity()
+    }
+    /// Adds a report; returns false (and drops it) when full, which never happens if the
+    /// backend asks for at most `capacity` reports.
+    pub fn push(&mut self, readiness: Readiness) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        self.items.push(readiness);
+        true
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Readiness> {
+        self.items.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    pub fn get(&self, index: usize) -> Option<Readiness> {
+        self.items.get(index).copied()
+    }
+}
+
+/// How long [`Driver::wait`] may block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Not at all: report what is ready now.
+    Poll,
+    /// Until this time on the driver's clock (or until something is ready).
+    Until(Nanos),
+    /// Until something is ready.
+    Forever,
+}
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverChoice {
+    /// io_uring if the probe passes, else epoll (saying why).
+    #[default]
+    Auto,
+    Epoll,
+    IoUring,
+    Simulated,
+}
+
+/// Which backend runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    Epoll,
+    IoUring,
+    Simulated,
+}
+
+impl DriverKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::Epoll => "epoll",
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Simulated => "simulated",
+        }
+    }
+}
+
+impl std::str::FromStr for DriverChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DriverChoice::Auto),
+            "epoll" => Ok(DriverChoice::Epoll),
+            "io_uring" | "io-uring" | "uring" => Ok(DriverChoice::IoUring),
+            "simulated" | "sim" => Ok(DriverChoice::Simulated),
+            other => Err(format!(
+                "unknown driver {other:?}: use auto, epoll, io_uring or simulated"
+            )),
+        }
+    }
+}
+
+/// The interface every backend implements.
+pub trait Driver {
+    fn kind(&self) -> DriverKind;
+    /// The loop's clock: CLOCK_MONOTONIC in nanoseconds (virtual in simulation).
+    fn now(&mut self) -> Nanos;
+    /// Start reporting readiness of `fd` as `token`. `token.0` must be below the driver's fd
+    /// capacity and not in use.
+    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
+    /// Stop reporting `fd`. Reports already queued for it may still arrive once.
+    fn deregister(&mut self, fd: RawFd, token: Token) -> io::Result<()>;
+    /// Fill `ready` (cleared first, at most its capacity) with readiness, blocking per `wait`.
+    /// An interrupted wait (a signal) returns Ok with whatever is ready.
+    fn wait(&mut self, wait: Wait, ready: &mut ReadyList) -> io::Result<()>;
+}
+
+/// The backend chosen at startup. An enum rather than a trait object, so the loop's calls
+/// are direct.
+pub enum AnyDriver {
+    Epoll(epoll::EpollDriver),
+    IoUring(Box<uring::UringDriver>),
+    Simulated(sim::SimDriver),
+}
+
+/// What opening a driver did: which one runs, and why it is not the one asked for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DriverReport {
+    pub kind: DriverKind,
+    /// Set when `auto` or `io_uring` fell back to epoll: the probe's reason.
+    pub fallback: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DriverOptions {
+    /// Registered fds the driver can hold (tokens are below this).
+    pub fd_capacity: u32,
+    /// Virtual start time and the virtual time each clock read advances (simulated only).
+    pub sim_start: Nanos,
+    pub sim_step: Nanos,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            fd_capacity: 64,
+            sim_start: crate::clock::SECONDS,
+            sim_step: crate::clock::MICROS,
+        }
+    }
+}
+
+impl AnyDriver {
+    /// Open the chosen backend. `IoUring` is strict (an error if the probe fails); `Auto`
+    /// falls back to epoll and reports why.
+    pub fn open(
+        choice: DriverChoice,
+        options: DriverOptions,
+    ) -> io::Result<(AnyDriver, DriverReport)> {
+        let report = |kind, fallback| DriverReport { kind, fallback };
+        match choice {
+            DriverChoice::Epoll => Ok((
+                AnyDriver::Epoll(epoll::EpollDriver::new(options.fd_capacity)?),
+                report(DriverKind::Epoll, None),
+            )),
+            DriverChoice::Simulated => Ok((
+                AnyDriver::Simulated(sim::SimDriver::new(options)?),
+                report(DriverKind::Simulated, None),
+            )),
+            DriverChoice::IoUring => match uring::UringDriver::new(options.fd_capacity) {
+                Ok(d) => Ok((AnyDriver::IoUring(Box::new(d)), report(DriverKind::IoUring, None))),
+                Err(e) => Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "io_uring is not usable here: {e} (use driver = \"epoll\" or \"auto\")"
+                    ),
+                )),
+            },
+            DriverChoice::Auto => match uring::UringDriver::new(options.fd_capacity) {
+                Ok(d) => Ok((AnyDriver::IoUring(Box::new(d)), report(DriverKind::IoUring, None))),
+                Err(e) => Ok((
+                    AnyDriver::Epoll(epoll::EpollDriver::new(options.fd_capacity)?),
+                    report(DriverKind::Epoll, Some(e.to_string())),
+                )),
+            },
+        }
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $d:ident => $e:expr) => {
+        match $self {
+            AnyDriver::Epoll($d) => $e,
+            AnyDriver::IoUring($d) => $e,
+            AnyDriver::Simulated($d) => $e,
+        }
+    };
+}
+
+impl Driver for AnyDriver {
+    fn kind(&self) -> DriverKind {
+        each!(self, d => d.kind())
+    }
+    #[inline]
+    fn now(&mut self) -> Nanos {
+        each!(self, d => d.now())
+    }
+    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
+        each!(self, d => d.register(fd, token, interest))
+    }
+    fn deregister(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
+        each!(self, d => d.deregister(fd, token))
+    }
+    #[inline]
+    fn wait(&mut self, wait: Wait, ready: &mut ReadyList) -> io::Result<()> {
+        each!(self, d => d.wait(wait, ready))
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the vDSO: no system call).
+#[inline]
+pub(crate) fn monotonic_now() -> Nanos {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub(crate) fn check_token(token: Token, capacity: u32) -> io::Result<()> {
+    if token.0 >= capacity {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "token {} is beyond the driver's fd capacity {capacity}",
+                token.0
+            ),
+        ));
+    }
+    Ok(())
+}

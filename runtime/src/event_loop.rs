@@ -1,0 +1,946 @@
+//! The loop: one thread that owns every source (rings, signals, registered fds) and the timer
+//! wheel, turns what they deliver into [`Event`]s stamped by the driver's clock, hands them to
+//! the [`App`], and performs the [`Action`]s it answers with.
+//!
+//! One iteration: read the clock once; fire due timers; read at most `batch` results from each
+//! ring; poll fds when due (busy mode: every `fd_poll_interval`; park mode: whenever there is
+//! nothing else to do, sleeping in the driver until a doorbell, a timer or an fd). It never
+//! allocates after [`EventLoop::new`], never blocks except in the driver, and never lets one
+//! source starve the others: a flood of candles delays a timer by at most one batch.
+
+use crate::app::{
+    Action, App, Context, Event, EventKind, OutputSink, SourceId, TimerId, TimerRefusal,
+};
+use crate::clock::{Nanos, MICROS, MILLIS};
+use crate::driver::{
+    AnyDriver, Driver, DriverChoice, DriverKind, DriverOptions, DriverReport, Interest, Readiness,
+    ReadyList, Token, Wait,
+};
+use crate::host::{self, HostConfig, HostSetup};
+use crate::journal::{JournalError, JournalHeader, JournalWriter, Record};
+use crate::ring::{ReadResult, Reader, ReaderOptions, RingError, Start};
+use crate::signals::{SignalKind, Signals};
+use crate::timer::{TimerKey, TimerWheel};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::PathBuf;
+
+/// How the loop waits when it has nothing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Spin on rings and timers, never sleep (lowest latency; burns the core).
+    Busy,
+    /// After `park_after` idle iterations, sleep in the driver until a ring's doorbell, the
+    /// next timer or an fd.
+    #[default]
+    Park,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "busy" => Ok(Mode::Busy),
+            "park" => Ok(Mode::Park),
+            other => Err(format!("unknown mode {other:?}: use busy or park")),
+        }
+    }
+}
+
+/// Everything the loop needs fixed at startup. Every limit here bounds memory allocated in
+/// [`EventLoop::new`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopConfig {
+    pub driver: DriverChoice,
+    pub mode: Mode,
+    /// Timers the wheel can hold; app timer ids are below this (one more is kept internally).
+    pub timer_capacity: u32,
+    /// Periodic timers with a budget and their two histograms.
+    pub periodic_capacity: u32,
+    /// Results read from each ring per iteration.
+    pub batch: u32,
+    /// Actions the app may return from one event; more are dropped and reported.
+    pub actions_per_event: u32,
+    /// Readiness reports taken from the driver per wait.
+    pub ready_capacity: u32,
+    /// Idle iterations before parking (park mode).
+    pub park_after: u32,
+    /// Busy mode: signals and fds are polled at least this often (ns).
+    pub fd_poll_interval_ns: Nanos,
+    /// Ring writer and removal checks, progress publishing and journal flushes (ns).
+    pub housekeeping_ns: Nanos,
+    /// Journal buffer (bytes), written out when full and on every housekeeping tick.
+    pub journal_buffer: u32,
+    /// Simulated driver: virtual time added by each clock read (ns).
+    pub sim_step_ns: Nanos,
+    pub host: HostConfig,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig {
+            driver: DriverChoice::Auto,
+            mode: Mode::Park,
+            timer_capacity: 1024,
+            periodic_capacity: 16,
+            batch: 256,
+            actions_per_event: 64,
+            ready_capacity: 64,
+            park_after: 64,
+            fd_poll_interval_ns: 50 * MICROS,
+            housekeeping_ns: 100 * MILLIS,
+            journal_buffer: 1 << 20,
+            sim_step_ns: MICROS,
+            host: HostConfig::default(),
+        }
+    }
+}
+
+impl LoopConfig {
+    /// Check every limit; the error names the field, the bad value and the fix.
+    pub fn validate(&self) -> Result<(), LoopError> {
+        let bad = |field: &'static str, value: u64, fix: &str| {
+            Err(LoopError::Config {
+                field,
+                value: value.to_string(),
+                fix: fix.to_string(),
+            })
+        };
+        if self.timer_capacity == 0 || self.timer_capacity > 1 << 24 {
+            return bad(
+                "timer_capacity",
+                self.timer_capacity as u64,
+                "use 1 to 16777216 (default 1024)",
+            );
+        }
+        if self.periodic_capacity > self.timer_capacity {
+            return bad(
+                "periodic_capacity",
+                self.periodic_capacity as u64,
+                "use at most timer_capacity (default 16)",
+            );
+        }
+        if self.batch == 0 || self.batch > 1 << 20 {
+            return bad("batch", self.batch as u64, "use 1 to 1048576 (default 256)");
+        }
+        if self.actions_per_event == 0 || self.actions_per_event > 1 << 16 {
+            return bad(
+                "actions_per_event",
+                self.actions_per_event as u64,
+                "use 1 to 65536 (default 64)",
+            );
+        }
+        if self.ready_capacity == 0 || self.ready_capacity > 1 << 16 {
+            return bad(
+                "ready_capacity",
+                self.ready_capacity as u64,
+                "use 1 to 65536 (default 64)",
+            );
+        }
+        if self.fd_poll_interval_ns == 0 || self.fd_poll_interval_ns > 100 * MILLIS {
+            return bad(
+                "fd_poll_interval_ns",
+                self.fd_poll_interval_ns,
+                "use 1 ns to 100 ms (default 50 µs)",
+            );
+        }
+        if self.housekeeping_ns < MILLIS || self.housekeeping_ns > 10_000 * MILLIS {
+            return bad(
+                "housekeeping_ns",
+                self.housekeeping_ns,
+                "use 1 ms to 10 s (default 100 ms)",
+            );
+        }
+        if self.journal_buffer < 1 << 14 {
+            return bad(
+                "journal_buffer",
+                self.journal_buffer as u64,
+                "use at least 16384 bytes (default 1 MiB)",
+            );
+        }
+        if let Some(p) = self.host.sched_fifo {
+            if !(1..=99).contains(&p) {
+                return bad("host.sched_fifo", p as u64, "use a priority from 1 to 99");
+            }
+        }
+        Ok(())
+    }
+
+    /// FNV-1a of the configuration, recorded in journals.
+    pub fn fingerprint(&self) -> u64 {
+        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        crate::ring::layout::fnv1a64(&bytes)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("config: {field} = {value} is not allowed: {fix}")]
+    Config {
+        field: &'static str,
+        value: String,
+        fix: String,
+    },
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Host(#[from] host::HostError),
+    #[error("driver: {0}")]
+    Driver(io::Error),
+    #[error("signals: cannot open a signalfd: {0}")]
+    Signals(io::Error),
+    #[error("wake socket: cannot bind a Unix datagram socket in the abstract namespace: {0}")]
+    Wake(io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One ring the loop reads.
+pub struct RingSpec {
+    pub path: PathBuf,
+    pub start: Start,
+}
+
+/// A source of events that lives on a file descriptor (pipes, sockets, pidfds...), registered
+/// by another module. It must read its fd until `EAGAIN` on each readiness (the driver reports
+/// edges) and may emit events through `emit`; what it does not read now, it reads next time.
+pub trait FdSource {
+    fn fd(&self) -> RawFd;
+    fn interest(&self) -> Interest;
+    fn on_ready(&mut self, ready: Readiness, emit: &mut dyn FnMut(EventKind));
+}
+
+/// Where an entry in the timer wheel belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerOwner {
+    App(TimerId),
+    Housekeeping,
+    /// The end of a run limited with [`EventLoop::stop_after`].
+    Deadline,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct AppTimer {
+    key: Option<TimerKey>,
+    /// Index into the periodic table while periodic.
+    periodic: Option<u32>,
+}
+
+/// A periodic timer's schedule and budget accounting.
+pub struct Periodic {
+    pub timer: Option<TimerId>,
+    pub period: Nanos,
+    pub budget: Nanos,
+    /// How late each firing ran (ns).
+    pub lateness: Histogram<u64>,
+    /// How long the app took for each firing (ns).
+    pub took: Histogram<u64>,
+    pub overruns: u64,
+    pub skipped: u64,
+}
+
+struct RingSource {
+    reader: Reader,
+    removed: bool,
+}
+
+/// Counters of one run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LoopStats {
+    pub iterations: u64,
+    pub events: u64,
+    pub candles: u64,
+    pub candles_lost: u64,
+    pub timers_fired: u64,
+    /// Iterations in which some ring still had candles after its batch.
+    pub backlog_iterations: u64,
+    /// The largest backlog seen after a batch (candles).
+    pub max_backlog: u64,
+    pub parks: u64,
+    pub fd_polls: u64,
+    pub actions: u64,
+    pub actions_dropped: u64,
+    pub follow_ups_dropped: u64,
+    pub timer_refusals: u64,
+    pub journal_records: u64,
+    pub journal_dropped: u64,
+}
+
+/// Tokens the loop uses itself; sources registered by others start at [`FIRST_SOURCE_TOKEN`].
+const SIGNAL_TOKEN: Token = Token(0);
+const WAKE_TOKEN: Token = Token(1);
+pub const FIRST_SOURCE_TOKEN: u32 = 2;
+/// Fd sources one loop can hold.
+pub const MAX_FD_SOURCES: usize = 62;
+
+/// Why the loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StopReason {
+    Signal(i32),
+    App,
+    /// The deadline given to [`EventLoop::stop_after`] passed.
+    Deadline,
+}
+
+pub struct EventLoop<A: App, S: OutputSink<A::Output>> {
+    config: LoopConfig,
+    driver: AnyDriver,
+    driver_report: DriverReport,
+    app: A,
+    sink: S,
+    rings: Vec<RingSource>,
+    signals: Signals,
+    wake: Option<UnixDatagram>,
+    fd_sources: Vec<Box<dyn FdSource>>,
+    ready: ReadyList,
+    wheel: TimerWheel<TimerOwner>,
+    app_timers: Vec<AppTimer>,
+    periodic: Vec<Periodic>,
+    actions: Vec<Action<A::Output>>,
+    follow_ups: Vec<EventKind>,
+    journal: Option<JournalWriter>,
+    host: HostSetup,
+    stats: LoopStats,
+    now: Nanos,
+    next_fd_poll: Nanos,
+    stop: Option<StopReason>,
+    stop_after: Option<Nanos>,
+}
+
+/// Builds an [`EventLoop`]: everything is opened, allocated and checked before it runs.
+pub struct LoopBuilder<'a> {
+    pub config: &'a LoopConfig,
+    pub rings: Vec<RingSpec>,
+    pub journal: Option<PathBuf>,
+    /// The app's configuration (postcard), recorded in the journal for replay.
+    pub app_config: Vec<u8>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 ns to 60 s at 2 significant digits: about 30 KiB each.
+    Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid histogram bounds")
+}
+
+impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
+    pub fn new(builder: LoopBuilder<'_>, app: A, sink: S) -> Result<Self, LoopError> {
+        let config = builder.config.clone();
+        config.validate()?;
+        let busy = config.mode == Mode::Busy;
+        // Pin first, so everything below is allocated on the loop's core.
+        let host = host::apply(&config.host, busy)?;
+        // A sleeping SCHED_OTHER thread's timers get 50 µs of slack by default: a 200 µs
+        // sleep would end anywhere up to 250 µs. The loop wants its deadlines kept.
+        // SAFETY: prctl on the calling thread with a plain integer argument.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+        let journal = match &builder.journal {
+            None => None,
+            Some(path) => {
+                let header = JournalHeader {
+                    build: env!("CARGO_PKG_VERSION").to_string(),
+                    config_fingerprint: config.fingerprint()
+                        ^ crate::ring::layout::fnv1a64(&builder.app_config),
+                    app: app.name().to_string(),
+                    app_config: builder.app_config.clone(),
+                    actions_per_event: config.actions_per_event,
+                    driver: String::new(),
+                    started_unix_ns: crate::sys::realtime_ns(),
+                };
+                Some((path.clone(), header))
+            }
+        };
+        let mut rings = Vec::with_capacity(builder.rings.len());
+        for spec in &builder.rings {
+            let reader = Reader::attach(
+                &spec.path,
+                ReaderOptions {
+                    start: spec.start,
+                    register: true,
+                },
+            )?;
+            rings.push(RingSource {
+                reader,
+                removed: false,
+            });
+        }
+        if rings.len() > SourceId::MAX as usize {
+            return Err(LoopError::Other(format!(
+                "{} rings is more than one loop reads (at most {})",
+                rings.len(),
+                SourceId::MAX
+            )));
+        }
+        let (mut driver, driver_report) = AnyDriver::open(
+            config.driver,
+            DriverOptions {
+                fd_capacity: FIRST_SOURCE_TOKEN + MAX_FD_SOURCES as u32,
+                sim_start: crate::clock::SECONDS,
+                sim_step: config.sim_step_ns,
+            },
+        )
+        .map_err(LoopError::Driver)?;
+        let journal = match journal {
+            None => None,
+            Some((path, mut header)) => {
+                header.driver = driver_report.kind.name().to_string();
+                Some(JournalWriter::create(
+                    &path,
+                    &header,
+                    config.journal_buffer as usize,
+                )?)
+            }
+        };
+        let signals = Signals::open().map_err(LoopError::Signals)?;
+        driver
+            .register(signals.fd(), SIGNAL_TOKEN, Interest::Read)
+            .map_err(LoopError::Driver)?;
+        let wake = if config.mode == Mode::Park && !rings.is_empty() {
+            let (socket, id) = bind_wake_socket().map_err(LoopError::Wake)?;
+            driver
+                .register(socket.as_raw_fd(), WAKE_TOKEN, Interest::Read)
+                .map_err(LoopError::Driver)?;
+            for ring in &mut rings {
+                ring.reader.set_wake_socket(id);
+            }
+            Some(socket)
+        } else {
+            None
+        };
+        let capacity = config.timer_capacity as usize;
+        let now = driver.now();
+        let mut periodic = Vec::with_capacity(config.periodic_capacity as usize);
+        for _ in 0..config.periodic_capacity {
+            periodic.push(Periodic {
+                timer: None,
+                period: 0,
+                budget: 0,
+                lateness: histogram(),
+                took: histogram(),
+                overruns: 0,
+                skipped: 0,
+            });
+        }
+        let mut event_loop = EventLoop {
+            driver,
+            driver_report,
+            app,
+            sink,
+            rings,
+            signals,
+            wake,
+            fd_sources: Vec::with_capacity(MAX_FD_SOURCES),
+            ready: ReadyList::with_capacity(config.ready_capacity as usize),
+            // Two extra entries: the housekeeping tick and the run's deadline.
+            wheel: TimerWheel::new(capacity + 2, now),
+            app_timers: vec![AppTimer::default(); capacity],
+            periodic,
+            actions: Vec::with_capacity(config.actions_per_event as usize),
+            follow_ups: Vec::with_capacity(config.actions_per_event as usize * 2 + 8),
+            journal,
+            host,
+            stats: LoopStats::default(),
+            now,
+            next_fd_poll: now,
+            stop: None,
+            stop_after: None,
+            config,
+        };
+        event_loop.prefault()?;
+        Ok(event_loop)
+    }
+
+    /// Fault in the rings' slots now, so the loop never takes a page fault on them later.
+    fn prefault(&mut self) -> Result<(), LoopError> {
+        for ring in &self.rings {
+            let (ptr, len) = ring.reader.slots_region();
+            // SAFETY: the region is the reader's live mapping of the slots, valid for `len`.
+            unsafe { host::prefault(ptr, len, false)? };
+        }
+        Ok(())
+    }
+
+    /// Add a source on a file descriptor (before or between runs).
+    pub fn add_fd_source(&mut self, source: Box<dyn FdSource>) -> Result<SourceId, LoopError> {
+        if self.fd_sources.len() == MAX_FD_SOURCES {
+            return Err(LoopError::Other(format!(
+                "a loop holds at most {MAX_FD_SOURCES} fd sources"
+            )));
+        }
+        let index = self.fd_sources.len();
+        let token = Token(FIRST_SOURCE_TOKEN + index as u32);
+        self.driver
+            .register(source.fd(), token, source.interest())
+            .map_err(LoopError::Driver)?;
+        self.fd_sources.push(source);
+        Ok(index as SourceId)
+    }
+
+    pub fn driver_report(&self) -> &DriverReport {
+        &self.driver_report
+    }
+    pub fn driver_kind(&self) -> DriverKind {
+        self.driver_report.kind
+    }
+    pub fn host_report(&self) -> &host::HostReport {
+        &self.host.report
+    }
+    pub fn stats(&self) -> LoopStats {
+        let mut stats = self.stats;
+        if let Some(j) = &self.journal {
+            stats.journal_records = j.records();
+            stats.journal_dropped = j.dropped();
+        }
+        stats
+    }
+    pub fn periodic(&self) -> impl Iterator<Item = &Periodic> {
+        self.periodic.iter().filter(|p| p.timer.is_some())
+    }
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.app
+    }
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+    pub fn ring_reader(&self, source: SourceId) -> Option<&Reader> {
+        self.rings.get(source as usize).map(|r| &r.reader)
+    }
+    pub fn journal_failure(&self) -> Option<&str> {
+        self.journal.as_ref().and_then(|j| j.failure())
+    }
+
+    /// Stop the run `after` nanoseconds from when it starts (call before [`EventLoop::run`]).
+    pub fn stop_after(&mut self, after: Nanos) {
+        self.stop_after = Some(after);
+    }
+
+    /// Run until a stop signal, the app's `Stop`, or every ring being removed with nothing
+    /// else to wait for. The app sees `Started` first and `Shutdown` last.
+    pub fn run(&mut self) -> Result<StopReason, LoopError> {
+        self.now = self.driver.now();
+        self.next_fd_poll = self.now;
+        let housekeeping = self.now.saturating_add(self.config.housekeeping_ns);
+        self.wheel
+            .insert(housekeeping, TimerOwner::Housekeeping)
+            .map_err(|e| LoopError::Other(e.to_string()))?;
+        if let Some(after) = self.stop_after {
+            self.wheel
+                .insert(self.now.saturating_add(after), TimerOwner::Deadline)
+                .map_err(|e| LoopError::Other(e.to_string()))?;
+        }
+        self.dispatch(EventKind::Started);
+        let busy = self.config.mode == Mode::Busy;
+        let mut idle: u32 = 0;
+        while self.stop.is_none() {
+            let now = self.driver.now();
+            assert!(
+                now >= self.now,
+                "the loop's clock went backwards: {now} after {}",
+                self.now
+            );
+            self.now = now;
+            self.stats.iterations += 1;
+            let mut worked = self.fire_timers(now);
+            worked |= self.read_rings();
+            if now >= self.next_fd_poll {
+                self.next_fd_poll = now.saturating_add(self.config.fd_poll_interval_ns);
+                self.poll_fds(Wait::Poll)?;
+            }
+            if worked {
+                idle = 0;
+            } else if busy {
+                core::hint::spin_loop();
+            } else {
+                idle += 1;
+                if idle >= self.config.park_after {
+                    self.park()?;
+                    idle = 0;
+                }
+            }
+        }
+        self.dispatch(EventKind::Shutdown);
+        for ring in &mut self.rings {
+            ring.reader.publish_progress();
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.finish()?;
+        }
+        Ok(self.stop.expect("the loop only ends on a stop"))
+    }
+
+    /// Fire every due timer. Returns true if any fired.
+    fn fire_timers(&mut self, now: Nanos) -> bool {
+        let mut fired = false;
+        // Bounded: each pass pops one entry; re-armed periodic entries are due after `now`
+        // (their next deadline skips ahead past `now`), so they cannot come back this pass.
+        while let Some((_key, deadline, owner)) = self.wheel.expire_one(now) {
+            fired = true;
+            match owner {
+                TimerOwner::Housekeeping => {
+                    self.housekeeping();
+                    let next = now.saturating_add(self.config.housekeeping_ns);
+                    self.wheel
+                        .insert(next, TimerOwner::Housekeeping)
+                        .expect("the housekeeping entry is reserved");
+                }
+                TimerOwner::App(timer) => self.fire_app_timer(timer, deadline, now),
+                TimerOwner::Deadline => {
+                    self.stop.get_or_insert(StopReason::Deadline);
+                }
+            }
+        }
+        fired
+    }
+
+    fn fire_app_timer(&mut self, timer: TimerId, deadline: Nanos, now: Nanos) {
+        self.stats.timers_fired += 1;
+        let slot = &mut self.app_timers[timer as usize];
+        slot.key = None;
+        let Some(index) = slot.periodic else {
+            self.dispatch(EventKind::Timer { timer, deadline });
+            return;
+        };
+        let p = &mut self.periodic[index as usize];
+        let late = now - deadline;
+        // Next deadline on the original grid; periods that already passed are skipped.
+        let missed = late / p.period;
+        let next = deadline.saturating_add((missed + 1).saturating_mul(p.period));
+        let (period, budget) = (p.period, p.budget);
+        let key = self
+            .wheel
+            .insert(next, TimerOwner::App(timer))
+            .expect("a fired timer's entry is free again");
+        self.app_timers[timer as usize].key = Some(key);
+        let started = self.driver.now();
+        self.dispatch(EventKind::Timer { timer, deadline });
+        let took = self.driver.now().saturating_sub(started);
+        let p = &mut self.periodic[index as usize];
+        p.lateness.saturating_record(late.max(1));
+        p.took.saturating_record(took.max(1));
+        p.skipped += missed;
+        let _ = period;
+        if late > budget || took > budget || missed > 0 {
+            p.overruns += 1;
+            self.dispatch(EventKind::TimerOverrun {
+                timer,
+                late_ns: late,
+                took_ns: took,
+                budget_ns: budget,
+                skipped: missed.min(u32::MAX as u64) as u32,
+            });
+        }
+    }
+
+    /// Ring writer and removal checks, progress for `ring info`, journal flush.
+    fn housekeeping(&mut self) {
+        for index in 0..self.rings.len() {
+            let ring = &mut self.rings[index];
+            if ring.removed {
+                continue;
+            }
+            ring.reader.publish_progress();
+            if let Some(epoch) = ring.reader.check_writer() {
+                self.dispatch(EventKind::NewWriter {
+                    source: index as SourceId,
+                    epoch,
+                });
+            }
+            let ring = &mut self.rings[index];
+            if !ring.reader.ready() && ring.reader.ring_removed() {
+                ring.removed = true;
+                self.dispatch(EventKind::RingRemoved {
+                    source: index as SourceId,
+                });
+            }
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.flush();
+        }
+    }
+
+    /// Read up to `batch` results from each ring. Returns true if anything was read.
+    fn read_rings(&mut self) -> bool {
+        let batch = self.config.batch;
+        let mut worked = false;
+        for index in 0..self.rings.len() {
+            if self.rings[index].removed {
+                continue;
+            }
+            let source = index as SourceId;
+            let mut taken = 0;
+            while taken < batch {
+                match self.rings[index].reader.try_read() {
+                    ReadResult::Candle { pos, candle } => {
+                        self.stats.candles += 1;
+                        self.dispatch(EventKind::Candle {
+                            source,
+                            pos,
+                            candle,
+                        });
+                    }
+                    ReadResult::Overrun { lost } => {
+                        self.stats.candles_lost += lost;
+                        self.dispatch(EventKind::CandlesLost { source, lost });
+                    }
+                    _ => break,
+                }
+                taken += 1;
+            }
+            if taken > 0 {
+                worked = true;
+            }
+            if taken == batch {
+                let reader = &self.rings[index].reader;
+                if reader.ready() {
+                    self.stats.backlog_iterations += 1;
+                    let backlog = reader.write_seq().saturating_sub(reader.cursor());
+                    self.stats.max_backlog = self.stats.max_backlog.max(backlog);
+                }
+            }
+        }
+        worked
+    }
+
+    /// Sleep in the driver until a ring's doorbell, the next timer, or an fd.
+    fn park(&mut self) -> Result<(), LoopError> {
+        self.stats.parks += 1;
+        let mut limit: Option<Nanos> = None;
+        let mut ready = false;
+        for ring in &mut self.rings {
+            if ring.removed {
+                continue;
+            }
+            match ring.reader.announce_park() {
+                None => limit = Some(MILLIS / 10),
+                Some(_) => {
+                    if let Some(l) = ring.reader.park_limit() {
+                        limit = Some(
+                            limit.map_or(l.as_nanos() as Nanos, |x| x.min(l.as_nanos() as Nanos)),
+                        );
+                    }
+                    if !ring.reader.writer_wakes_sockets() || self.wake.is_none() {
+                        limit = Some(limit.map_or(MILLIS, |x| x.min(MILLIS)));
+                    }
+                }
+            }
+            ready |= ring.reader.ready();
+        }
+        if !ready {
+            let now = self.now;
+            let mut deadline = self.wheel.next_deadline();
+            if let Some(l) = limit {
+                let cap = now.saturating_add(l);
+                deadline = Some(deadline.map_or(cap, |d| d.min(cap)));
+            }
+            let wait = deadline.map_or(Wait::Forever, Wait::Until);
+            self.poll_fds(wait)?;
+        }
+        for ring in &mut self.rings {
+            ring.reader.end_park();
+        }
+        Ok(())
+    }
+
+    /// Ask the driver what is ready (waiting per `wait`) and serve it.
+    fn poll_fds(&mut self, wait: Wait) -> Result<(), LoopError> {
+        self.stats.fd_polls += 1;
+        self.driver
+            .wait(wait, &mut self.ready)
+            .map_err(LoopError::Driver)?;
+        for i in 0..self.ready.len() {
+            let ready = self.ready.get(i).expect("index below len");
+            match ready.token {
+                SIGNAL_TOKEN => {
+                    while let Some(signal) = self.signals.next_signal() {
+                        self.dispatch(EventKind::Signal(signal));
+                        if let SignalKind::Stop { signal } = signal {
+                            self.stop.get_or_insert(StopReason::Signal(signal));
+                        }
+                    }
+                }
+                WAKE_TOKEN => {
+                    if let Some(wake) = &self.wake {
+                        let mut byte = [0u8; 16];
+                        while wake.recv(&mut byte).is_ok() {}
+                    }
+                }
+                Token(t) => {
+                    let index = (t - FIRST_SOURCE_TOKEN) as usize;
+                    if index < self.fd_sources.len() {
+                        let mut source =
+                            std::mem::replace(&mut self.fd_sources[index], Box::new(NoSource));
+                        source.on_ready(ready, &mut |kind| self.push_follow_up(kind));
+                        self.fd_sources[index] = source;
+                        self.dispatch_follow_ups();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push_follow_up(&mut self, kind: EventKind) {
+        if self.follow_ups.len() < self.follow_ups.capacity() {
+            self.follow_ups.push(kind);
+        } else {
+            self.stats.follow_ups_dropped += 1;
+        }
+    }
+
+    /// Hand one event to the app, record it, and perform its actions; then the follow-up
+    /// events those actions caused (refusals, drops), each the same way.
+    fn dispatch(&mut self, kind: EventKind) {
+        self.dispatch_one(kind);
+        self.dispatch_follow_ups();
+    }
+
+    fn dispatch_follow_ups(&mut self) {
+        // Bounded: follow-ups are limited by the queue's capacity per event.
+        let mut budget = self.follow_ups.capacity();
+        while !self.follow_ups.is_empty() && budget > 0 {
+            let kind = self.follow_ups.remove(0);
+            self.dispatch_one(kind);
+            budget -= 1;
+        }
+        self.stats.follow_ups_dropped += self.follow_ups.len() as u64;
+        self.follow_ups.clear();
+    }
+
+    fn dispatch_one(&mut self, kind: EventKind) {
+        let event = Event { at: self.now, kind };
+        self.stats.events += 1;
+        if let Some(journal) = &mut self.journal {
+            journal.record::<A::Output>(&Record::Input(event));
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        let mut dropped = 0u32;
+        self.app.on_event(
+            &event,
+            &mut Context::new(self.now, &mut actions, &mut dropped),
+        );
+        for action in actions.drain(..) {
+            self.stats.actions += 1;
+            if let Some(journal) = &mut self.journal {
+                journal.record(&Record::Output(action.clone()));
+            }
+            self.perform(action);
+        }
+        self.actions = actions;
+        if dropped > 0 {
+            self.stats.actions_dropped += dropped as u64;
+            self.push_follow_up(EventKind::ActionsDropped { dropped });
+        }
+    }
+
+    fn refuse(&mut self, timer: TimerId, reason: TimerRefusal) {
+        self.stats.timer_refusals += 1;
+        self.push_follow_up(EventKind::TimerRefused { timer, reason });
+    }
+
+    /// Remove timer `timer` from the wheel and the periodic table.
+    fn clear_timer(&mut self, timer: TimerId) {
+        let slot = &mut self.app_timers[timer as usize];
+        if let Some(key) = slot.key.take() {
+            self.wheel.cancel(key);
+        }
+        if let Some(index) = slot.periodic.take() {
+            self.periodic[index as usize].timer = None;
+        }
+    }
+
+    fn perform(&mut self, action: Action<A::Output>) {
+        match action {
+            Action::SetTimer { timer, deadline } => {
+                if timer as usize >= self.app_timers.len() {
+                    return self.refuse(timer, TimerRefusal::BadId);
+                }
+                self.clear_timer(timer);
+                match self.wheel.insert(deadline, TimerOwner::App(timer)) {
+                    Ok(key) => self.app_timers[timer as usize].key = Some(key),
+                    Err(_) => self.refuse(timer, TimerRefusal::WheelFull),
+                }
+            }
+            Action::SetPeriodic {
+                timer,
+                first,
+                period,
+                budget,
+            } => {
+                if timer as usize >= self.app_timers.len() {
+                    return self.refuse(timer, TimerRefusal::BadId);
+                }
+                if period < MICROS {
+                    return self.refuse(timer, TimerRefusal::BadPeriod);
+                }
+                self.clear_timer(timer);
+                let Some(index) = self.periodic.iter().position(|p| p.timer.is_none()) else {
+                    return self.refuse(timer, TimerRefusal::TooManyPeriodic);
+                };
+                let key = match self.wheel.insert(first, TimerOwner::App(timer)) {
+                    Ok(key) => key,
+                    Err(_) => return self.refuse(timer, TimerRefusal::WheelFull),
+                };
+                let p = &mut self.periodic[index];
+                p.timer = Some(timer);
+                p.period = period;
+                p.budget = budget;
+                p.lateness.reset();
+                p.took.reset();
+                p.overruns = 0;
+                p.skipped = 0;
+                self.app_timers[timer as usize] = AppTimer {
+                    key: Some(key),
+                    periodic: Some(index as u32),
+                };
+            }
+            Action::CancelTimer { timer } => {
+                if (timer as usize) < self.app_timers.len() {
+                    self.clear_timer(timer);
+                }
+            }
+            Action::Stop => {
+                self.stop.get_or_insert(StopReason::App);
+            }
+            Action::Output(output) => self.sink.output(self.now, &output),
+        }
+    }
+}
+
+struct NoSource;
+impl FdSource for NoSource {
+    fn fd(&self) -> RawFd {
+        -1
+    }
+    fn interest(&self) -> Interest {
+        Interest::Read
+    }
+    fn on_ready(&mut self, _: Readiness, _: &mut dyn FnMut(EventKind)) {}
+}
+
+/// Bind this loop's wake socket under a fresh abstract name; returns it and its id.
+fn bind_wake_socket() -> io::Result<(UnixDatagram, u64)> {
+    let pid = std::process::id() as u64;
+    let mut last = None;
+    for n in 1..=64u64 {
+        let id = pid << 32 | (crate::sys::monotonic_ns() as u64 & 0xffff_ff00) | n;
+        let name = crate::ring::layout::wake_socket_name(id);
+        let addr = SocketAddr::from_abstract_name(name)?;
+        match UnixDatagram::bind_addr(&addr) {
+            Ok(socket) => {
+                socket.set_nonblocking(true)?;
+                return Ok((socket, id));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free wake socket name")))
+}

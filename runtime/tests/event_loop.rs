@@ -1,0 +1,578 @@
+//! The loop with real drivers, real signals, real pipes and real rings: timers and their
+//! budgets, refusals, bounded batches, fd sources, signals, and journal replay.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use tickloop_runtime::app::{App, Context, Event, EventKind, OutputSink, TimerRefusal};
+use tickloop_runtime::clock::{Nanos, MILLIS, SECONDS};
+use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions, Interest, Readiness};
+use tickloop_runtime::event_loop::{
+    EventLoop, FdSource, LoopBuilder, LoopConfig, LoopError, Mode, RingSpec, StopReason,
+};
+use tickloop_runtime::journal::{JournalHeader, JournalReader, JournalWriter, Record};
+use tickloop_runtime::replay::replay;
+use tickloop_runtime::ring::{Candle, Start, Writer};
+use tickloop_runtime::signals::SignalKind;
+
+mod common;
+use common::TestRing;
+
+type Script = Box<dyn FnMut(&Event, &mut Context<'_, u64>)>;
+
+/// An app that records every event and reacts through a script.
+struct Recorder {
+    events: Vec<Event>,
+    script: Script,
+}
+
+impl Recorder {
+    fn new(script: impl FnMut(&Event, &mut Context<'_, u64>) + 'static) -> Recorder {
+        Recorder {
+            events: Vec::with_capacity(1 << 16),
+            script: Box::new(script),
+        }
+    }
+}
+
+impl App for Recorder {
+    type Output = u64;
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn on_event(&mut self, event: &Event, cx: &mut Context<'_, u64>) {
+        self.events.push(*event);
+        (self.script)(event, cx);
+    }
+}
+
+#[derive(Default)]
+struct Outputs(Vec<(Nanos, u64)>);
+impl OutputSink<u64> for Outputs {
+    fn output(&mut self, at: Nanos, output: &u64) {
+        self.0.push((at, *output));
+    }
+}
+
+fn config(driver: DriverChoice) -> LoopConfig {
+    LoopConfig {
+        driver,
+        ..LoopConfig::default()
+    }
+}
+
+fn build(
+    config: &LoopConfig,
+    rings: Vec<RingSpec>,
+    journal: Option<PathBuf>,
+    app: Recorder,
+) -> EventLoop<Recorder, Outputs> {
+    EventLoop::new(
+        LoopBuilder {
+            config,
+            rings,
+            journal,
+            app_config: Vec::new(),
+        },
+        app,
+        Outputs::default(),
+    )
+    .unwrap()
+}
+
+const DRIVERS: [DriverChoice; 3] = [
+    DriverChoice::Epoll,
+    DriverChoice::IoUring,
+    DriverChoice::Simulated,
+];
+
+#[test]
+fn a_periodic_timer_fires_once_per_period_on_virtual_time() {
+    let app = Recorder::new(|e, cx| {
+        if e.kind == EventKind::Started {
+            cx.every(3, MILLIS, MILLIS / 2);
+        }
+    });
+    let mut lp = build(&config(DriverChoice::Simulated), vec![], None, app);
+    lp.stop_after(10 * SECONDS);
+    let started = std::time::Instant::now();
+    assert_eq!(lp.run().unwrap(), StopReason::Deadline);
+    assert!(
+        started.elapsed().as_secs_f64() < 5.0,
+        "ten virtual seconds must not take real seconds"
+    );
+    let firings: Vec<_> = lp
+        .app()
+        .events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Timer { timer: 3, deadline } => Some((e.at, deadline)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        (9_999..=10_000).contains(&firings.len()),
+        "{} firings",
+        firings.len()
+    );
+    for (i, (at, deadline)) in firings.iter().enumerate() {
+        assert!(at >= deadline, "fired early");
+        assert!(
+            at - deadline < 100_000,
+            "virtual lateness {} ns",
+            at - deadline
+        );
+        if i > 0 {
+            assert_eq!(
+                *deadline - firings[i - 1].1,
+                MILLIS,
+                "deadlines stay on the grid"
+            );
+        }
+    }
+    let p = lp.periodic().next().expect("one periodic timer");
+    assert_eq!(p.lateness.len(), firings.len() as u64);
+    assert_eq!(p.overruns, 0);
+}
+
+#[test]
+fn a_periodic_timer_over_its_budget_is_an_overrun_event() {
+    // In simulation every clock read advances 1 µs, so a handler "takes" at least 1 µs: a
+    // budget of 0 is always broken.
+    let app = Recorder::new(|e, cx| {
+        if e.kind == EventKind::Started {
+            cx.every(1, MILLIS, 0);
+        }
+    });
+    let mut lp = build(&config(DriverChoice::Simulated), vec![], None, app);
+    lp.stop_after(SECONDS / 10);
+    lp.run().unwrap();
+    let overruns = lp
+        .app()
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::TimerOverrun {
+                    timer: 1,
+                    budget_ns: 0,
+                    ..
+                }
+            )
+        })
+        .count();
+    let fired = lp
+        .app()
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Timer { timer: 1, .. }))
+        .count();
+    assert!(
+        fired >= 99 && overruns == fired,
+        "{fired} firings, {overruns} overruns"
+    );
+}
+
+#[test]
+fn timer_requests_the_loop_cannot_honour_are_refused_with_a_reason() {
+    let cfg = LoopConfig {
+        timer_capacity: 4,
+        periodic_capacity: 1,
+        ..config(DriverChoice::Simulated)
+    };
+    let app = Recorder::new(|e, cx| match e.kind {
+        EventKind::Started => {
+            cx.set_timer(4, e.at + MILLIS); // id beyond capacity
+            cx.every(0, MILLIS, MILLIS);
+            cx.every(1, MILLIS, MILLIS); // only one periodic slot
+            cx.every(2, 10, MILLIS); // period below 1 µs
+            cx.set_timer(3, e.at + 5 * MILLIS);
+            cx.cancel_timer(3);
+        }
+        EventKind::Timer { timer: 0, .. } => cx.stop(),
+        _ => {}
+    });
+    let mut lp = build(&cfg, vec![], None, app);
+    assert_eq!(lp.run().unwrap(), StopReason::App);
+    let refusals: Vec<_> = lp
+        .app()
+        .events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::TimerRefused { timer, reason } => Some((timer, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refusals,
+        vec![
+            (4, TimerRefusal::BadId),
+            (1, TimerRefusal::TooManyPeriodic),
+            (2, TimerRefusal::BadPeriod)
+        ]
+    );
+    let kinds: Vec<_> = lp.app().events.iter().map(|e| e.kind).collect();
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, EventKind::Timer { timer: 3, .. })),
+        "cancelled"
+    );
+    assert_eq!(kinds.last(), Some(&EventKind::Shutdown));
+}
+
+#[test]
+fn actions_beyond_the_limit_are_dropped_and_reported() {
+    let cfg = LoopConfig {
+        actions_per_event: 2,
+        ..config(DriverChoice::Simulated)
+    };
+    let app = Recorder::new(|e, cx| {
+        if e.kind == EventKind::Started {
+            for i in 0..5 {
+                cx.emit(i);
+            }
+            cx.stop(); // dropped too: the limit is 2
+        }
+        if let EventKind::ActionsDropped { .. } = e.kind {
+            cx.stop();
+        }
+    });
+    let mut lp = build(&cfg, vec![], None, app);
+    lp.run().unwrap();
+    assert_eq!(
+        lp.sink().0.iter().map(|o| o.1).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert!(lp
+        .app()
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::ActionsDropped { dropped: 4 }));
+    assert_eq!(lp.stats().actions_dropped, 4);
+}
+
+fn candle(i: u64) -> Candle {
+    Candle {
+        ts_ns: i as i64,
+        symbol: (i % 3) as u32,
+        close: 100.0 + i as f64,
+        ..Candle::default()
+    }
+}
+
+#[test]
+fn a_backlog_is_read_in_bounded_batches_in_order() {
+    let ring = TestRing::new(1 << 14);
+    let mut writer = Writer::open(&ring.0).unwrap();
+    for i in 0..10_000 {
+        writer.publish(&candle(i));
+    }
+    for driver in DRIVERS {
+        let cfg = LoopConfig {
+            batch: 100,
+            ..config(driver)
+        };
+        let app = Recorder::new(|e, cx| {
+            if let EventKind::Candle { pos: 9_999, .. } = e.kind {
+                cx.stop();
+            }
+        });
+        let rings = vec![RingSpec {
+            path: ring.0.clone(),
+            start: Start::Oldest,
+        }];
+        let mut lp = build(&cfg, rings, None, app);
+        lp.run().unwrap();
+        let candles: Vec<_> = lp
+            .app()
+            .events
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Candle { pos, candle, .. } => Some((e.at, pos, candle)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(candles.len(), 10_000, "{driver:?}");
+        for (i, (_, pos, c)) in candles.iter().enumerate() {
+            assert_eq!((*pos, *c), (i as u64, candle(i as u64)));
+        }
+        // One clock reading per iteration: no more than a batch shares one.
+        let mut per_iteration = std::collections::BTreeMap::new();
+        for (at, _, _) in &candles {
+            *per_iteration.entry(*at).or_insert(0) += 1;
+        }
+        assert!(per_iteration.values().all(|&n| n <= 100), "{driver:?}");
+        assert!(lp.stats().backlog_iterations >= 99, "{:?}", lp.stats());
+    }
+}
+
+/// A pipe whose bytes become `Notify` events (value = bytes read).
+struct PipeSource {
+    read: OwnedFd,
+}
+
+impl FdSource for PipeSource {
+    fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+    fn interest(&self) -> Interest {
+        Interest::Read
+    }
+    fn on_ready(&mut self, _ready: Readiness, emit: &mut dyn FnMut(EventKind)) {
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: reads into a local buffer.
+            let n =
+                unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+            emit(EventKind::Notify {
+                source: 0,
+                value: n as u64,
+            });
+        }
+    }
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: creates two fds we own.
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
+        0
+    );
+    use std::os::fd::FromRawFd;
+    // SAFETY: fresh fds.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+#[test]
+fn fd_sources_and_signals_reach_the_app_on_every_driver() {
+    for driver in DRIVERS {
+        let (read, write) = pipe();
+        let writer_fd = write.as_raw_fd();
+        let app = Recorder::new(move |e, cx| match e.kind {
+            EventKind::Started => cx.every(0, MILLIS, MILLIS),
+            EventKind::Timer { .. } => {
+                // The test plays the outside world from inside the app: bytes into the pipe,
+                // then SIGHUP and SIGTERM to this thread.
+                // SAFETY: writes to a pipe we own; raise signals our own thread.
+                unsafe { libc::write(writer_fd, b"hello".as_ptr().cast(), 5) };
+            }
+            EventKind::Notify { value, .. } => {
+                cx.emit(value);
+                unsafe {
+                    libc::raise(libc::SIGHUP);
+                    libc::raise(libc::SIGTERM);
+                }
+            }
+            _ => {}
+        });
+        let mut lp = build(&config(driver), vec![], None, app);
+        lp.add_fd_source(Box::new(PipeSource { read })).unwrap();
+        let reason = lp.run().unwrap();
+        assert_eq!(reason, StopReason::Signal(libc::SIGTERM), "{driver:?}");
+        let kinds: Vec<_> = lp.app().events.iter().map(|e| e.kind).collect();
+        let notify = kinds
+            .iter()
+            .position(|k| matches!(k, EventKind::Notify { value: 5, .. }));
+        let hup = kinds
+            .iter()
+            .position(|k| *k == EventKind::Signal(SignalKind::Reload));
+        let term = kinds.iter().position(|k| {
+            *k == EventKind::Signal(SignalKind::Stop {
+                signal: libc::SIGTERM,
+            })
+        });
+        assert!(
+            notify.is_some() && hup.is_some() && term.is_some(),
+            "{driver:?}: {kinds:?}"
+        );
+        assert!(notify < hup && hup < term, "{driver:?}: in order");
+        assert_eq!(kinds.last(), Some(&EventKind::Shutdown));
+        assert_eq!(lp.sink().0.first().map(|o| o.1), Some(5));
+        drop(write);
+    }
+}
+
+#[test]
+fn a_journal_replays_identically_and_a_changed_action_is_named() {
+    let dir = std::env::temp_dir().join(format!("tickloop-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.journal");
+    let _ = std::fs::remove_file(&path);
+    let script = |e: &Event, cx: &mut Context<'_, u64>| match e.kind {
+        EventKind::Started => cx.every(0, MILLIS, MILLIS),
+        EventKind::Timer { deadline, .. } => {
+            cx.emit(deadline % 1000);
+            if deadline > 2 * SECONDS {
+                cx.stop();
+            }
+        }
+        _ => {}
+    };
+    let mut lp = build(
+        &config(DriverChoice::Simulated),
+        vec![],
+        Some(path.clone()),
+        Recorder::new(script),
+    );
+    lp.run().unwrap();
+    let recorded: Vec<u64> = lp.sink().0.iter().map(|o| o.1).collect();
+    assert!(recorded.len() > 900);
+
+    for driver in DRIVERS {
+        let mut journal = JournalReader::open(&path).unwrap();
+        let (mut d, _) = AnyDriver::open(driver, DriverOptions::default()).unwrap();
+        let mut out = Vec::new();
+        let report = replay(
+            &mut journal,
+            &mut Recorder::new(script),
+            &mut d,
+            64,
+            Some(&mut out),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(
+            report.divergence.is_none() && report.clean_end,
+            "{driver:?}: {report:?}"
+        );
+        assert_eq!(report.inputs, lp.app().events.len() as u64);
+        let lines = String::from_utf8(out).unwrap();
+        assert_eq!(
+            lines
+                .lines()
+                .filter(|l| l.starts_with("{\"Output\""))
+                .count(),
+            recorded.len()
+        );
+    }
+
+    // A journal whose recorded action differs from what the app does: named precisely.
+    let bad = dir.join("bad.journal");
+    let _ = std::fs::remove_file(&bad);
+    let header = JournalHeader {
+        build: "test".into(),
+        config_fingerprint: 0,
+        app: "recorder".into(),
+        app_config: vec![],
+        actions_per_event: 64,
+        driver: "simulated".into(),
+        started_unix_ns: 0,
+    };
+    let mut w = JournalWriter::create(&bad, &header, 1 << 16).unwrap();
+    let started = Event {
+        at: SECONDS,
+        kind: EventKind::Started,
+    };
+    w.record::<u64>(&Record::Input(started));
+    w.record::<u64>(&Record::Output(
+        tickloop_runtime::app::Action::SetPeriodic {
+            timer: 0,
+            first: SECONDS + MILLIS,
+            period: MILLIS,
+            budget: MILLIS,
+        },
+    ));
+    w.record::<u64>(&Record::Input(Event {
+        at: SECONDS + MILLIS,
+        kind: EventKind::Timer {
+            timer: 0,
+            deadline: SECONDS + MILLIS,
+        },
+    }));
+    w.record::<u64>(&Record::Output(tickloop_runtime::app::Action::Output(999)));
+    w.finish().unwrap();
+    let mut journal = JournalReader::open(&bad).unwrap();
+    let (mut d, _) = AnyDriver::open(DriverChoice::Simulated, DriverOptions::default()).unwrap();
+    let report = replay(
+        &mut journal,
+        &mut Recorder::new(script),
+        &mut d,
+        64,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let div = report.divergence.expect("a divergence");
+    assert_eq!((div.input, div.action), (1, 0));
+    assert!(
+        div.recorded.contains("999") && div.replayed.contains("Output(0)"),
+        "{div:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_limits_and_journal_paths_are_refused_before_the_loop_starts() {
+    let app = || Recorder::new(|_, _| {});
+    let cfg = LoopConfig {
+        timer_capacity: 0,
+        ..LoopConfig::default()
+    };
+    let err = EventLoop::new(
+        LoopBuilder {
+            config: &cfg,
+            rings: vec![],
+            journal: None,
+            app_config: vec![],
+        },
+        app(),
+        Outputs::default(),
+    )
+    .err()
+    .expect("capacity 0 is refused");
+    assert!(
+        matches!(
+            err,
+            LoopError::Config {
+                field: "timer_capacity",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("timer_capacity = 0"), "{err}");
+
+    let cfg = LoopConfig::default();
+    for (path, want) in [
+        ("/nonexistent-tickloop-dir/run.journal", "does not exist"),
+        ("/proc/tickloop.journal", "cannot create it"),
+    ] {
+        let err = EventLoop::new(
+            LoopBuilder {
+                config: &cfg,
+                rings: vec![],
+                journal: Some(path.into()),
+                app_config: vec![],
+            },
+            app(),
+            Outputs::default(),
+        )
+        .err()
+        .expect("an unusable journal path is refused");
+        assert!(
+            err.to_string().contains(want) && err.to_string().contains(path),
+            "{err}"
+        );
+    }
+    let mut cfg = LoopConfig::default();
+    cfg.host.core = Some(4096);
+    let err = EventLoop::new(
+        LoopBuilder {
+            config: &cfg,
+            rings: vec![],
+            journal: None,
+            app_config: vec![],
+        },
+        app(),
+        Outputs::default(),
+    )
+    .err()
+    .expect("a core that does not exist is refused");
+    assert!(err.to_string().contains("4096"), "{err}");
+    let _ = Mode::Busy;
+}

@@ -1,0 +1,368 @@
+//! `tickloop run` and `tickloop replay`: wire rings, a driver and an app into the loop, run it,
+//! and present what happened. The loop and the app live in the libraries; this file only
+//! parses, builds and prints.
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use serde::Serialize;
+use std::io::{BufWriter, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tickloop_runtime::app::OutputSink;
+use tickloop_runtime::clock::{Nanos, MICROS, SECONDS};
+use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions};
+use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
+use tickloop_runtime::journal::JournalReader;
+use tickloop_runtime::ring::{self, Start};
+use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// Ring to read (a name under /dev/shm or a path); repeat for several.
+    #[arg(long = "ring", value_name = "NAME")]
+    pub rings: Vec<String>,
+    /// Start with the next candle published, or the oldest still in the ring.
+    #[arg(long, value_enum, default_value_t = crate::From::Next)]
+    pub from: crate::From,
+    /// auto (io_uring if usable, else epoll), epoll, io_uring or simulated.
+    #[arg(long, default_value = "auto")]
+    pub driver: DriverChoice,
+    /// busy (spin, lowest latency) or park (sleep in the driver when idle).
+    #[arg(long, default_value = "park")]
+    pub mode: Mode,
+    /// Pin the loop to this core (checked: a missing or disallowed core is an error).
+    #[arg(long)]
+    pub core: Option<usize>,
+    /// Run under SCHED_FIFO at this priority (1-99).
+    #[arg(long, value_name = "PRIORITY")]
+    pub sched_fifo: Option<u8>,
+    /// Lock all memory (mlockall) so the loop never takes a page fault.
+    #[arg(long)]
+    pub mlock: bool,
+    /// Hold /dev/cpu_dma_latency at 0 while running.
+    #[arg(long)]
+    pub cpu_dma_latency: bool,
+    /// Timers the wheel can hold.
+    #[arg(long, default_value_t = LoopConfig::default().timer_capacity)]
+    pub timer_capacity: u32,
+    /// Candles read from each ring per iteration.
+    #[arg(long, default_value_t = LoopConfig::default().batch)]
+    pub batch: u32,
+    /// Record every input and action to this journal (never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    /// Stop after this many seconds (default: run until SIGTERM/SIGINT).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// The app's fast and slow moving-average windows.
+    #[arg(long, default_value_t = SmaConfig::default().fast)]
+    pub fast: u32,
+    #[arg(long, default_value_t = SmaConfig::default().slow)]
+    pub slow: u32,
+    /// Period of the app's summary timer, in microseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub tick_us: u64,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct ReplayArgs {
+    /// The journal a `tickloop run --journal` recorded.
+    #[arg(long, value_name = "FILE")]
+    pub journal: PathBuf,
+    /// Check every action against the recording; exit 1 at the first difference.
+    #[arg(long)]
+    pub verify: bool,
+    /// Driver to replay on (the outputs must not depend on it).
+    #[arg(long, default_value = "auto")]
+    pub driver: DriverChoice,
+    /// Write every replayed action here, one JSON line each.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Counts the app's outputs (the order router takes this place later).
+#[derive(Default)]
+struct Tally {
+    crosses: u64,
+    summaries: u64,
+}
+
+impl OutputSink<SmaOutput> for Tally {
+    fn output(&mut self, _at: Nanos, output: &SmaOutput) {
+        match output {
+            SmaOutput::Cross { .. } => self.crosses += 1,
+            SmaOutput::Tick { .. } => self.summaries += 1,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Percentiles {
+    p50_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+    max_ns: u64,
+}
+
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+    Percentiles {
+        p50_ns: h.value_at_quantile(0.5),
+        p99_ns: h.value_at_quantile(0.99),
+        p999_ns: h.value_at_quantile(0.999),
+        max_ns: h.max(),
+    }
+}
+
+#[derive(Serialize)]
+struct PeriodicReport {
+    timer: u32,
+    period_ns: u64,
+    budget_ns: u64,
+    firings: u64,
+    lateness: Percentiles,
+    took: Percentiles,
+    overruns: u64,
+    skipped: u64,
+}
+
+#[derive(Serialize)]
+struct RunReport {
+    stopped_by: String,
+    driver: String,
+    driver_fallback: Option<String>,
+    mode: Mode,
+    host: tickloop_runtime::host::HostReport,
+    stats: tickloop_runtime::event_loop::LoopStats,
+    periodic: Vec<PeriodicReport>,
+    crosses: u64,
+    journal: Option<PathBuf>,
+    journal_failure: Option<String>,
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = LoopConfig {
+        driver: args.driver,
+        mode: args.mode,
+        timer_capacity: args.timer_capacity,
+        batch: args.batch,
+        ..LoopConfig::default()
+    };
+    config.host.core = args.core;
+    config.host.sched_fifo = args.sched_fifo;
+    config.host.mlock = args.mlock;
+    config.host.cpu_dma_latency = args.cpu_dma_latency;
+    let sma = SmaConfig {
+        fast: args.fast,
+        slow: args.slow,
+        tick_ns: args.tick_us.saturating_mul(MICROS),
+        ..SmaConfig::default()
+    };
+    let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
+    if let Some(d) = args.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            bail!("--duration {d} must be a positive number of seconds");
+        }
+    }
+    let start = match args.from {
+        crate::From::Next => Start::Next,
+        crate::From::Oldest => Start::Oldest,
+    };
+    let rings = args
+        .rings
+        .iter()
+        .map(|name| {
+            Ok(RingSpec {
+                path: ring::ring_path(name)?,
+                start,
+            })
+        })
+        .collect::<Result<Vec<_>, ring::RingError>>()?;
+    let builder = LoopBuilder {
+        config: &config,
+        rings,
+        journal: args.journal.clone(),
+        app_config: postcard::to_allocvec(&sma)?,
+    };
+    let mut event_loop = EventLoop::new(builder, app, Tally::default())?;
+    if let Some(why) = &event_loop.driver_report().fallback {
+        eprintln!("tickloop: warning: io_uring is not usable ({why}); the loop runs on epoll");
+    }
+    for warning in &event_loop.host_report().warnings {
+        eprintln!("tickloop: warning: {warning}");
+    }
+    if let Some(d) = args.duration {
+        event_loop.stop_after((d * SECONDS as f64) as Nanos);
+    }
+    if !args.json {
+        eprintln!(
+            "tickloop: loop running on {} in {:?} mode, reading {} ring(s){}; SIGTERM or Ctrl-C stops it",
+            event_loop.driver_kind().name(),
+            args.mode,
+            args.rings.len(),
+            args.core.map(|c| format!(", pinned to core {c}")).unwrap_or_default(),
+        );
+    }
+    let stopped = event_loop.run()?;
+    let report = RunReport {
+        stopped_by: format!("{stopped:?}"),
+        driver: event_loop.driver_kind().name().to_string(),
+        driver_fallback: event_loop.driver_report().fallback.clone(),
+        mode: args.mode,
+        host: event_loop.host_report().clone(),
+        stats: event_loop.stats(),
+        periodic: event_loop
+            .periodic()
+            .map(|p| PeriodicReport {
+                timer: p.timer.unwrap_or_default(),
+                period_ns: p.period,
+                budget_ns: p.budget,
+                firings: p.lateness.len(),
+                lateness: percentiles(&p.lateness),
+                took: percentiles(&p.took),
+                overruns: p.overruns,
+                skipped: p.skipped,
+            })
+            .collect(),
+        crosses: event_loop.sink().crosses,
+        journal: args.journal.clone(),
+        journal_failure: event_loop.journal_failure().map(str::to_string),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_run(&report);
+    }
+    if let Some(why) = &report.journal_failure {
+        eprintln!("tickloop: error: the journal stopped recording: {why}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_run(r: &RunReport) {
+    let s = &r.stats;
+    println!("stopped by      {}", r.stopped_by);
+    println!("driver          {} ({:?} mode)", r.driver, r.mode);
+    println!(
+        "events          {} ({} candles, {} lost, {} timer firings)",
+        s.events, s.candles, s.candles_lost, s.timers_fired
+    );
+    println!(
+        "iterations      {} ({} parks, {} fd polls)",
+        s.iterations, s.parks, s.fd_polls
+    );
+    println!(
+        "backlog         {} iterations left candles for the next one (max backlog {})",
+        s.backlog_iterations, s.max_backlog
+    );
+    println!("crosses         {}", r.crosses);
+    for p in &r.periodic {
+        println!(
+            "timer {}         every {} µs: {} firings, lateness p50 {} p99 {} max {} ns, run p99 {} ns, {} overruns",
+            p.timer,
+            p.period_ns / 1000,
+            p.firings,
+            p.lateness.p50_ns,
+            p.lateness.p99_ns,
+            p.lateness.max_ns,
+            p.took.p99_ns,
+            p.overruns
+        );
+    }
+    if let Some(j) = &r.journal {
+        println!(
+            "journal         {} ({} records, {} dropped)",
+            j.display(),
+            s.journal_records,
+            s.journal_dropped
+        );
+    }
+}
+
+pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let mut journal = JournalReader::open(&args.journal)?;
+    let header = journal.header().clone();
+    let (mut driver, report) = AnyDriver::open(args.driver, DriverOptions::default())
+        .context("cannot open the replay's driver")?;
+    if let Some(why) = &report.fallback {
+        eprintln!("tickloop: warning: io_uring is not usable ({why}); replaying on epoll");
+    }
+    let mut out = match &args.out {
+        Some(path) => Some(BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create --out {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let bar = if std::io::stderr().is_terminal() && !args.json {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message("replaying");
+        Some(bar)
+    } else {
+        None
+    };
+    let mut progress = |n: u64| {
+        if let Some(bar) = &bar {
+            bar.set_position(n);
+        }
+    };
+    let result = match header.app.as_str() {
+        "sma" => {
+            let config: SmaConfig = postcard::from_bytes(&header.app_config)
+                .context("the journal's sma config does not decode")?;
+            let mut app = SmaCross::new(config).map_err(anyhow::Error::msg)?;
+            tickloop_runtime::replay::replay(
+                &mut journal,
+                &mut app,
+                &mut driver,
+                header.actions_per_event as usize,
+                out.as_mut().map(|w| w as &mut dyn std::io::Write),
+                &mut progress,
+            )?
+        }
+        other => bail!(
+            "journal {} was recorded by app {other:?}, which this tickloop does not have",
+            args.journal.display()
+        ),
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "replayed {} inputs and {} actions of app {} (recorded on {}, replayed on {})",
+            result.inputs, result.actions, result.app, result.recorded_on, result.replayed_on
+        );
+        if let Some(t) = &result.truncated {
+            println!("note: {t}");
+        }
+    }
+    if result.interrupted {
+        eprintln!(
+            "tickloop: replay interrupted after {} inputs",
+            result.inputs
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if args.verify {
+        if let Some(d) = &result.divergence {
+            eprintln!(
+                "tickloop: replay diverges at input {} ({}), action {}: recorded {}, replayed {}",
+                d.input, d.event, d.action, d.recorded, d.replayed
+            );
+            return Ok(ExitCode::from(1));
+        }
+        if !args.json {
+            println!("verify: every action matches the recording");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
