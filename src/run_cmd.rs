@@ -201,7 +201,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.json {
         eprintln!(
-            "tickloop: loop running on {} in {:?} mode, reading {} ring(s){}; SIGTERM or Ctrl-C stops it",
+            "tickloop: loop running on {} in {} mode, reading {} ring(s){}; SIGTERM or Ctrl-C stops it",
             event_loop.driver_kind().name(),
             args.mode,
             args.rings.len(),
@@ -248,7 +248,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 fn print_run(r: &RunReport) {
     let s = &r.stats;
     println!("stopped by      {}", r.stopped_by);
-    println!("driver          {} ({:?} mode)", r.driver, r.mode);
+    println!("driver          {} ({} mode)", r.driver, r.mode);
     println!(
         "events          {} ({} candles, {} lost, {} timer firings)",
         s.events, s.candles, s.candles_lost, s.timers_fired

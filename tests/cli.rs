@@ -2,88 +2,11 @@
 //! real signals. Each failure a user can cause must exit non-zero with one clear line.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const TICKLOOP: &str = env!("CARGO_BIN_EXE_tickloop");
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-/// A ring name that is removed when the test ends.
-struct Name(String);
-
-impl Name {
-    fn new() -> Name {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Name(format!("tickloop-cli-{}-{n}", std::process::id()))
-    }
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/dev/shm").join(&self.0)
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.path());
-    }
-}
-
-fn tickloop(args: &[&str]) -> Output {
-    Command::new(TICKLOOP)
-        .args(args)
-        .output()
-        .expect("run tickloop")
-}
-
-fn spawn(args: &[&str]) -> Child {
-    Command::new(TICKLOOP)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tickloop")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// The command failed the way a user deserves: non-zero, one line on stderr, no panic.
-fn clear_failure(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "expected failure, got success: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("tickloop: error: "), "{err}");
-    err
-}
-
-fn summary(o: &Output) -> serde_json::Value {
-    let out = stdout(o);
-    let line = out.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!(
-            "no JSON summary ({e}): {out:?} / {}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
-}
-
-/// Wait until a reader has registered on the ring (so it sees the writer's first candle).
-fn wait_for_reader(name: &Name) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = tickloop(&["ring", "info", "--ring", &name.0, "--json"]);
-        if o.status.success() {
-            let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            if !info["readers"].as_array().unwrap().is_empty() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "reader never registered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod common;
+use common::*;
 
 #[test]
 fn ring_create_info_rm() {

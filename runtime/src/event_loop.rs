@@ -41,6 +41,15 @@ pub enum Mode {
     Park,
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Busy => "busy",
+            Mode::Park => "park",
+        })
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Mode, String> {
@@ -75,7 +84,9 @@ pub struct LoopConfig {
     pub fd_poll_interval_ns: Nanos,
     /// Ring writer and removal checks, progress publishing and journal flushes (ns).
     pub housekeeping_ns: Nanos,
-    /// Journal buffer (bytes), written out when full and on every housekeeping tick.
+    /// Journal buffer (bytes), written out when full and on every housekeeping tick. Each
+    /// write happens on the loop's thread, so a smaller buffer means shorter, more frequent
+    /// pauses (64 KiB to tmpfs or the page cache: tens of µs).
     pub journal_buffer: u32,
     /// Simulated driver: virtual time added by each clock read (ns).
     pub sim_step_ns: Nanos,
@@ -95,7 +106,7 @@ impl Default for LoopConfig {
             park_after: 64,
             fd_poll_interval_ns: 50 * MICROS,
             housekeeping_ns: 100 * MILLIS,
-            journal_buffer: 1 << 20,
+            journal_buffer: 64 << 10,
             sim_step_ns: MICROS,
             host: HostConfig::default(),
         }
@@ -157,11 +168,11 @@ impl LoopConfig {
                 "use 1 ms to 10 s (default 100 ms)",
             );
         }
-        if self.journal_buffer < 1 << 14 {
+        if self.journal_buffer < 1 << 14 || self.journal_buffer > 1 << 26 {
             return bad(
                 "journal_buffer",
                 self.journal_buffer as u64,
-                "use at least 16384 bytes (default 1 MiB)",
+                "use 16384 to 67108864 bytes (default 65536)",
             );
         }
         if let Some(p) = self.host.sched_fifo {

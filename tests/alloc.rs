@@ -1,0 +1,199 @@
+//! Zero heap allocations in steady state: a counting global allocator watches the loop's
+//! thread while a real feed process floods a real ring with 1M candles, the SMA app does its
+//! work, a 100 µs periodic timer fires thousands of times, and every input is journaled.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tickloop_runtime::app::{App, Context, Event, EventKind};
+use tickloop_runtime::clock::{MICROS, SECONDS};
+use tickloop_runtime::driver::DriverChoice;
+use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
+use tickloop_runtime::ring::Start;
+use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
+
+mod common;
+use common::*;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static WATCHED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note() {
+    if WATCHED.with(|w| w.get()) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards to the system allocator; counting has no effect on the memory returned.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        System.realloc(ptr, layout, new_size)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CANDLES: u64 = 1_000_000;
+const WARM_UP: u64 = 10_000;
+
+/// The SMA app, watched: counting starts after the warm-up and ends at shutdown.
+struct Watched {
+    inner: SmaCross,
+    seen: u64,
+    timers: u64,
+}
+
+impl App for Watched {
+    type Output = SmaOutput;
+    fn name(&self) -> &'static str {
+        "sma"
+    }
+    fn on_event(&mut self, event: &Event, cx: &mut Context<'_, SmaOutput>) {
+        match event.kind {
+            EventKind::Candle { pos, .. } => {
+                self.seen += 1;
+                if self.seen == WARM_UP {
+                    WATCHED.with(|w| w.set(true));
+                }
+                if pos == CANDLES - 1 {
+                    cx.stop();
+                }
+            }
+            EventKind::CandlesLost { lost, .. } => self.seen += lost,
+            EventKind::Timer { .. } => self.timers += 1,
+            EventKind::Shutdown => WATCHED.with(|w| w.set(false)),
+            _ => {}
+        }
+        self.inner.on_event(event, cx);
+    }
+}
+
+fn steady_state_allocations(driver: DriverChoice, mode: Mode) {
+    let ring = Name::new();
+    let o = tickloop(&[
+        "ring",
+        "create",
+        "--ring",
+        &ring.0,
+        "--slots",
+        "1048576",
+        "--symbols",
+        "64",
+    ]);
+    assert!(o.status.success());
+    let journal = std::env::temp_dir().join(format!(
+        "tickloop-alloc-{}-{}.journal",
+        std::process::id(),
+        ring.0
+    ));
+    let _ = std::fs::remove_file(&journal);
+    let config = LoopConfig {
+        driver,
+        mode,
+        ..LoopConfig::default()
+    };
+    let sma = SmaConfig {
+        tick_ns: 100 * MICROS,
+        symbols: 64,
+        ..SmaConfig::default()
+    };
+    let app = Watched {
+        inner: SmaCross::new(sma).unwrap(),
+        seen: 0,
+        timers: 0,
+    };
+    let mut lp = EventLoop::new(
+        LoopBuilder {
+            config: &config,
+            rings: vec![RingSpec {
+                path: ring.path(),
+                start: Start::Next,
+            }],
+            journal: Some(journal.clone()),
+            app_config: vec![],
+        },
+        app,
+        tickloop_runtime::app::Discard,
+    )
+    .unwrap();
+    lp.stop_after(20 * SECONDS);
+    let mut feed = Command::new(TICKLOOP)
+        .args([
+            "feed",
+            "synthetic",
+            "--ring",
+            &ring.0,
+            "--count",
+            &CANDLES.to_string(),
+            "--rate",
+            "1000000",
+            "--symbols",
+            "64",
+        ])
+        .spawn()
+        .unwrap();
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    lp.run().unwrap();
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    assert!(feed.wait().unwrap().success());
+    let app = lp.app();
+    let stats = lp.stats();
+    let _ = std::fs::remove_file(&journal);
+    assert!(
+        app.seen >= CANDLES - 1,
+        "{driver:?}: saw {} of {CANDLES}",
+        app.seen
+    );
+    assert!(
+        app.timers >= 2_000,
+        "{driver:?}: only {} timer firings",
+        app.timers
+    );
+    assert!(app.inner.crosses > 1_000, "the app did real work");
+    assert!(stats.journal_records > CANDLES, "{stats:?}");
+    assert_eq!(
+        allocations, 0,
+        "{driver:?}/{mode:?}: {allocations} allocations after warm-up"
+    );
+}
+
+#[test]
+fn no_allocation_in_steady_state_on_io_uring_parked() {
+    steady_state_allocations(DriverChoice::IoUring, Mode::Park);
+}
+
+#[test]
+fn no_allocation_in_steady_state_on_epoll_busy() {
+    steady_state_allocations(DriverChoice::Epoll, Mode::Busy);
+}
+
+#[test]
+fn the_counter_sees_allocations_on_the_watched_thread() {
+    WATCHED.with(|w| w.set(true));
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let v: Vec<u64> = Vec::with_capacity(std::hint::black_box(16));
+    WATCHED.with(|w| w.set(false));
+    assert!(
+        ALLOCATIONS.load(Ordering::Relaxed) > before,
+        "{}",
+        v.capacity()
+    );
+}

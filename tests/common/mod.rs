@@ -1,0 +1,87 @@
+//! Helpers shared by the whole-program tests: the binary, ring names that clean up after
+//! themselves, and checks of how a command failed.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub const TICKLOOP: &str = env!("CARGO_BIN_EXE_tickloop");
+pub static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A ring name that is removed when the test ends.
+pub struct Name(pub String);
+
+impl Name {
+    pub fn new() -> Name {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Name(format!("tickloop-cli-{}-{n}", std::process::id()))
+    }
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/dev/shm").join(&self.0)
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path());
+    }
+}
+
+pub fn tickloop(args: &[&str]) -> Output {
+    Command::new(TICKLOOP)
+        .args(args)
+        .output()
+        .expect("run tickloop")
+}
+
+pub fn spawn(args: &[&str]) -> Child {
+    Command::new(TICKLOOP)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tickloop")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The command failed the way a user deserves: non-zero, one line on stderr, no panic.
+pub fn clear_failure(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("tickloop: error: "), "{err}");
+    err
+}
+
+pub fn summary(o: &Output) -> serde_json::Value {
+    let out = stdout(o);
+    let line = out.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}): {out:?} / {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// Wait until a reader has registered on the ring (so it sees the writer's first candle).
+pub fn wait_for_reader(name: &Name) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = tickloop(&["ring", "info", "--ring", &name.0, "--json"]);
+        if o.status.success() {
+            let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            if !info["readers"].as_array().unwrap().is_empty() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "reader never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

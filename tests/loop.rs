@@ -1,0 +1,312 @@
+//! The loop as a user runs it: `tickloop run` against a real feed process through a real ring,
+//! stopped by real signals; journals replayed on every driver; startup errors.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+/// Wait for `child` and return its exit status and the CPU time it used.
+fn wait_with_cpu(child: &mut Child) -> (i32, Duration) {
+    let mut status = 0;
+    // SAFETY: plain rusage struct filled by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: our own child.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let cpu = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    (status, cpu(usage.ru_utime) + cpu(usage.ru_stime))
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+fn create_ring(name: &Name, slots: u64) {
+    let o = tickloop(&[
+        "ring",
+        "create",
+        "--ring",
+        &name.0,
+        "--slots",
+        &slots.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn feed(name: &Name, count: u64, rate: u64) -> std::process::Output {
+    let o = tickloop(&[
+        "feed",
+        "synthetic",
+        "--ring",
+        &name.0,
+        "--count",
+        &count.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--symbols",
+        "16",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn run_json(child: Child) -> serde_json::Value {
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+}
+
+struct TempDir(std::path::PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("tickloop-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_recorded_run_replays_byte_identically_on_every_driver() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 16);
+    let dir = TempDir::new("replay");
+    let journal = dir.file("run.journal");
+    let run = spawn(&[
+        "run",
+        "--ring",
+        &ring.0,
+        "--journal",
+        &journal,
+        "--driver",
+        "epoll",
+        "--json",
+        "--tick-us",
+        "500",
+    ]);
+    wait_for_reader(&ring);
+    feed(&ring, 200_000, 400_000);
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&run, libc::SIGTERM);
+    let report = run_json(run);
+    assert_eq!(report["stopped_by"], "Signal(15)");
+    assert_eq!(report["stats"]["candles"], 200_000, "{report}");
+    assert!(report["crosses"].as_u64().unwrap() > 100, "{report}");
+
+    let mut outputs = Vec::new();
+    for driver in ["epoll", "io_uring", "simulated"] {
+        let out = dir.file(&format!("out-{driver}.jsonl"));
+        let o = tickloop(&[
+            "replay",
+            "--journal",
+            &journal,
+            "--verify",
+            "--driver",
+            driver,
+            "--out",
+            &out,
+            "--json",
+        ]);
+        assert!(
+            o.status.success(),
+            "{driver}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["clean_end"], true, "{r}");
+        assert_eq!(r["replayed_on"], driver);
+        assert!(r["divergence"].is_null());
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    assert!(outputs[0].len() > 1000);
+    assert!(
+        outputs.iter().all(|o| *o == outputs[0]),
+        "replays differ between drivers"
+    );
+
+    // A journal cut off mid-record (a killed run) still replays up to its last whole record.
+    let bytes = std::fs::read(&journal).unwrap();
+    let cut = dir.file("cut.journal");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3 + 1]).unwrap();
+    let o = tickloop(&["replay", "--journal", &cut, "--verify", "--json"]);
+    assert!(o.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["clean_end"], false);
+    assert!(r["truncated"].as_str().unwrap().contains("cut off"), "{r}");
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_loop_within_100_ms_with_exit_0() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    for (mode, sig) in [
+        ("park", libc::SIGTERM),
+        ("busy", libc::SIGTERM),
+        ("park", libc::SIGINT),
+    ] {
+        let mut run = Command::new(TICKLOOP)
+            .args(["run", "--ring", &ring.0, "--mode", mode, "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_reader(&ring);
+        std::thread::sleep(Duration::from_millis(200));
+        let sent = Instant::now();
+        signal(&run, sig);
+        let (status, _) = wait_with_cpu(&mut run);
+        let took = sent.elapsed();
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{mode}: status {status:#x}"
+        );
+        assert!(
+            took < Duration::from_millis(100),
+            "{mode}: took {took:?} to stop"
+        );
+    }
+}
+
+#[test]
+fn a_parked_loop_sleeps_between_candles_yet_misses_none() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let mut run = Command::new(TICKLOOP)
+        .args([
+            "run",
+            "--ring",
+            &ring.0,
+            "--mode",
+            "park",
+            "--json",
+            "--tick-us",
+            "10000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_reader(&ring);
+    let started = Instant::now();
+    feed(&ring, 3_000, 2_000);
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&run, libc::SIGTERM);
+    let mut out = run.stdout.take().unwrap();
+    let (status, cpu) = wait_with_cpu(&mut run);
+    let wall = started.elapsed();
+    assert_eq!(status, 0);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["stats"]["candles"], 3_000, "{report}");
+    assert!(
+        report["stats"]["parks"].as_u64().unwrap() > 1_000,
+        "{report}"
+    );
+    // Sleeping, not spinning: far less CPU than wall time (a spinning loop uses all of it).
+    assert!(cpu < wall / 3, "used {cpu:?} CPU in {wall:?}");
+}
+
+#[test]
+fn a_flood_of_candles_does_not_starve_a_1ms_timer() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 20);
+    let run = spawn(&[
+        "run", "--ring", &ring.0, "--mode", "busy", "--batch", "256", "--json", "--core", "1",
+    ]);
+    wait_for_reader(&ring);
+    let o = Command::new(TICKLOOP)
+        .args([
+            "feed",
+            "synthetic",
+            "--ring",
+            &ring.0,
+            "--count",
+            "3000000",
+            "--symbols",
+            "64",
+            "--cpu",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&run, libc::SIGTERM);
+    let report = run_json(run);
+    let stats = &report["stats"];
+    let read = stats["candles"].as_u64().unwrap() + stats["candles_lost"].as_u64().unwrap();
+    assert_eq!(read, 3_000_000, "{report}");
+    assert!(
+        stats["backlog_iterations"].as_u64().unwrap() > 0,
+        "the flood must outrun one batch: {report}"
+    );
+    let timer = &report["periodic"][0];
+    let p99 = timer["lateness"]["p99_ns"].as_u64().unwrap();
+    // One batch of 256 candles takes microseconds; 1 ms is a wide margin for a noisy VM.
+    assert!(
+        p99 < 1_000_000,
+        "timer p99 lateness {p99} ns under a flood: {report}"
+    );
+}
+
+#[test]
+fn bad_settings_are_refused_before_the_loop_starts() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    for (args, want) in [
+        (vec!["--core", "4096"], "core 4096 does not exist"),
+        (vec!["--timer-capacity", "0"], "timer_capacity = 0"),
+        (vec!["--batch", "0"], "batch = 0"),
+        (
+            vec!["--journal", "/nonexistent-tickloop/run.journal"],
+            "/nonexistent-tickloop does not exist",
+        ),
+        (vec!["--journal", "/proc/run.journal"], "cannot create it"),
+        (vec!["--sched-fifo", "0"], "sched_fifo"),
+        (vec!["--fast", "30", "--slow", "10"], "fast < slow"),
+        (vec!["--duration=-1"], "--duration"),
+        (vec!["--driver", "kqueue"], "unknown driver"),
+    ] {
+        let mut all = vec!["run", "--ring", &ring.0];
+        all.extend(args.iter().copied());
+        let o = tickloop(&all);
+        let err = if o.status.code() == Some(2)
+            && String::from_utf8_lossy(&o.stderr).starts_with("error:")
+        {
+            String::from_utf8_lossy(&o.stderr).into_owned() // clap's own usage error
+        } else {
+            clear_failure(&o)
+        };
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("loop running"), "{args:?}: started anyway");
+    }
+    let o = tickloop(&["run", "--ring", "no-such-ring-tickloop"]);
+    assert!(clear_failure(&o).contains("no-such-ring-tickloop"));
+    let dir = TempDir::new("badjournal");
+    let junk = dir.file("junk");
+    std::fs::write(&junk, b"not a journal").unwrap();
+    assert!(clear_failure(&tickloop(&["replay", "--journal", &junk]))
+        .contains("not a tickloop journal"));
+    assert!(
+        clear_failure(&tickloop(&["replay", "--journal", &dir.file("missing")]))
+            .contains("cannot read it")
+    );
+}
