@@ -1,8 +1,6 @@
 //! Whole-program tests of the `tickloop` command line: real processes, real /dev/shm rings,
 //! real signals. Each failure a user can cause must exit non-zero with one clear line.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -208,25 +206,10 @@ fn bad_rings_and_bad_arguments_are_one_line_errors() {
 
 #[test]
 fn creating_on_a_full_dev_shm_fails_at_creation() {
-    // SAFETY: no arguments.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "SKIP creating_on_a_full_dev_shm_fails_at_creation: mounting a small tmpfs needs root"
-        );
+    let Some(fs) = SmallTmpfs::mount("creating_on_a_full_dev_shm_fails_at_creation", "2m") else {
         return;
-    }
-    let dir = PathBuf::from(format!("/tmp/tickloop-cli-full-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tickloop-cli"])
-        .arg(&dir)
-        .status();
-    if !matches!(mounted, Ok(s) if s.success()) {
-        let _ = std::fs::remove_dir(&dir);
-        eprintln!("SKIP creating_on_a_full_dev_shm_fails_at_creation: mount -t tmpfs failed here");
-        return;
-    }
-    let ring = dir.join("big").display().to_string();
+    };
+    let ring = fs.0.join("big").display().to_string();
     let o = tickloop(&["ring", "create", "--ring", &ring, "--slots", "1048576"]);
     let feed = tickloop(&[
         "feed",
@@ -238,9 +221,8 @@ fn creating_on_a_full_dev_shm_fails_at_creation() {
         "--slots",
         "1048576",
     ]);
-    let left = std::fs::read_dir(&dir).unwrap().count();
-    let _ = Command::new("umount").arg(&dir).status();
-    let _ = std::fs::remove_dir(&dir);
+    let left = std::fs::read_dir(&fs.0).unwrap().count();
+    drop(fs);
     let err = clear_failure(&o);
     assert!(
         err.contains("not enough space") && err.contains("64.0 MiB"),

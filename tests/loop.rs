@@ -65,6 +65,28 @@ fn run_json(child: Child) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
 }
 
+trait AffinityExt {
+    fn pre_exec_affinity_core0(&mut self) -> &mut Self;
+}
+
+impl AffinityExt for Command {
+    /// Start the child allowed only on core 0, as `taskset -c 0` would.
+    fn pre_exec_affinity_core0(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: sched_setaffinity is async-signal-safe; the set is built on the stack.
+        unsafe {
+            self.pre_exec(|| {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
 struct TempDir(std::path::PathBuf);
 impl TempDir {
     fn new(tag: &str) -> TempDir {
@@ -103,7 +125,7 @@ fn a_recorded_run_replays_byte_identically_on_every_driver() {
     ]);
     wait_for_reader(&ring);
     feed(&ring, 200_000, 400_000);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_caught_up(&ring);
     signal(&run, libc::SIGTERM);
     let report = run_json(run);
     assert_eq!(report["stopped_by"], "Signal(15)");
@@ -206,7 +228,7 @@ fn a_parked_loop_sleeps_between_candles_yet_misses_none() {
     wait_for_reader(&ring);
     let started = Instant::now();
     feed(&ring, 3_000, 2_000);
-    std::thread::sleep(Duration::from_millis(50));
+    wait_caught_up(&ring);
     signal(&run, libc::SIGTERM);
     let mut out = run.stdout.take().unwrap();
     let (status, cpu) = wait_with_cpu(&mut run);
@@ -248,12 +270,12 @@ fn a_flood_of_candles_does_not_starve_a_1ms_timer() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    std::thread::sleep(Duration::from_millis(50));
+    wait_caught_up(&ring);
     signal(&run, libc::SIGTERM);
     let report = run_json(run);
     let stats = &report["stats"];
     let read = stats["candles"].as_u64().unwrap() + stats["candles_lost"].as_u64().unwrap();
-    assert_eq!(read, 3_000_000, "{report}");
+    assert_eq!(read, 10_000_000, "{report}");
     assert!(
         stats["backlog_iterations"].as_u64().unwrap() > 0,
         "the flood must outrun one batch: {report}"
@@ -298,6 +320,19 @@ fn bad_settings_are_refused_before_the_loop_starts() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("loop running"), "{args:?}: started anyway");
     }
+    // A core that exists but is outside this process's CPU set (taskset, cpuset, systemd).
+    if std::thread::available_parallelism().map_or(0, |n| n.get()) >= 2 {
+        let o = Command::new(TICKLOOP)
+            .args(["run", "--ring", &ring.0, "--core", "1"])
+            .pre_exec_affinity_core0()
+            .output()
+            .unwrap();
+        let err = clear_failure(&o);
+        assert!(
+            err.contains("core 1 is not in this process's allowed CPUs 0"),
+            "{err}"
+        );
+    }
     let o = tickloop(&["run", "--ring", "no-such-ring-tickloop"]);
     assert!(clear_failure(&o).contains("no-such-ring-tickloop"));
     let dir = TempDir::new("badjournal");
@@ -309,4 +344,34 @@ fn bad_settings_are_refused_before_the_loop_starts() {
         clear_failure(&tickloop(&["replay", "--journal", &dir.file("missing")]))
             .contains("cannot read it")
     );
+}
+
+#[test]
+fn a_full_disk_stops_the_journal_not_the_loop() {
+    let Some(fs) = SmallTmpfs::mount("a_full_disk_stops_the_journal_not_the_loop", "512k") else {
+        return;
+    };
+    let ring = Name::new();
+    create_ring(&ring, 1 << 16);
+    let journal = fs.0.join("run.journal").display().to_string();
+    let run = spawn(&["run", "--ring", &ring.0, "--journal", &journal, "--json"]);
+    wait_for_reader(&ring);
+    feed(&ring, 100_000, 500_000);
+    wait_caught_up(&ring);
+    signal(&run, libc::SIGTERM);
+    let o = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the journal stopped recording") && err.contains("disk is full"),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The loop kept going: every candle reached the app, and it stopped on the signal.
+    assert_eq!(report["stats"]["candles"], 100_000, "{report}");
+    assert_eq!(report["stopped_by"], "Signal(15)");
+    assert!(report["stats"]["journal_dropped"].as_u64().unwrap() > 0);
+    // What was recorded before the disk filled still replays.
+    let o = tickloop(&["replay", "--journal", &journal, "--verify", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

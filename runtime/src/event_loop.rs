@@ -467,12 +467,21 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         Ok(event_loop)
     }
 
-    /// Fault in the rings' slots now, so the loop never takes a page fault on them later.
+    /// Fault in the rings' slots and the buffers allocated lazily (zeroed memory is mapped on
+    /// first touch), so the loop never takes a page fault on them later.
     fn prefault(&mut self) -> Result<(), LoopError> {
         for ring in &self.rings {
             let (ptr, len) = ring.reader.slots_region();
             // SAFETY: the region is the reader's live mapping of the slots, valid for `len`.
             unsafe { host::prefault(ptr, len, false)? };
+        }
+        for p in &mut self.periodic {
+            // Clearing writes every counter: each page of the histograms is touched now.
+            p.lateness.reset();
+            p.took.reset();
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.prefault();
         }
         Ok(())
     }
@@ -583,7 +592,8 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             ring.reader.publish_progress();
         }
         if let Some(journal) = &mut self.journal {
-            journal.finish()?;
+            // A failure is kept for `journal_failure`: the run itself ended normally.
+            let _ = journal.finish();
         }
         Ok(self.stop.expect("the loop only ends on a stop"))
     }

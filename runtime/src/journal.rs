@@ -152,6 +152,14 @@ impl JournalWriter {
         Ok(writer)
     }
 
+    /// Touch every page of the buffer now, so recording never page-faults.
+    pub fn prefault(&mut self) {
+        for byte in self.buf.spare_capacity_mut() {
+            byte.write(0);
+        }
+        self.scratch.fill(0);
+    }
+
     pub fn record<O: Serialize>(&mut self, record: &Record<O>) {
         if self.failed.is_some() {
             self.dropped += 1;
@@ -205,23 +213,26 @@ impl JournalWriter {
         n
     }
 
-    /// Record the end marker, write everything out and fsync.
+    /// Record the end marker, write everything out and fsync. A failure is also kept in
+    /// [`JournalWriter::failure`].
     pub fn finish(&mut self) -> Result<(), JournalError> {
         let end: Record<()> = Record::End {
             inputs: self.inputs,
         };
         self.record(&end);
         self.flush();
-        if let Some(why) = &self.failed {
-            return Err(JournalError::Write {
+        if self.failed.is_none() {
+            if let Err(e) = self.file.sync_all() {
+                self.failed = Some(format!("fsync: {e}"));
+            }
+        }
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(JournalError::Write {
                 path: self.path.clone(),
                 cause: io::Error::other(why.clone()),
-            });
+            }),
         }
-        self.file.sync_all().map_err(|cause| JournalError::Write {
-            path: self.path.clone(),
-            cause,
-        })
     }
 
     pub fn records(&self) -> u64 {

@@ -85,3 +85,59 @@ pub fn wait_for_reader(name: &Name) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Wait until every registered reader of the ring has read up to the writer (as published in
+/// the ring's registry, which readers refresh at least every 100 ms).
+pub fn wait_caught_up(name: &Name) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = tickloop(&["ring", "info", "--ring", &name.0, "--json"]);
+        let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let readers = info["readers"].as_array().unwrap();
+        if !readers.is_empty() && readers.iter().all(|r| r["lag"] == 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "readers never caught up: {info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A small tmpfs mounted for one test (root only), unmounted and removed on drop.
+pub struct SmallTmpfs(pub PathBuf);
+
+impl SmallTmpfs {
+    /// None (after saying why) when this process cannot mount one.
+    pub fn mount(test: &str, size: &str) -> Option<SmallTmpfs> {
+        // SAFETY: no arguments.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP {test}: mounting a small tmpfs needs root");
+            return None;
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tickloop-tmpfs-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tickloop-test",
+            ])
+            .arg(&dir)
+            .status();
+        if !matches!(mounted, Ok(s) if s.success()) {
+            let _ = std::fs::remove_dir(&dir);
+            eprintln!("SKIP {test}: mount -t tmpfs failed here");
+            return None;
+        }
+        Some(SmallTmpfs(dir))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

@@ -219,7 +219,10 @@ impl AnyDriver {
                 report(DriverKind::Simulated, None),
             )),
             DriverChoice::IoUring => match uring::UringDriver::new(options.fd_capacity) {
-                Ok(d) => Ok((AnyDriver::IoUring(Box::new(d)), report(DriverKind::IoUring, None))),
+                Ok(d) => Ok((
+                    AnyDriver::IoUring(Box::new(d)),
+                    report(DriverKind::IoUring, None),
+                )),
                 Err(e) => Err(io::Error::new(
                     e.kind(),
                     format!(
@@ -228,7 +231,10 @@ impl AnyDriver {
                 )),
             },
             DriverChoice::Auto => match uring::UringDriver::new(options.fd_capacity) {
-                Ok(d) => Ok((AnyDriver::IoUring(Box::new(d)), report(DriverKind::IoUring, None))),
+                Ok(d) => Ok((
+                    AnyDriver::IoUring(Box::new(d)),
+                    report(DriverKind::IoUring, None),
+                )),
                 Err(e) => Ok((
                     AnyDriver::Epoll(epoll::EpollDriver::new(options.fd_capacity)?),
                     report(DriverKind::Epoll, Some(e.to_string())),

@@ -122,9 +122,8 @@ impl UringDriver {
         if unsafe { self.ring.submission().push(&entry) }.is_err() {
             self.ring.submit()?;
             // SAFETY: as above.
-            unsafe { self.ring.submission().push(&entry) }.map_err(|_| {
-                io::Error::other("io_uring submission queue is full")
-            })?;
+            unsafe { self.ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("io_uring submission queue is full"))?;
         }
         Ok(())
     }
