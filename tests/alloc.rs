@@ -4,7 +4,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tickloop_runtime::app::{App, Context, Event, EventKind};
 use tickloop_runtime::clock::{MICROS, SECONDS};
@@ -88,17 +87,7 @@ impl App for Watched {
 
 fn steady_state_allocations(driver: DriverChoice, mode: Mode) {
     let ring = Name::new();
-    let o = tickloop(&[
-        "ring",
-        "create",
-        "--ring",
-        &ring.0,
-        "--slots",
-        "1048576",
-        "--symbols",
-        "64",
-    ]);
-    assert!(o.status.success());
+    create_ring(&ring, 1 << 20);
     let journal = std::env::temp_dir().join(format!(
         "tickloop-alloc-{}-{}.journal",
         std::process::id(),
@@ -135,19 +124,7 @@ fn steady_state_allocations(driver: DriverChoice, mode: Mode) {
     )
     .unwrap();
     lp.stop_after(20 * SECONDS);
-    let mut feed = Command::new(TICKLOOP)
-        .args([
-            "feed",
-            "synthetic",
-            "--ring",
-            &ring.0,
-            "--count",
-            &CANDLES.to_string(),
-            "--rate",
-            "1000000",
-            "--symbols",
-            "64",
-        ])
+    let mut feed = synthetic_feed(&ring, CANDLES, 1_000_000, 64)
         .spawn()
         .unwrap();
     ALLOCATIONS.store(0, Ordering::Relaxed);

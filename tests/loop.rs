@@ -26,33 +26,9 @@ fn signal(child: &Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
-fn create_ring(name: &Name, slots: u64) {
-    let o = tickloop(&[
-        "ring",
-        "create",
-        "--ring",
-        &name.0,
-        "--slots",
-        &slots.to_string(),
-    ]);
+fn feed(name: &Name, count: u64, rate: u64) {
+    let o = synthetic_feed(name, count, rate, 16).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn feed(name: &Name, count: u64, rate: u64) -> std::process::Output {
-    let o = tickloop(&[
-        "feed",
-        "synthetic",
-        "--ring",
-        &name.0,
-        "--count",
-        &count.to_string(),
-        "--rate",
-        &rate.to_string(),
-        "--symbols",
-        "16",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o
 }
 
 fn run_json(child: Child) -> serde_json::Value {
@@ -254,19 +230,8 @@ fn a_flood_of_candles_does_not_starve_a_1ms_timer() {
         "run", "--ring", &ring.0, "--mode", "busy", "--batch", "256", "--json", "--core", "1",
     ]);
     wait_for_reader(&ring);
-    let o = Command::new(TICKLOOP)
-        .args([
-            "feed",
-            "synthetic",
-            "--ring",
-            &ring.0,
-            "--count",
-            "3000000",
-            "--symbols",
-            "64",
-            "--cpu",
-            "0",
-        ])
+    let o = synthetic_feed(&ring, 10_000_000, 0, 64)
+        .args(["--cpu", "0"])
         .output()
         .unwrap();
     assert!(o.status.success());

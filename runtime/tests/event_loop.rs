@@ -513,23 +513,23 @@ fn a_journal_replays_identically_and_a_changed_action_is_named() {
 
 #[test]
 fn bad_limits_and_journal_paths_are_refused_before_the_loop_starts() {
-    let app = || Recorder::new(|_, _| {});
+    let refused = |config: &LoopConfig, journal: Option<&str>| -> LoopError {
+        let builder = LoopBuilder {
+            config,
+            rings: vec![],
+            journal: journal.map(PathBuf::from),
+            app_config: vec![],
+        };
+        match EventLoop::new(builder, Recorder::new(|_, _| {}), Outputs::default()) {
+            Ok(_) => panic!("{config:?} / {journal:?} was accepted"),
+            Err(e) => e,
+        }
+    };
     let cfg = LoopConfig {
         timer_capacity: 0,
         ..LoopConfig::default()
     };
-    let err = EventLoop::new(
-        LoopBuilder {
-            config: &cfg,
-            rings: vec![],
-            journal: None,
-            app_config: vec![],
-        },
-        app(),
-        Outputs::default(),
-    )
-    .err()
-    .expect("capacity 0 is refused");
+    let err = refused(&cfg, None);
     assert!(
         matches!(
             err,
@@ -547,39 +547,13 @@ fn bad_limits_and_journal_paths_are_refused_before_the_loop_starts() {
         ("/nonexistent-tickloop-dir/run.journal", "does not exist"),
         ("/proc/tickloop.journal", "cannot create it"),
     ] {
-        let err = EventLoop::new(
-            LoopBuilder {
-                config: &cfg,
-                rings: vec![],
-                journal: Some(path.into()),
-                app_config: vec![],
-            },
-            app(),
-            Outputs::default(),
-        )
-        .err()
-        .expect("an unusable journal path is refused");
-        assert!(
-            err.to_string().contains(want) && err.to_string().contains(path),
-            "{err}"
-        );
+        let err = refused(&cfg, Some(path)).to_string();
+        assert!(err.contains(want) && err.contains(path), "{err}");
     }
     let mut cfg = LoopConfig::default();
     cfg.host.core = Some(4096);
-    let err = EventLoop::new(
-        LoopBuilder {
-            config: &cfg,
-            rings: vec![],
-            journal: None,
-            app_config: vec![],
-        },
-        app(),
-        Outputs::default(),
-    )
-    .err()
-    .expect("a core that does not exist is refused");
-    assert!(err.to_string().contains("4096"), "{err}");
-    let _ = Mode::Busy;
+    let err = refused(&cfg, None).to_string();
+    assert!(err.contains("core 4096 does not exist"), "{err}");
 }
 
 /// CPU time this thread has used.

@@ -86,6 +86,34 @@ pub fn wait_for_reader(name: &Name) {
     }
 }
 
+pub fn create_ring(name: &Name, slots: u64) {
+    let o = tickloop(&[
+        "ring",
+        "create",
+        "--ring",
+        &name.0,
+        "--slots",
+        &slots.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `tickloop feed synthetic` into `name`: `count` candles, `rate` per second (0 = unpaced).
+pub fn synthetic_feed(name: &Name, count: u64, rate: u64, symbols: u32) -> Command {
+    let mut command = Command::new(TICKLOOP);
+    command
+        .args(["feed", "synthetic", "--ring", &name.0])
+        .args([
+            "--count".to_string(),
+            count.to_string(),
+            "--rate".to_string(),
+            rate.to_string(),
+            "--symbols".to_string(),
+            symbols.to_string(),
+        ]);
+    command
+}
+
 /// Wait until every registered reader of the ring has read up to the writer (as published in
 /// the ring's registry, which readers refresh at least every 100 ms).
 pub fn wait_caught_up(name: &Name) {
