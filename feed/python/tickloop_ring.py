@@ -29,6 +29,7 @@ import errno
 import fcntl
 import mmap
 import os
+import socket
 import stat
 import struct
 import sys
@@ -80,6 +81,9 @@ OFF_WRITE_SEQ = 192
 # Control page.
 OFF_PARKED = CONTROL_OFFSET
 OFF_BELL = CONTROL_OFFSET + 4
+OFF_READERS = CONTROL_OFFSET + 64  # 63 entries of 64 bytes: pid u32, parked u32, ..., wake u64 at +56
+MAX_READERS = 63
+WRITER_WAKE_SOCKETS = 2  # writer flag: it sends wake datagrams (layout 1.1)
 
 FLAG_SEALED = 0x80000000
 SEAL_MASK = 0x00FFFFFF
@@ -275,6 +279,21 @@ def _available_bytes(directory):
         return st.f_bavail * st.f_frsize
     except OSError:
         return 0
+
+
+def wake_socket_name(wake_id):
+    """The abstract Unix socket address of wake socket ``wake_id`` (docs/ring-format.md)."""
+    return b"\0tickloop-wake-%016x" % wake_id
+
+
+def _wake_sender():
+    """A non-blocking unbound datagram socket to send wake-ups from, or None."""
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        return sock
+    except (OSError, AttributeError):
+        return None
 
 
 def _futex_waker(mm):
@@ -648,7 +667,9 @@ class RingWriter(_Mapped):
         now = time.time_ns()
         q[OFF_WRITER_STARTED >> 3] = now
         q[OFF_WRITER_HEARTBEAT >> 3] = now
-        u32[OFF_WRITER_FLAGS >> 2] = 0  # Python cannot register for membarrier
+        # Python cannot register for membarrier; it can send wake datagrams.
+        self._waker = _wake_sender()
+        u32[OFF_WRITER_FLAGS >> 2] = WRITER_WAKE_SOCKETS if self._waker else 0
         q[OFF_WRITER_EPOCH >> 3] = (q[OFF_WRITER_EPOCH >> 3] + 1) & _M64  # last
         self._wake, self._wake_word = _futex_waker(self._mm)
         fence = threading.Lock()
@@ -660,6 +681,9 @@ class RingWriter(_Mapped):
         self._ids = {name: i for i, name in enumerate(self._names)}
 
     def _release(self):
+        if getattr(self, "_waker", None) is not None:
+            self._waker.close()
+            self._waker = None
         self._wake = None
         self._wake_word = None  # the ctypes view must go before the mapping closes
         _Mapped._release(self)
@@ -750,6 +774,16 @@ class RingWriter(_Mapped):
         u32[1025] = (u32[1025] + 1) & 0xFFFFFFFF  # bell (offset 4100); only the writer stores it
         if self._wake is not None:
             self._wake()
+        if self._waker is not None:
+            # One datagram to each parked reader that named a wake socket (docs/ring-format.md).
+            q = self._q
+            for i in range(MAX_READERS):
+                base = OFF_READERS + 64 * i
+                if u32[(base + 4) >> 2] and q[(base + 56) >> 3]:
+                    try:
+                        self._waker.sendto(b"\x01", wake_socket_name(q[(base + 56) >> 3]))
+                    except OSError:
+                        pass  # a full socket already has a wake-up pending; a gone one needs none
         self.rings += 1
 
     def heartbeat(self):
@@ -1197,14 +1231,36 @@ def _selftest(args):
                     check(c[2] & 0x7F000000 == 0x01000000, "feed flag bits kept")
                     check(not seal_ok(i + 1, c), "seal binds the position")
             check(r.read() is None, "drained")
+            # A parked reader with a wake socket gets a datagram when the writer rings.
+            wake_id = (os.getpid() << 32) | 0x5E1F
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                listener.bind(wake_socket_name(wake_id))
+                listener.settimeout(2.0)
+                entry = OFF_READERS + 64 * 62  # the last entry, as a parked reader would set it
+                w._q[(entry + 56) >> 3] = wake_id
+                w._u32[(entry + 4) >> 2] = 1
+                w._u32[OFF_PARKED >> 2] += 1
+                w._u32[(OFF_PARKED + 8) >> 2] = 1  # wanted
+                w.publish(1010, a, 1.0, 1.0, 1.0, 1.0, 1.0, seal=True)
+                check(listener.recv(16) == b"\x01", "wake datagram")
+                w._u32[(entry + 4) >> 2] = 0
+                w._u32[OFF_PARKED >> 2] -= 1
+                w._q[(entry + 56) >> 3] = 0
+                check(r.read()[1] == 10, "the woken reader reads the candle")
+            except socket.timeout:
+                failures.append("no wake datagram within 2 s")
+            finally:
+                listener.close()
             item = r_next.read()
             check(item is not None and item[1] == 0, "start=next sees the first publish")
-            # Lap reader r: 16 slots, publish 40 more (positions 10..49).
-            for i in range(40):
+            # Lap reader r: 16 slots, publish 39 more (positions 11..49).
+            for i in range(39):
                 w.publish(2000 + i, a, 1.0, 1.0, 1.0, 1.0, 1.0, seal=True)
             item = r.read()
-            # write_seq = 50: oldest intact = 50 + 1 - 16 = 35, plus 16 / 8 = 37; lost = 27.
-            check(item == ("overrun", 27), "overrun: %r" % (item,))
+            # write_seq = 50: oldest intact = 50 + 1 - 16 = 35, plus 16 / 8 = 37; r was at 11,
+            # so lost = 26.
+            check(item == ("overrun", 26), "overrun: %r" % (item,))
             item = r.read()
             check(item is not None and item[0] == "candle" and item[1] == 37, "after overrun: %r" % (item,))
             v = Verifier()
@@ -1255,7 +1311,7 @@ def _selftest(args):
         for f in failures:
             sys.stderr.write("selftest FAILED: %s\n" % f)
         return 1
-    sys.stderr.write("selftest ok: seal vector 0xd848f5, create/write/read/overrun/take-over\n")
+    sys.stderr.write("selftest ok: seal vector 0xd848f5, create/write/read/wake/overrun/take-over\n")
     return 0
 
 
