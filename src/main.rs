@@ -164,6 +164,12 @@ pub enum BenchCommand {
     /// Ring latency and throughput between two pinned processes, with the cache-line round trip
     /// and the Python ring users build today measured in the same run.
     Ring(tickloop_bench::ring::RingBenchArgs),
+    /// Lateness of a periodic timer in the loop (busy, epoll, io_uring) next to cyclictest on
+    /// the same core.
+    Timers(tickloop_bench::timers::TimersBenchArgs),
+    /// Feed-to-handler latency through the whole loop (busy and park modes) next to the ring's
+    /// own one-way latency.
+    Loop(tickloop_bench::loop_bench::LoopBenchArgs),
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -191,6 +197,12 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(&args),
         Command::Replay(args) => run_cmd::replay(&args),
         Command::Bench(BenchCommand::Ring(args)) => tickloop_bench::ring::main(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::msg),
+        Command::Bench(BenchCommand::Timers(args)) => tickloop_bench::timers::main(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::msg),
+        Command::Bench(BenchCommand::Loop(args)) => tickloop_bench::loop_bench::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
     };

@@ -3,4 +3,6 @@
 //! Benchmarks print results; they never assert speed (that belongs to committed reports).
 
 pub mod cyclictest;
+pub mod loop_bench;
 pub mod ring;
+pub mod timers;

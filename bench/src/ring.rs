@@ -320,7 +320,7 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
     })
 }
 
-fn check_core(core: usize) -> Result<(), String> {
+pub(crate) fn check_core(core: usize) -> Result<(), String> {
     // SAFETY: sysconf has no preconditions.
     let configured = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize;
     if core < configured {
@@ -333,7 +333,7 @@ fn check_core(core: usize) -> Result<(), String> {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds")
 }
 
@@ -352,7 +352,7 @@ fn row_from(name: &str, h: &Histogram<u64>, scale: f64, per_sec: Option<f64>, no
 }
 
 /// Run `child` in a forked process pinned to `core`; it must not return.
-fn fork_pinned(core: usize, child: impl FnOnce()) -> Result<libc::pid_t, String> {
+pub(crate) fn fork_pinned(core: usize, child: impl FnOnce()) -> Result<libc::pid_t, String> {
     // SAFETY: the bench is single-threaded when it forks; the child only touches memory and
     // exits with _exit.
     let pid = unsafe { libc::fork() };
@@ -373,7 +373,7 @@ fn fork_pinned(core: usize, child: impl FnOnce()) -> Result<libc::pid_t, String>
     Ok(pid)
 }
 
-fn reap(pid: libc::pid_t) -> Result<(), String> {
+pub(crate) fn reap(pid: libc::pid_t) -> Result<(), String> {
     let mut status = 0;
     // SAFETY: our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -386,7 +386,7 @@ fn reap(pid: libc::pid_t) -> Result<(), String> {
     }
 }
 
-fn child_alive(pid: libc::pid_t) -> bool {
+pub(crate) fn child_alive(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks existence; a zombie still counts until reaped.
     let mut status = 0;
     unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 }
@@ -440,7 +440,7 @@ fn cache_line_round_trip(
 /// clock_gettime, and synchronised across cores where the CPU has constant_tsc and
 /// nonstop_tsc), CLOCK_MONOTONIC elsewhere. The same stopwatch times every latency row.
 #[inline(always)]
-fn stamp() -> i64 {
+pub(crate) fn stamp() -> i64 {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: rdtsc has no preconditions on x86-64.
     unsafe {
@@ -451,7 +451,7 @@ fn stamp() -> i64 {
 }
 
 /// Nanoseconds in a stopwatch interval (at least 1, for the histogram).
-fn stamp_ns(ticks: i64) -> u64 {
+pub(crate) fn stamp_ns(ticks: i64) -> u64 {
     static NS_PER_TICK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let scale = *NS_PER_TICK.get_or_init(|| {
         if cfg!(not(target_arch = "x86_64")) {
@@ -502,7 +502,7 @@ fn write_read_one_process(n: u64) -> Result<Histogram<u64>, String> {
 }
 
 /// Run `f` on a fresh ring of `slots` slots under /dev/shm, removed afterwards.
-fn with_temp_ring<T>(
+pub(crate) fn with_temp_ring<T>(
     slots: u64,
     f: impl FnOnce(&std::path::Path) -> Result<T, String>,
 ) -> Result<T, String> {
@@ -523,10 +523,10 @@ fn with_temp_ring<T>(
 }
 
 /// One page of anonymous memory shared with forked children, unmapped on drop.
-struct SharedPage(*mut libc::c_void);
+pub(crate) struct SharedPage(*mut libc::c_void);
 
 impl SharedPage {
-    fn new() -> Result<SharedPage, String> {
+    pub(crate) fn new() -> Result<SharedPage, String> {
         // SAFETY: a fresh anonymous shared mapping; checked below.
         let page = unsafe {
             libc::mmap(
@@ -545,7 +545,7 @@ impl SharedPage {
     }
 
     /// The `i`-th 64-byte line's first word (each on its own cache line).
-    fn word(&self, i: usize) -> &AtomicU64 {
+    pub(crate) fn word(&self, i: usize) -> &AtomicU64 {
         assert!(i < 64);
         // SAFETY: page-aligned, zero-filled, lives as long as `self`.
         unsafe { &*((self.0 as *const u8).add(i * 64) as *const AtomicU64) }
@@ -829,7 +829,7 @@ fn python_row(count: u64) -> Row {
     }
 }
 
-fn machine(reader_core: usize, writer_core: usize, quick: bool) -> serde_json::Value {
+pub(crate) fn machine(reader_core: usize, writer_core: usize, quick: bool) -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -856,7 +856,7 @@ fn machine(reader_core: usize, writer_core: usize, quick: bool) -> serde_json::V
     })
 }
 
-fn fmt_ns(v: Option<f64>) -> String {
+pub(crate) fn fmt_ns(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
         Some(v) if v < 10_000.0 => format!("{v:.0} ns"),

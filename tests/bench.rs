@@ -1,0 +1,191 @@
+//! Quick runs of `tickloop bench timers` and `tickloop bench loop` through the command line:
+//! the JSON has every row, the numbers are sane (samples counted, p50 <= p99 <= p99.9 <= max),
+//! nothing is lost, and a missing cyclictest gives an explained row, not a failure. They never
+//! assert speed: that belongs to the committed reports.
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+const TICKLOOP: &str = env!("CARGO_BIN_EXE_tickloop");
+
+fn tickloop(args: &[&str], path: Option<&std::path::Path>) -> Output {
+    let mut command = Command::new(TICKLOOP);
+    command.args(args);
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    command.output().expect("run tickloop")
+}
+
+fn report(o: &Output) -> Value {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {} / {stderr}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+fn row<'a>(report: &'a Value, prefix: &str) -> &'a Value {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"].as_str().unwrap().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no row {prefix:?} in {report}"))
+}
+
+/// A measured row: samples counted, percentiles in order, per-round series present.
+fn assert_measured(row: &Value) {
+    assert!(row["samples"].as_u64().unwrap() > 0, "{row}");
+    let q = |k: &str| row[k].as_f64().unwrap_or_else(|| panic!("{k} in {row}"));
+    assert!(q("p50_ns") > 0.0, "{row}");
+    assert!(q("p50_ns") <= q("p99_ns"), "{row}");
+    assert!(q("p99_ns") <= q("p999_ns"), "{row}");
+    assert!(q("p999_ns") <= q("max_ns"), "{row}");
+    assert!(row["note"].is_string(), "{row}");
+}
+
+/// A row that could not be measured says why.
+fn assert_explained(row: &Value) {
+    assert_eq!(row["samples"], 0, "{row}");
+    assert!(row["p99_ns"].is_null(), "{row}");
+    assert!(
+        row["note"].as_str().unwrap().starts_with("not measured: "),
+        "{row}"
+    );
+}
+
+fn assert_checks(report: &Value, at_least: usize) -> &Vec<Value> {
+    let checks = report["checks"].as_array().unwrap();
+    assert!(checks.len() >= at_least, "{report}");
+    for c in checks {
+        assert!(!c["target"].as_str().unwrap().is_empty(), "{c}");
+        assert!(!c["measured"].as_str().unwrap().is_empty(), "{c}");
+        assert!(c["pass"].is_boolean() || c["pass"].is_null(), "{c}");
+    }
+    checks
+}
+
+fn assert_machine(report: &Value) {
+    let m = &report["machine"];
+    for key in ["cpu", "kernel", "clocksource", "arch"] {
+        assert!(m[key].is_string(), "{key} in {m}");
+    }
+    assert_eq!(m["quick"], true);
+}
+
+#[test]
+fn bench_timers_quick_reports_every_row_as_json() {
+    let r = report(&tickloop(&["bench", "timers", "--quick", "--json"], None));
+    assert_machine(&r);
+    assert!(r["machine"]["core"].is_u64());
+    assert_eq!(r["machine"]["period_us"], 1000);
+    assert_eq!(r["rows"].as_array().unwrap().len(), 4);
+    // Busy and epoll work everywhere; io_uring and cyclictest may be missing, and then say why.
+    for name in ["tickloop busy", "tickloop park, epoll"] {
+        let row = row(&r, name);
+        assert_measured(row);
+        assert_eq!(row["rounds_p99_ns"].as_array().unwrap().len(), 3, "{row}");
+    }
+    for name in ["tickloop park, io_uring", "cyclictest"] {
+        let row = row(&r, name);
+        if row["samples"].as_u64().unwrap() > 0 {
+            assert_measured(row);
+        } else {
+            assert_explained(row);
+        }
+    }
+    let checks = assert_checks(&r, 3);
+    assert!(checks[0]["pass"].is_boolean(), "{:?}", checks[0]);
+}
+
+#[test]
+fn bench_timers_without_cyclictest_explains_the_row() {
+    // An empty directory as PATH: cyclictest cannot be found (tickloop runs by its full path).
+    let empty = std::env::temp_dir().join(format!("tickloop-bench-nopath-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = tickloop(&["bench", "timers", "--quick", "--json"], Some(&empty));
+    let text = tickloop(&["bench", "timers", "--quick"], Some(&empty));
+    let _ = std::fs::remove_dir(&empty);
+    let r = report(&o);
+    let cyclic = row(&r, "cyclictest");
+    assert_explained(cyclic);
+    assert!(
+        cyclic["note"].as_str().unwrap().contains("rt-tests"),
+        "{cyclic}"
+    );
+    assert!(r["machine"]["cyclictest"].is_null());
+    assert_measured(row(&r, "tickloop park, epoll"));
+    let checks = assert_checks(&r, 3);
+    for c in checks
+        .iter()
+        .filter(|c| c["target"].as_str().unwrap().contains("cyclictest's p99"))
+    {
+        assert!(c["pass"].is_null(), "{c}");
+        assert!(
+            c["measured"].as_str().unwrap().starts_with("not measured"),
+            "{c}"
+        );
+    }
+    // The table says it too.
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success());
+    assert!(out.contains("NOT MEASURED"), "{out}");
+}
+
+#[test]
+fn bench_loop_quick_reports_every_row_as_json() {
+    let r = report(&tickloop(&["bench", "loop", "--quick", "--json"], None));
+    assert_machine(&r);
+    assert_eq!(r["machine"]["writer_core"], 0);
+    assert_eq!(r["machine"]["engine_core"], 1);
+    assert_eq!(r["rows"].as_array().unwrap().len(), 4);
+    for name in [
+        "tickloop ring one-way",
+        "loop, busy mode",
+        "loop, park mode on epoll",
+        "loop, park mode on io_uring",
+    ] {
+        let row = row(&r, name);
+        if name.contains("io_uring") && row["samples"] == 0 {
+            assert_explained(row);
+            continue;
+        }
+        assert_measured(row);
+        assert_eq!(row["lost"], 0, "{row}");
+        assert_eq!(row["rounds_p50_ns"].as_array().unwrap().len(), 5, "{row}");
+    }
+    let checks = assert_checks(&r, 2);
+    let ratio = checks
+        .iter()
+        .find(|c| c["target"].as_str().unwrap().contains("within 2x"))
+        .unwrap();
+    assert!(ratio["pass"].is_boolean(), "{ratio}");
+    let lost = checks
+        .iter()
+        .find(|c| c["target"].as_str().unwrap().contains("lost"))
+        .unwrap();
+    assert_eq!(lost["pass"], true, "{lost}");
+}
+
+#[test]
+fn bench_arguments_are_checked_with_one_clear_line() {
+    for args in [
+        &["bench", "timers", "--core", "4096"][..],
+        &["bench", "timers", "--period-us", "0"],
+        &["bench", "timers", "--fifo", "100"],
+        &["bench", "loop", "--cpus", "1,1"],
+        &["bench", "loop", "--cpus", "0,4096"],
+    ] {
+        let o = tickloop(args, None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("tickloop: error: "), "{args:?}: {err}");
+    }
+}
