@@ -324,6 +324,7 @@ pub struct EventLoop<A: App, S: OutputSink<A::Output>> {
     next_fd_poll: Nanos,
     stop: Option<StopReason>,
     stop_after: Option<Nanos>,
+    ran: bool,
 }
 
 /// Builds an [`EventLoop`]: everything is opened, allocated and checked before it runs.
@@ -461,6 +462,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             next_fd_poll: now,
             stop: None,
             stop_after: None,
+            ran: false,
             config,
         };
         event_loop.prefault()?;
@@ -543,9 +545,16 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         self.stop_after = Some(after);
     }
 
-    /// Run until a stop signal, the app's `Stop`, or every ring being removed with nothing
-    /// else to wait for. The app sees `Started` first and `Shutdown` last.
+    /// Run until a stop signal, the app's `Stop`, or the deadline of [`EventLoop::stop_after`].
+    /// The app sees `Started` first and `Shutdown` last. A loop runs once: a second call is
+    /// an error (build a new loop; the app's state and the journal belong to one run).
     pub fn run(&mut self) -> Result<StopReason, LoopError> {
+        if self.ran {
+            return Err(LoopError::Other(
+                "this loop has already run: build a new EventLoop for another run".into(),
+            ));
+        }
+        self.ran = true;
         self.now = self.driver.now();
         self.next_fd_poll = self.now;
         let housekeeping = self.now.saturating_add(self.config.housekeeping_ns);

@@ -199,6 +199,7 @@ fn timer_requests_the_loop_cannot_honour_are_refused_with_a_reason() {
     });
     let mut lp = build(&cfg, vec![], None, app);
     assert_eq!(lp.run().unwrap(), StopReason::App);
+    assert!(lp.run().unwrap_err().to_string().contains("already run"));
     let refusals: Vec<_> = lp
         .app()
         .events
