@@ -1,8 +1,11 @@
 //! tickloop's latency harness. Each benchmark measures tickloop next to its physical limit and
-//! its peers in the same run, on the same cores, and reports medians and tails (hdrhistogram).
+//! its peers in the same run, and reports medians and tails (hdrhistogram).
 //! Benchmarks print results; they never assert speed (that belongs to committed reports).
+//! `report` is what they all print and save; `harness` is how they measure.
 
 pub mod cyclictest;
+mod harness;
 pub mod loop_bench;
+pub mod report;
 pub mod ring;
 pub mod timers;

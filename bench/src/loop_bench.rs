@@ -14,37 +14,26 @@
 //! ring, so every row sees the same host and the only difference is the engine side. It
 //! measures and reports; it never fails on a slow result.
 
-use crate::ring::{
-    check_core, child_alive, fmt_ns, fork_pinned, histogram, reap, stamp, stamp_ns, with_temp_ring,
-    SharedPage,
+use crate::harness::{
+    attach, driver_name, fork_pinned, histogram, new_loop, publish_paced, reap, reap_counting,
+    spin_read, stamp, stamp_ns, thread_preemptions, touched_histogram, two_cores, with_temp_ring,
+    Background, SharedPage, Waiting,
 };
-use crate::timers::{
-    background_note, emit, row_from, spread, thread_preemptions, touched_histogram, Background,
-    Check, Report, Row,
-};
+use crate::report::{fmt_ns, progress, spread, Check, OutputArgs, Report, Row};
 use hdrhistogram::Histogram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tickloop_runtime::app::{App, Context, Discard, Event, EventKind};
+use tickloop_runtime::app::{App, Context, Event, EventKind};
 use tickloop_runtime::clock::{Nanos, SECONDS};
-use tickloop_runtime::driver::DriverChoice;
-use tickloop_runtime::event_loop::{
-    EventLoop, LoopBuilder, LoopConfig, LoopStats, Mode, RingSpec, StopReason,
-};
-use tickloop_runtime::ring::{Candle, ReadResult, Reader, ReaderOptions, Start, Writer};
+use tickloop_runtime::event_loop::{LoopStats, RingSpec, StopReason};
+use tickloop_runtime::ring::{Candle, Start, Writer};
 use tickloop_runtime::sys;
 
 #[derive(clap::Args, Clone, Debug)]
+#[command(mut_arg("save", |a| a.help("Also write loop.json and loop.md into this directory")))]
 pub struct LoopBenchArgs {
-    /// A short run (seconds) for smoke tests; numbers are noisier.
-    #[arg(long)]
-    pub quick: bool,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Also write loop.json and loop.md into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub save: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// The two cores: the writer (feed) first, the engine (reader or loop) second.
     #[arg(long, value_delimiter = ',', default_value = "0,1", value_name = "A,B")]
     pub cpus: Vec<usize>,
@@ -59,27 +48,28 @@ const SLOTS: u64 = 1 << 16;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Engine {
     Ring,
-    Busy,
-    Epoll,
-    IoUring,
+    Loop(Waiting),
 }
 
 impl Engine {
-    const ALL: [Engine; 4] = [Engine::Ring, Engine::Busy, Engine::Epoll, Engine::IoUring];
+    const ALL: [Engine; 4] = [
+        Engine::Ring,
+        Engine::Loop(Waiting::Busy),
+        Engine::Loop(Waiting::Epoll),
+        Engine::Loop(Waiting::IoUring),
+    ];
     fn short(self) -> &'static str {
         match self {
             Engine::Ring => "ring",
-            Engine::Busy => "busy",
-            Engine::Epoll => "epoll",
-            Engine::IoUring => "io_uring",
+            Engine::Loop(waiting) => waiting.short(),
         }
     }
     fn name(self) -> &'static str {
         match self {
             Engine::Ring => "tickloop ring one-way (raw Reader spinning on try_read)",
-            Engine::Busy => "loop, busy mode (driver auto): feed -> handler",
-            Engine::Epoll => "loop, park mode on epoll: feed -> handler",
-            Engine::IoUring => "loop, park mode on io_uring: feed -> handler",
+            Engine::Loop(Waiting::Busy) => "loop, busy mode (driver auto): feed -> handler",
+            Engine::Loop(Waiting::Epoll) => "loop, park mode on epoll: feed -> handler",
+            Engine::Loop(Waiting::IoUring) => "loop, park mode on io_uring: feed -> handler",
         }
     }
 }
@@ -154,15 +144,8 @@ impl App for CandleProbe<'_> {
 
 /// The feed: wait for `go`, then publish `n` candles one every PACE_NS, each stamped with the
 /// stopwatch just before publishing (as `bench ring`'s paced writer does).
+/// (`fork_pinned` gives it SIGINT/SIGTERM back, which the loop blocked on this thread.)
 fn writer(path: &Path, go: &AtomicU64, n: u64) {
-    // Forked from a thread whose loop blocked SIGINT/SIGTERM: take them back, so Ctrl-C ends
-    // this child too.
-    // SAFETY: sigset manipulation on a local set; this process has one thread.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
     let Ok(mut writer) = Writer::open(path) else {
         // SAFETY: child exit.
         unsafe { libc::_exit(3) };
@@ -175,24 +158,7 @@ fn writer(path: &Path, go: &AtomicU64, n: u64) {
         }
         core::hint::spin_loop();
     }
-    let mut candle = Candle {
-        symbol: 0,
-        open: 1.0,
-        high: 1.0,
-        low: 1.0,
-        close: 1.0,
-        volume: 1.0,
-        ..Candle::default()
-    };
-    let mut due = sys::monotonic_ns();
-    for _ in 0..n {
-        due += PACE_NS;
-        while sys::monotonic_ns() < due {
-            core::hint::spin_loop();
-        }
-        candle.ts_ns = stamp();
-        writer.publish(&candle);
-    }
+    publish_paced(&mut writer, n, PACE_NS, |_| false);
 }
 
 struct Block {
@@ -203,21 +169,6 @@ struct Block {
     /// Involuntary context switches of the engine thread and of the writer process.
     engine_preempted: i64,
     writer_preempted: i64,
-}
-
-/// Wait for the writer; its involuntary context switches (times another task took its core).
-fn reap_writer(pid: libc::pid_t) -> Result<i64, String> {
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 on our own child fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-        Ok(usage.ru_nivcsw)
-    } else {
-        Err(format!(
-            "the bench's writer process failed (wait status {status:#x})"
-        ))
-    }
 }
 
 /// One block of one row: a fresh ring, a writer on `writer_core`, the engine here on
@@ -236,13 +187,13 @@ fn block(
         let preemptions = thread_preemptions();
         let result = match engine {
             Engine::Ring => raw_reader(path, go, pid, engine_core, n).map(Ok),
-            _ => in_loop(engine, path, go, engine_core, n),
+            Engine::Loop(waiting) => in_loop(waiting, path, go, engine_core, n),
         };
         let engine_preempted = thread_preemptions() - preemptions;
         match result {
             Ok(Ok(mut block)) => {
                 block.engine_preempted = engine_preempted;
-                block.writer_preempted = reap_writer(pid)?;
+                block.writer_preempted = reap_counting(pid, "the bench's writer process")?;
                 Ok(Ok(block))
             }
             other => {
@@ -265,39 +216,13 @@ fn raw_reader(
     n: u64,
 ) -> Result<Block, String> {
     sys::pin_to_core(core)?;
-    let mut reader = Reader::attach(
-        path,
-        ReaderOptions {
-            start: Start::At(0),
-            register: false,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let mut reader = attach(path, Start::At(0))?;
     let mut probe = Probe::new(n);
     go.store(1, Ordering::Release);
-    let mut idle: u64 = 0;
-    while !probe.done() {
-        match reader.try_read() {
-            ReadResult::Candle { candle, .. } => {
-                probe.candle(&candle);
-                idle = 0;
-            }
-            ReadResult::Overrun { lost } => probe.lost += lost,
-            _ => {
-                idle += 1;
-                if idle % (1 << 24) == 0 && !child_alive(pid) {
-                    return Err(format!(
-                        "the writer stopped after {} of {n} candles",
-                        probe.received + probe.lost
-                    ));
-                }
-                core::hint::spin_loop();
-            }
-        }
-    }
+    let taken = spin_read(&mut reader, pid, n, |candle, _| probe.candle(candle))?;
     Ok(Block {
         hist: probe.hist,
-        lost: probe.lost,
+        lost: taken.lost,
         stats: None,
         driver: None,
         engine_preempted: 0,
@@ -307,42 +232,21 @@ fn raw_reader(
 
 /// Rows 2-4: the loop, with the probe app, reading the ring.
 fn in_loop(
-    engine: Engine,
+    waiting: Waiting,
     path: &Path,
     go: &AtomicU64,
     core: usize,
     n: u64,
 ) -> Result<Result<Block, String>, String> {
-    let (mode, driver) = match engine {
-        Engine::Busy => (Mode::Busy, DriverChoice::Auto),
-        Engine::Epoll => (Mode::Park, DriverChoice::Epoll),
-        Engine::IoUring => (Mode::Park, DriverChoice::IoUring),
-        Engine::Ring => unreachable!("the raw reader is not a loop"),
-    };
-    let mut config = LoopConfig {
-        mode,
-        driver,
-        ..LoopConfig::default()
-    };
-    config.host.core = Some(core);
     let app = CandleProbe {
         go,
         probe: Probe::new(n),
     };
-    let built = EventLoop::new(
-        LoopBuilder {
-            config: &config,
-            rings: vec![RingSpec {
-                path: path.to_owned(),
-                start: Start::At(0),
-            }],
-            journal: None,
-            app_config: Vec::new(),
-        },
-        app,
-        Discard,
-    );
-    let mut event_loop = match built {
+    let rings = vec![RingSpec {
+        path: path.to_owned(),
+        start: Start::At(0),
+    }];
+    let mut event_loop = match new_loop(&waiting.config(core), rings, app) {
         Ok(l) => l,
         Err(e) => return Ok(Err(format!("the loop could not start: {e}"))),
     };
@@ -363,15 +267,11 @@ fn in_loop(
             ))
         }
     }
-    let kind = event_loop.driver_kind().name();
     Ok(Ok(Block {
         hist: probe.hist.clone(),
         lost: probe.lost.max(event_loop.stats().candles_lost),
         stats: Some(event_loop.stats()),
-        driver: Some(match &event_loop.driver_report().fallback {
-            Some(why) => format!("{kind} (io_uring not usable: {why})"),
-            None => kind.to_string(),
-        }),
+        driver: Some(driver_name(&event_loop)),
         engine_preempted: 0,
         writer_preempted: 0,
     }))
@@ -395,45 +295,22 @@ struct Acc {
 
 pub fn main(args: &LoopBenchArgs) -> Result<(), String> {
     let report = run(args)?;
-    let m = &report.machine;
-    let title = format!(
-        "Loop benchmark: {} ({} cores, {}), kernel {}, clocksource {}, writer on core {}, engine on core {}, one candle every {} µs, {} alternating blocks of {} candles per row{}",
-        m["cpu"].as_str().unwrap_or("?"),
-        m["cores"],
-        m["arch"].as_str().unwrap_or("?"),
-        m["kernel"].as_str().unwrap_or("?"),
-        m["clocksource"].as_str().unwrap_or("?"),
-        m["writer_core"],
-        m["engine_core"],
-        m["pace_us"],
-        m["blocks"],
-        m["candles_per_block"],
-        if m["quick"].as_bool() == Some(true) { " (--quick)" } else { "" }
+    report.emit(markdown(&report), &args.output, "loop")
+}
+
+/// The report as Markdown: the title line, the table, the checks, the notes.
+pub fn markdown(r: &Report) -> String {
+    let m = &r.machine;
+    let rest = format!(
+        ", writer on core {}, engine on core {}, one candle every {} µs, {} alternating blocks of {} candles per row",
+        m["writer_core"], m["engine_core"], m["pace_us"], m["blocks"], m["candles_per_block"],
     );
-    emit(
-        &report,
-        &title,
-        "block",
-        args.json,
-        args.save.as_deref(),
-        "loop",
-    )
+    r.rounds_table(&r.title("Loop", &rest), "block")
 }
 
 pub fn run(args: &LoopBenchArgs) -> Result<Report, String> {
-    let [writer_core, engine_core] = args.cpus[..] else {
-        return Err(format!(
-            "--cpus needs exactly two cores, got {:?}",
-            args.cpus
-        ));
-    };
-    if writer_core == engine_core {
-        return Err("--cpus needs two different cores".into());
-    }
-    for core in [writer_core, engine_core] {
-        check_core(core)?;
-    }
-    let (blocks, per_block) = if args.quick {
+    let (writer_core, engine_core) = two_cores(&args.cpus)?;
+    let (blocks, per_block) = if args.output.quick {
         (5u64, 10_000u64)
     } else {
         (20, 20_000)
@@ -496,57 +373,40 @@ pub fn run(args: &LoopBenchArgs) -> Result<Report, String> {
         if let (Some(ring), Some(busy)) = (p50[0], p50[1]) {
             ratios.push(busy / ring);
         }
-        let progress: Vec<String> = accs
-            .iter()
-            .map(|a| match (a.p50s.last(), &a.failed) {
-                (Some(&p), None) => format!(
-                    "{} p50 {} p99 {}",
+        progress(
+            "loop",
+            "block",
+            b as usize + 1,
+            blocks as usize,
+            accs.iter().map(|a| {
+                let last = a.p50s.last().zip(a.p99s.last());
+                let last = last.filter(|_| a.failed.is_none());
+                (
                     a.engine.short(),
-                    fmt_ns(Some(p)),
-                    fmt_ns(a.p99s.last().copied())
-                ),
-                _ => format!("{} -", a.engine.short()),
-            })
-            .collect();
-        eprintln!(
-            "bench loop: block {}/{blocks}: {}",
-            b + 1,
-            progress.join(", ")
+                    last.map(|(&p50, &p99)| vec![("p50", p50), ("p99", p99)]),
+                )
+            }),
         );
     }
     let others = background.percent_of_a_core();
     let rows: Vec<Row> = accs.iter().map(row).collect();
-    let (checks, mut notes) = checks(&accs, &ratios, others);
-    notes.push(background_note(others));
-    let mut machine = crate::ring::machine(engine_core, writer_core, args.quick);
-    if let Some(m) = machine.as_object_mut() {
-        m.remove("reader_core");
-        m.remove("writer_core");
-        m.insert("writer_core".into(), writer_core.into());
-        m.insert("engine_core".into(), engine_core.into());
-        m.insert("pace_us".into(), (PACE_NS / 1000).into());
-        m.insert("blocks".into(), blocks.into());
-        m.insert("candles_per_block".into(), per_block.into());
-        m.insert("ring_slots".into(), SLOTS.into());
-        let idle = std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "none".into());
-        m.insert("cpuidle".into(), idle.into());
-        m.insert("other_tasks_percent_of_a_core".into(), others.into());
-    }
-    Ok(Report {
-        rows,
-        machine,
-        checks,
-        notes,
-    })
+    let checks = checks(&accs, &ratios, others); // (checks, notes)
+    let fields = serde_json::json!({
+        "writer_core": writer_core,
+        "engine_core": engine_core,
+        "pace_us": PACE_NS / 1000,
+        "blocks": blocks,
+        "candles_per_block": per_block,
+        "ring_slots": SLOTS,
+    });
+    let quick = args.output.quick;
+    Ok(Report::of_rounds(rows, checks, fields, quick, others))
 }
 
 fn row(acc: &Acc) -> Row {
     if acc.hist.is_empty() {
-        let mut row = row_from(
+        let mut row = Row::unmeasured(
             acc.engine.name(),
-            &acc.hist,
             acc.failed.clone().unwrap_or_else(|| "not measured".into()),
         );
         row.lost = Some(acc.lost);
@@ -556,12 +416,12 @@ fn row(acc: &Acc) -> Row {
         Engine::Ring => {
             "publish to read on a raw reader: the floor for every row below; stopwatch (TSC) stamp carried in the candle".to_string()
         }
-        Engine::Busy => format!(
+        Engine::Loop(Waiting::Busy) => format!(
             "driver {}; the probe app reads the stopwatch on each Candle event; {:.0} loop iterations per candle",
             acc.driver.as_deref().unwrap_or("?"),
             acc.iterations as f64 / acc.candles.max(1) as f64
         ),
-        Engine::Epoll | Engine::IoUring => format!(
+        Engine::Loop(Waiting::Epoll | Waiting::IoUring) => format!(
             "driver {}; woken through the ring's doorbell, the writer's datagram to the loop's wake socket and the driver; {:.2} parks and {:.0} loop iterations per candle",
             acc.driver.as_deref().unwrap_or("?"),
             acc.parks as f64 / acc.candles.max(1) as f64,
@@ -575,7 +435,7 @@ fn row(acc: &Acc) -> Row {
     if let Some(f) = &acc.failed {
         note += &format!("; a later block: {f}");
     }
-    let mut row = row_from(acc.engine.name(), &acc.hist, note);
+    let mut row = Row::new(acc.engine.name(), &acc.hist, note);
     row.rounds_p50_ns = acc.p50s.clone();
     row.rounds_p99_ns = acc.p99s.clone();
     row.lost = Some(acc.lost);

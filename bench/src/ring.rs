@@ -7,26 +7,22 @@
 //! monotonic clock); the ring's throughput with an unpaced writer; the Python ring.
 //! It measures and reports; it never fails on a slow result.
 
+use crate::harness::{
+    attach, bench_candle, fork_pinned, histogram, publish_paced, reap, spin_read, spin_until,
+    stamp, stamp_ns, two_cores, with_temp_ring, SharedPage,
+};
+use crate::report::{self, fmt_rate, spread, Check, OutputArgs, Percentiles};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tickloop_runtime::ring::{
-    self, Candle, CreateOptions, ReadResult, Reader, ReaderOptions, Start, Writer,
-};
+use std::sync::atomic::Ordering;
+use tickloop_runtime::ring::{Candle, CreateOptions, ReadResult, Start, Writer};
 use tickloop_runtime::sys;
 
 #[derive(clap::Args, Clone, Debug)]
+#[command(mut_arg("save", |a| a.help("Also write ring.json and ring.md into this directory")))]
 pub struct RingBenchArgs {
-    /// A short run (seconds) for smoke tests; numbers are noisier.
-    #[arg(long)]
-    pub quick: bool,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Also write ring.json and ring.md into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub save: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// The two cores: reader first, writer second.
     #[arg(long, value_delimiter = ',', default_value = "0,1", value_name = "A,B")]
     pub cpus: Vec<usize>,
@@ -35,31 +31,27 @@ pub struct RingBenchArgs {
     pub no_python: bool,
 }
 
+/// One row of the ring report: a latency distribution (ns) and a rate.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize))]
 pub struct Row {
     pub name: String,
-    pub p50_ns: Option<f64>,
-    pub p99_ns: Option<f64>,
-    pub p999_ns: Option<f64>,
-    pub max_ns: Option<f64>,
+    #[serde(flatten)]
+    pub latency: Percentiles,
     pub per_sec: Option<f64>,
     pub samples: u64,
     pub note: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub rows: Vec<Row>,
-    pub machine: serde_json::Value,
-    pub checks: Vec<Check>,
+impl Row {
+    fn cells(&self) -> Vec<String> {
+        let rate = self.per_sec.map_or("-".into(), fmt_rate);
+        self.latency.cells(&self.name, [rate], &self.note)
+    }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub target: String,
-    pub measured: String,
-    pub pass: bool,
-}
+/// The ring report: no notes (its checks say it all).
+pub type Report = report::Report<Row>;
 
 struct Sizes {
     stall_seconds: f64,
@@ -78,41 +70,12 @@ const PYTHON_USERS_RING: &str = include_str!("../python/users_ring.py");
 
 pub fn main(args: &RingBenchArgs) -> Result<(), String> {
     let report = run(args)?;
-    let text = markdown(&report);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
-    } else {
-        print!("{text}");
-    }
-    if let Some(dir) = &args.save {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n";
-        for (file, body) in [("ring.json", json), ("ring.md", text)] {
-            let path = dir.join(file);
-            std::fs::write(&path, body).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        }
-        eprintln!("saved {}/ring.json and ring.md", dir.display());
-    }
-    Ok(())
+    report.emit(markdown(&report), &args.output, "ring")
 }
 
 pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
-    let [reader_core, writer_core] = args.cpus[..] else {
-        return Err(format!(
-            "--cpus needs exactly two cores, got {:?}",
-            args.cpus
-        ));
-    };
-    if reader_core == writer_core {
-        return Err("--cpus needs two different cores".into());
-    }
-    for core in [reader_core, writer_core] {
-        check_core(core)?;
-    }
-    let sizes = if args.quick {
+    let (reader_core, writer_core) = two_cores(&args.cpus)?;
+    let sizes = if args.output.quick {
         Sizes {
             stall_seconds: 0.2,
             local: 1_000_000,
@@ -159,34 +122,21 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         let rtt_block =
             cache_line_round_trip(reader_core, writer_core, sizes.rtt / BLOCKS, PACE_NS)?;
         rtt.add(&rtt_block).map_err(|e| e.to_string())?;
-        let block = ring_run(
-            reader_core,
-            writer_core,
-            sizes.latency / BLOCKS,
-            PACE_NS,
-            false,
-        )?;
-        latency.add(&block.hist).map_err(|e| e.to_string())?;
-        latency_lost += block.lost;
         let half_rtt = rtt_block.value_at_quantile(0.5) as f64 / 2.0;
-        ratios.push(block.hist.value_at_quantile(0.5) as f64 / half_rtt);
-        let block = ring_run(
-            reader_core,
-            writer_core,
-            sizes.latency / BLOCKS,
-            PACE_NS,
-            true,
-        )?;
-        closed.add(&block.hist).map_err(|e| e.to_string())?;
-        latency_lost += block.lost;
-        closed_ratios.push(block.hist.value_at_quantile(0.5) as f64 / half_rtt);
+        // Open loop, then closed loop.
+        for (closed_loop, hist, ratios) in [
+            (false, &mut latency, &mut ratios),
+            (true, &mut closed, &mut closed_ratios),
+        ] {
+            let n = sizes.latency / BLOCKS;
+            let block = ring_run(reader_core, writer_core, n, PACE_NS, closed_loop)?;
+            hist.add(&block.hist).map_err(|e| e.to_string())?;
+            latency_lost += block.lost;
+            ratios.push(block.hist.value_at_quantile(0.5) as f64 / half_rtt);
+        }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
-    };
-    let (median_ratio, low_ratio, high_ratio) = median(&mut ratios);
-    let (closed_ratio, closed_low, closed_high) = median(&mut closed_ratios);
+    let (low_ratio, median_ratio, high_ratio) = spread(&ratios);
+    let (closed_low, closed_ratio, closed_high) = spread(&closed_ratios);
     let pace = format!("one every {} µs", PACE_NS / 1000);
     rows.push(row_from(
         "cache-line round trip",
@@ -282,7 +232,7 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
             measured: format!(
                 "closed loop {closed_ratio:.2}x (blocks {closed_low:.2}x to {closed_high:.2}x); open loop {median_ratio:.2}x (blocks {low_ratio:.2}x to {high_ratio:.2}x); all blocks: {one_way_p50:.0} ns vs {half_rtt_p50:.0} ns"
             ),
-            pass: closed_ratio <= 1.5,
+            pass: Some(closed_ratio <= 1.5),
         },
         Check {
             target: "one-way p99 under 1 µs (closed loop, the round trip's method)".into(),
@@ -291,16 +241,16 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
                 stalls.fraction[0] * 100.0,
                 stalls.fraction[1] * 100.0
             ),
-            pass: closed_p99 < 1000.0,
+            pass: Some(closed_p99 < 1000.0),
         },
         Check {
             target: "at least 20M candles/s, none lost".into(),
             measured: format!("{:.1} M/s, {} lost", throughput.per_sec / 1e6, throughput.lost),
-            pass: throughput.per_sec >= 20e6 && throughput.lost == 0,
+            pass: Some(throughput.per_sec >= 20e6 && throughput.lost == 0),
         },
     ];
     if let Some(py) = rows.iter().find(|r| r.name.starts_with("python")) {
-        if let Some(p50) = py.p50_ns {
+        if let Some(p50) = py.latency.p50_ns {
             let ours = local.value_at_quantile(0.5) as f64;
             checks.push(Check {
                 target: "faster than the Python ring users build today (write+read, one process)"
@@ -309,87 +259,29 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
                     "{ours:.0} ns vs {p50:.0} ns per candle ({:.0}x)",
                     p50 / ours
                 ),
-                pass: ours < p50,
+                pass: Some(ours < p50),
             });
         }
     }
     Ok(Report {
         rows,
-        machine: machine(reader_core, writer_core, args.quick),
+        machine: report::machine(
+            args.output.quick,
+            serde_json::json!({"reader_core": reader_core, "writer_core": writer_core}),
+        ),
         checks,
+        notes: Vec::new(),
     })
 }
 
-pub(crate) fn check_core(core: usize) -> Result<(), String> {
-    // SAFETY: sysconf has no preconditions.
-    let configured = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize;
-    if core < configured {
-        Ok(())
-    } else {
-        Err(format!(
-            "core {core} does not exist (this machine has cores 0..{}): pass two with --cpus A,B",
-            configured - 1
-        ))
-    }
-}
-
-pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds")
-}
-
 fn row_from(name: &str, h: &Histogram<u64>, scale: f64, per_sec: Option<f64>, note: &str) -> Row {
-    let q = |q: f64| Some(h.value_at_quantile(q) as f64 * scale);
     Row {
         name: name.into(),
-        p50_ns: q(0.5),
-        p99_ns: q(0.99),
-        p999_ns: q(0.999),
-        max_ns: Some(h.max() as f64 * scale),
+        latency: Percentiles::scaled(h, scale),
         per_sec,
         samples: h.len(),
         note: note.into(),
     }
-}
-
-/// Run `child` in a forked process pinned to `core`; it must not return.
-pub(crate) fn fork_pinned(core: usize, child: impl FnOnce()) -> Result<libc::pid_t, String> {
-    // SAFETY: the bench is single-threaded when it forks; the child only touches memory and
-    // exits with _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork failed: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        let code = match sys::pin_to_core(core) {
-            Ok(()) => {
-                child();
-                0
-            }
-            Err(_) => 1,
-        };
-        // SAFETY: leave the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    Ok(pid)
-}
-
-pub(crate) fn reap(pid: libc::pid_t) -> Result<(), String> {
-    let mut status = 0;
-    // SAFETY: our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "a bench child process failed (wait status {status:#x})"
-        ))
-    }
-}
-
-pub(crate) fn child_alive(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks existence; a zombie still counts until reaped.
-    let mut status = 0;
-    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 }
 }
 
 /// Two processes bounce one cache line, one round trip every `gap_ns`; each is timed by the
@@ -419,9 +311,7 @@ fn cache_line_round_trip(
     let mut due = sys::monotonic_ns();
     for i in 0..total {
         due += gap_ns;
-        while sys::monotonic_ns() < due {
-            core::hint::spin_loop();
-        }
+        spin_until(due);
         let t0 = stamp();
         line.store(2 * i + 1, Ordering::Release);
         while line.load(Ordering::Acquire) != 2 * i + 2 {
@@ -436,49 +326,13 @@ fn cache_line_round_trip(
     Ok(hist)
 }
 
-/// The bench's stopwatch: the TSC on x86-64 (about 10 ns to read here against 25 ns for
-/// clock_gettime, and synchronised across cores where the CPU has constant_tsc and
-/// nonstop_tsc), CLOCK_MONOTONIC elsewhere. The same stopwatch times every latency row.
-#[inline(always)]
-pub(crate) fn stamp() -> i64 {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: rdtsc has no preconditions on x86-64.
-    unsafe {
-        core::arch::x86_64::_rdtsc() as i64
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    sys::monotonic_ns()
-}
-
-/// Nanoseconds in a stopwatch interval (at least 1, for the histogram).
-pub(crate) fn stamp_ns(ticks: i64) -> u64 {
-    static NS_PER_TICK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let scale = *NS_PER_TICK.get_or_init(|| {
-        if cfg!(not(target_arch = "x86_64")) {
-            return 1.0;
-        }
-        let (t0, c0) = (sys::monotonic_ns(), stamp());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let (t1, c1) = (sys::monotonic_ns(), stamp());
-        (t1 - t0) as f64 / (c1 - c0).max(1) as f64
-    });
-    ((ticks.max(0) as f64 * scale) as u64).max(1)
-}
-
 /// Write then read one candle at a time in one process: the per-candle cost of the ring's code
 /// itself, the measure the Python row uses. Timed per batch of 1000 (a stopwatch read per
 /// candle would cost more than the candle).
 fn write_read_one_process(n: u64) -> Result<Histogram<u64>, String> {
     with_temp_ring(CreateOptions::default().slots, |path| {
         let mut writer = Writer::open(path).map_err(|e| e.to_string())?;
-        let mut reader = Reader::attach(
-            path,
-            ReaderOptions {
-                start: Start::Next,
-                register: false,
-            },
-        )
-        .map_err(|e| e.to_string())?;
+        let mut reader = attach(path, Start::Next)?;
         let mut hist = histogram();
         let mut candle = Candle {
             close: 1.0,
@@ -499,64 +353,6 @@ fn write_read_one_process(n: u64) -> Result<Histogram<u64>, String> {
         }
         Ok(hist)
     })
-}
-
-/// Run `f` on a fresh ring of `slots` slots under /dev/shm, removed afterwards.
-pub(crate) fn with_temp_ring<T>(
-    slots: u64,
-    f: impl FnOnce(&std::path::Path) -> Result<T, String>,
-) -> Result<T, String> {
-    let path = ring::ring_path(&format!("tickloop-bench-{}", std::process::id()))
-        .map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&path);
-    ring::create(
-        &path,
-        CreateOptions {
-            slots,
-            ..CreateOptions::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let result = f(&path);
-    let _ = std::fs::remove_file(&path);
-    result
-}
-
-/// One page of anonymous memory shared with forked children, unmapped on drop.
-pub(crate) struct SharedPage(*mut libc::c_void);
-
-impl SharedPage {
-    pub(crate) fn new() -> Result<SharedPage, String> {
-        // SAFETY: a fresh anonymous shared mapping; checked below.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if page == libc::MAP_FAILED {
-            return Err(format!("mmap failed: {}", std::io::Error::last_os_error()));
-        }
-        Ok(SharedPage(page))
-    }
-
-    /// The `i`-th 64-byte line's first word (each on its own cache line).
-    pub(crate) fn word(&self, i: usize) -> &AtomicU64 {
-        assert!(i < 64);
-        // SAFETY: page-aligned, zero-filled, lives as long as `self`.
-        unsafe { &*((self.0 as *const u8).add(i * 64) as *const AtomicU64) }
-    }
-}
-
-impl Drop for SharedPage {
-    fn drop(&mut self) {
-        // SAFETY: mapped in `new`.
-        unsafe { libc::munmap(self.0, 4096) };
-    }
 }
 
 struct Stalls {
@@ -650,46 +446,24 @@ fn ring_run_on(
 ) -> Result<RingRun, String> {
     let acks = SharedPage::new()?;
     let ack = acks.word(0);
-    let mut reader = Reader::attach(
-        path,
-        ReaderOptions {
-            start: Start::At(0),
-            register: false,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let mut reader = attach(path, Start::At(0))?;
     let writer_path = path.to_owned();
     let pid = fork_pinned(writer_core, move || {
         let Ok(mut writer) = Writer::open(&writer_path) else {
             // SAFETY: child exit.
             unsafe { libc::_exit(3) };
         };
-        let mut candle = Candle {
-            symbol: 0,
-            open: 1.0,
-            high: 1.0,
-            low: 1.0,
-            close: 1.0,
-            volume: 1.0,
-            ..Candle::default()
-        };
         if gap_ns > 0 {
-            let mut due = sys::monotonic_ns();
-            for i in 0..n {
-                due += gap_ns;
-                while sys::monotonic_ns() < due {
-                    core::hint::spin_loop();
-                }
-                candle.ts_ns = stamp();
-                writer.publish(&candle);
+            publish_paced(&mut writer, n, gap_ns, |i| {
                 if closed_loop {
                     while ack.load(Ordering::Acquire) <= i {
                         core::hint::spin_loop();
                     }
-                    due = due.max(sys::monotonic_ns());
                 }
-            }
+                closed_loop
+            });
         } else {
+            let mut candle = bench_candle();
             let start = sys::monotonic_ns();
             let ns_per_candle = if gap_ns < 0 {
                 1e9 / -gap_ns as f64
@@ -698,12 +472,7 @@ fn ring_run_on(
             };
             for i in 0..n {
                 if i % 64 == 0 {
-                    let due = start + (i as f64 * ns_per_candle) as i64;
-                    let mut now = sys::monotonic_ns();
-                    while now < due {
-                        core::hint::spin_loop();
-                        now = sys::monotonic_ns();
-                    }
+                    spin_until(start + (i as f64 * ns_per_candle) as i64);
                     candle.ts_ns = stamp();
                 } else {
                     candle.ts_ns = 0;
@@ -716,72 +485,43 @@ fn ring_run_on(
     let mut hist = histogram();
     let warmup = if gap_ns > 0 { n / 10 } else { 0 };
     let mut stamped = 0u64;
-    let (mut received, mut lost, mut overruns) = (0u64, 0u64, 0u64);
     let mut first = None;
     let mut last = 0;
-    let mut idle: u64 = 0;
-    while received + lost < n {
-        match reader.try_read() {
-            ReadResult::Candle { candle, .. } => {
-                if candle.ts_ns != 0 {
-                    let age = stamp_ns(stamp() - candle.ts_ns);
-                    if stamped >= warmup {
-                        hist.saturating_record(age);
-                    }
-                    stamped += 1;
-                    last = sys::monotonic_ns();
-                    first.get_or_insert(last);
-                }
-                received += 1;
-                idle = 0;
-                if closed_loop {
-                    ack.store(received, Ordering::Release);
-                }
+    let taken = spin_read(&mut reader, pid, n, |candle, received| {
+        if candle.ts_ns != 0 {
+            let age = stamp_ns(stamp() - candle.ts_ns);
+            if stamped >= warmup {
+                hist.saturating_record(age);
             }
-            ReadResult::Overrun { lost: l } => {
-                lost += l;
-                overruns += 1;
-            }
-            ReadResult::NewWriter { .. } | ReadResult::Empty | ReadResult::RingRemoved => {
-                idle += 1;
-                if idle % (1 << 24) == 0 && !child_alive(pid) {
-                    break;
-                }
-                // `pause`, like WaitStrategy::Spin: five A/B pairs of `bench ring --quick` gave a
-                // median one-way/half-round-trip ratio of 1.62x with it, 2.11x without.
-                core::hint::spin_loop();
-            }
+            stamped += 1;
+            last = sys::monotonic_ns();
+            first.get_or_insert(last);
         }
-    }
+        if closed_loop {
+            ack.store(received, Ordering::Release);
+        }
+    });
     let end = sys::monotonic_ns().max(last);
     reap(pid)?;
-    if received + lost < n {
-        return Err(format!(
-            "the writer stopped after {} of {n} candles",
-            received + lost
-        ));
-    }
+    let taken = taken?;
     let seconds = (end - first.unwrap_or(end)) as f64 / 1e9;
     Ok(RingRun {
         hist,
         per_sec: if seconds > 0.0 {
-            received as f64 / seconds
+            taken.received as f64 / seconds
         } else {
             0.0
         },
-        received,
-        lost,
-        overruns,
+        received: taken.received,
+        lost: taken.lost,
+        overruns: taken.overruns,
     })
 }
 
 fn python_row(count: u64) -> Row {
     let missing = |why: String| Row {
         name: "python ring (users' design), one process".into(),
-        p50_ns: None,
-        p99_ns: None,
-        p999_ns: None,
-        max_ns: None,
+        latency: Percentiles::default(),
         per_sec: None,
         samples: 0,
         note: why,
@@ -815,10 +555,12 @@ fn python_row(count: u64) -> Row {
     let two = &v["two_process"];
     Row {
         name: "python ring (users' design), one process".into(),
-        p50_ns: one["p50_ns"].as_f64(),
-        p99_ns: one["p99_ns"].as_f64(),
-        p999_ns: one["p999_ns"].as_f64(),
-        max_ns: one["max_ns"].as_f64(),
+        latency: Percentiles {
+            p50_ns: one["p50_ns"].as_f64(),
+            p99_ns: one["p99_ns"].as_f64(),
+            p999_ns: one["p999_ns"].as_f64(),
+            max_ns: one["max_ns"].as_f64(),
+        },
         per_sec: one["per_sec"].as_f64(),
         samples: one["count"].as_u64().unwrap_or(0),
         note: format!(
@@ -829,85 +571,12 @@ fn python_row(count: u64) -> Row {
     }
 }
 
-pub(crate) fn machine(reader_core: usize, writer_core: usize, quick: bool) -> serde_json::Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into())
-    };
-    serde_json::json!({
-        "cpu": cpu,
-        "cores": unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) },
-        "arch": std::env::consts::ARCH,
-        "kernel": read("/proc/sys/kernel/osrelease"),
-        "clocksource": read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
-        "reader_core": reader_core,
-        "writer_core": writer_core,
-        "quick": quick,
-        "tickloop": env!("CARGO_PKG_VERSION"),
-    })
-}
-
-pub(crate) fn fmt_ns(v: Option<f64>) -> String {
-    match v {
-        None => "-".into(),
-        Some(v) if v < 10_000.0 => format!("{v:.0} ns"),
-        Some(v) if v < 10_000_000.0 => format!("{:.1} µs", v / 1e3),
-        Some(v) => format!("{:.1} ms", v / 1e6),
-    }
-}
-
-fn fmt_rate(per_sec: f64) -> String {
-    if per_sec >= 1e5 {
-        format!("{:.2} M", per_sec / 1e6)
-    } else {
-        format!("{per_sec:.0}")
-    }
-}
-
 /// The report as a Markdown table with the checks under it.
 pub fn markdown(r: &Report) -> String {
     let m = &r.machine;
-    let mut s = format!(
-        "Ring benchmark: {} ({} cores, {}), kernel {}, clocksource {}, reader on core {}, writer on core {}{}\n\n",
-        m["cpu"].as_str().unwrap_or("?"),
-        m["cores"],
-        m["arch"].as_str().unwrap_or("?"),
-        m["kernel"].as_str().unwrap_or("?"),
-        m["clocksource"].as_str().unwrap_or("?"),
-        m["reader_core"],
-        m["writer_core"],
-        if m["quick"].as_bool() == Some(true) { " (--quick)" } else { "" }
+    let rest = format!(
+        ", reader on core {}, writer on core {}",
+        m["reader_core"], m["writer_core"]
     );
-    s += "| row | p50 | p99 | p99.9 | max | per second | note |\n|---|---:|---:|---:|---:|---:|---|\n";
-    for row in &r.rows {
-        s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            row.name,
-            fmt_ns(row.p50_ns),
-            fmt_ns(row.p99_ns),
-            fmt_ns(row.p999_ns),
-            fmt_ns(row.max_ns),
-            row.per_sec.map_or("-".into(), fmt_rate),
-            row.note
-        );
-    }
-    s += "\n";
-    for c in &r.checks {
-        s += &format!(
-            "- {} {}: {}\n",
-            if c.pass { "PASS" } else { "MISS" },
-            c.target,
-            c.measured
-        );
-    }
-    s
+    r.table(&r.title("Ring", &rest), &["per second"], Row::cells)
 }
