@@ -72,7 +72,8 @@ pub struct ReplayArgs {
     /// The journal a `tickloop run --journal` recorded.
     #[arg(long, value_name = "FILE")]
     pub journal: PathBuf,
-    /// Check every action against the recording; exit 1 at the first difference.
+    /// Check every action against the recording: exit 1 at the first difference, 3 if all
+    /// match but the journal is incomplete (cut off or damaged), 0 if complete and matching.
     #[arg(long)]
     pub verify: bool,
     /// Driver to replay on (the outputs must not depend on it).
@@ -288,6 +289,14 @@ fn print_run(r: &RunReport) {
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut journal = JournalReader::open(&args.journal)?;
     let header = journal.header().clone();
+    if header.build != env!("CARGO_PKG_VERSION") {
+        eprintln!(
+            "tickloop: warning: {} was recorded by tickloop {}, this is {}: a divergence may come from the app's code changing",
+            args.journal.display(),
+            header.build,
+            env!("CARGO_PKG_VERSION")
+        );
+    }
     let (mut driver, report) = AnyDriver::open(args.driver, DriverOptions::default())
         .context("cannot open the replay's driver")?;
     if let Some(why) = &report.fallback {
@@ -295,8 +304,16 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     let mut out = match &args.out {
         Some(path) => Some(BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create --out {}", path.display()))?,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| {
+                    format!(
+                        "cannot create --out {} (it is never overwritten)",
+                        path.display()
+                    )
+                })?,
         )),
         None => None,
     };
@@ -341,9 +358,6 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             "replayed {} inputs and {} actions of app {} (recorded on {}, replayed on {})",
             result.inputs, result.actions, result.app, result.recorded_on, result.replayed_on
         );
-        if let Some(t) = &result.truncated {
-            println!("note: {t}");
-        }
     }
     if result.interrupted {
         eprintln!(
@@ -360,9 +374,18 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(1));
         }
+        if let Some(why) = &result.truncated {
+            eprintln!(
+                "tickloop: the {} inputs the journal holds match, but it is incomplete: {why}",
+                result.inputs
+            );
+            return Ok(ExitCode::from(3));
+        }
         if !args.json {
             println!("verify: every action matches the recording");
         }
+    } else if let Some(why) = &result.truncated {
+        eprintln!("tickloop: note: the journal is incomplete: {why}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -109,7 +109,7 @@ fn a_recorded_run_replays_byte_identically_on_every_driver() {
     assert!(report["crosses"].as_u64().unwrap() > 100, "{report}");
 
     let mut outputs = Vec::new();
-    for driver in ["epoll", "io_uring", "simulated"] {
+    for driver in drivers() {
         let out = dir.file(&format!("out-{driver}.jsonl"));
         let o = tickloop(&[
             "replay",
@@ -139,15 +139,46 @@ fn a_recorded_run_replays_byte_identically_on_every_driver() {
         "replays differ between drivers"
     );
 
-    // A journal cut off mid-record (a killed run) still replays up to its last whole record.
+    // A journal cut off (a killed run) replays up to its last whole input, and says so: the
+    // cut lands inside a record, or exactly between two.
     let bytes = std::fs::read(&journal).unwrap();
-    let cut = dir.file("cut.journal");
-    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3 + 1]).unwrap();
-    let o = tickloop(&["replay", "--journal", &cut, "--verify", "--json"]);
-    assert!(o.status.success());
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["clean_end"], false);
-    assert!(r["truncated"].as_str().unwrap().contains("cut off"), "{r}");
+    let frames = frame_starts(&bytes);
+    let input = frames
+        .iter()
+        .copied()
+        .find(|&at| at >= bytes.len() * 2 / 3 && bytes[at + 4] == 0) // 0: Record::Input
+        .expect("an input two thirds in");
+    for (name, end) in [("inside", input + 6), ("between", input)] {
+        let cut = dir.file(&format!("cut-{name}.journal"));
+        std::fs::write(&cut, &bytes[..end]).unwrap();
+        let o = tickloop(&["replay", "--journal", &cut, "--verify", "--json"]);
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["clean_end"], false);
+        assert!(r["divergence"].is_null(), "{name}: {r}");
+        assert!(
+            r["truncated"].as_str().unwrap().contains("cut off")
+                || r["truncated"].as_str().unwrap().contains("no end marker"),
+            "{name}: {r}"
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains("incomplete"));
+    }
+}
+
+/// Offsets of the frames of a journal file (after its 10-byte magic and version).
+fn frame_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 10;
+    let mut starts = Vec::new();
+    while at + 4 <= bytes.len() {
+        starts.push(at);
+        at += 4 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    starts
 }
 
 #[test]
@@ -246,12 +277,14 @@ fn a_flood_of_candles_does_not_starve_a_1ms_timer() {
         "the flood must outrun one batch: {report}"
     );
     let timer = &report["periodic"][0];
-    let p99 = timer["lateness"]["p99_ns"].as_u64().unwrap();
-    // One batch of 256 candles takes microseconds; 1 ms is a wide margin for a noisy VM.
+    let p50 = timer["lateness"]["p50_ns"].as_u64().unwrap();
+    // One batch of 256 candles takes microseconds. The median is robust to the stalls a busy
+    // 2-core VM adds (the tail is the benchmark's business: `tickloop bench loop`).
     assert!(
-        p99 < 1_000_000,
-        "timer p99 lateness {p99} ns under a flood: {report}"
+        p50 < 100_000,
+        "timer median lateness {p50} ns under a flood: {report}"
     );
+    assert!(timer["firings"].as_u64().unwrap() > 50, "{report}");
 }
 
 #[test]
@@ -336,7 +369,12 @@ fn a_full_disk_stops_the_journal_not_the_loop() {
     assert_eq!(report["stats"]["candles"], 100_000, "{report}");
     assert_eq!(report["stopped_by"], "Signal(15)");
     assert!(report["stats"]["journal_dropped"].as_u64().unwrap() > 0);
-    // What was recorded before the disk filled still replays.
+    // What was recorded before the disk filled still replays, and is said to be incomplete:
+    // the journal ends on a whole input, not inside a record.
     let o = tickloop(&["replay", "--journal", &journal, "--verify", "--json"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("no end marker"), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["inputs"].as_u64().unwrap() > 1000, "{r}");
 }

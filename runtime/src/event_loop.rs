@@ -221,12 +221,15 @@ pub struct RingSpec {
 }
 
 /// A source of events that lives on a file descriptor (pipes, sockets, pidfds...), registered
-/// by another module. It must read its fd until `EAGAIN` on each readiness (the driver reports
-/// edges) and may emit events through `emit`; what it does not read now, it reads next time.
+/// by another module. On each readiness it reads its fd and emits events; each event given to
+/// `emit` is dispatched to the app at once, and `emit` returns false once the source's budget
+/// for this iteration (the loop's `batch`) is spent. The source must then stop reading and
+/// return true ("more"): the loop calls it again next iteration. Otherwise it reads until
+/// `EAGAIN` (the driver reports edges, not levels) and returns false.
 pub trait FdSource {
     fn fd(&self) -> RawFd;
     fn interest(&self) -> Interest;
-    fn on_ready(&mut self, ready: Readiness, emit: &mut dyn FnMut(EventKind));
+    fn on_ready(&mut self, ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool;
 }
 
 /// Where an entry in the timer wheel belongs.
@@ -316,7 +319,7 @@ pub struct EventLoop<A: App, S: OutputSink<A::Output>> {
     app_timers: Vec<AppTimer>,
     periodic: Vec<Periodic>,
     actions: Vec<Action<A::Output>>,
-    follow_ups: Vec<EventKind>,
+    follow_ups: std::collections::VecDeque<EventKind>,
     journal: Option<JournalWriter>,
     host: HostSetup,
     stats: LoopStats,
@@ -325,6 +328,8 @@ pub struct EventLoop<A: App, S: OutputSink<A::Output>> {
     stop: Option<StopReason>,
     stop_after: Option<Nanos>,
     ran: bool,
+    /// Bit i: fd source i stopped at its budget and is called again next iteration.
+    sources_pending: u64,
 }
 
 /// Builds an [`EventLoop`]: everything is opened, allocated and checked before it runs.
@@ -345,6 +350,9 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
     pub fn new(builder: LoopBuilder<'_>, app: A, sink: S) -> Result<Self, LoopError> {
         let config = builder.config.clone();
         config.validate()?;
+        // First: from here on SIGTERM/SIGINT wait in the signalfd instead of killing us
+        // halfway through setup.
+        let signals = Signals::open().map_err(LoopError::Signals)?;
         let busy = config.mode == Mode::Busy;
         // Pin first, so everything below is allocated on the loop's core.
         let host = host::apply(&config.host, busy)?;
@@ -393,6 +401,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             config.driver,
             DriverOptions {
                 fd_capacity: FIRST_SOURCE_TOKEN + MAX_FD_SOURCES as u32,
+                ready_capacity: config.ready_capacity,
                 sim_start: crate::clock::SECONDS,
                 sim_step: config.sim_step_ns,
             },
@@ -409,15 +418,14 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 )?)
             }
         };
-        let signals = Signals::open().map_err(LoopError::Signals)?;
         driver
             .register(signals.fd(), SIGNAL_TOKEN, Interest::Read)
-            .map_err(LoopError::Driver)?;
+            .map_err(|e| registering("the signalfd", e))?;
         let wake = if config.mode == Mode::Park && !rings.is_empty() {
             let (socket, id) = bind_wake_socket().map_err(LoopError::Wake)?;
             driver
                 .register(socket.as_raw_fd(), WAKE_TOKEN, Interest::Read)
-                .map_err(LoopError::Driver)?;
+                .map_err(|e| registering("the rings' wake socket", e))?;
             for ring in &mut rings {
                 ring.reader.set_wake_socket(id);
             }
@@ -454,7 +462,9 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             app_timers: vec![AppTimer::default(); capacity],
             periodic,
             actions: Vec::with_capacity(config.actions_per_event as usize),
-            follow_ups: Vec::with_capacity(config.actions_per_event as usize * 2 + 8),
+            follow_ups: std::collections::VecDeque::with_capacity(
+                config.actions_per_event as usize * 2 + 8,
+            ),
             journal,
             host,
             stats: LoopStats::default(),
@@ -463,6 +473,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             stop: None,
             stop_after: None,
             ran: false,
+            sources_pending: 0,
             config,
         };
         event_loop.prefault()?;
@@ -499,7 +510,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         let token = Token(FIRST_SOURCE_TOKEN + index as u32);
         self.driver
             .register(source.fd(), token, source.interest())
-            .map_err(LoopError::Driver)?;
+            .map_err(|e| registering(&format!("fd source {index} (fd {})", source.fd()), e))?;
         self.fd_sources.push(source);
         Ok(index as SourceId)
     }
@@ -580,6 +591,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             self.stats.iterations += 1;
             let mut worked = self.fire_timers(now);
             worked |= self.read_rings();
+            worked |= self.serve_pending_sources();
             if now >= self.next_fd_poll {
                 self.next_fd_poll = now.saturating_add(self.config.fd_poll_interval_ns);
                 self.poll_fds(Wait::Poll)?;
@@ -610,9 +622,15 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
     /// Fire every due timer. Returns true if any fired.
     fn fire_timers(&mut self, now: Nanos) -> bool {
         let mut fired = false;
-        // Bounded: each pass pops one entry; re-armed periodic entries are due after `now`
-        // (their next deadline skips ahead past `now`), so they cannot come back this pass.
-        while let Some((_key, deadline, owner)) = self.wheel.expire_one(now) {
+        // Bounded by the timers pending now: a timer the app sets at or before `now` from a
+        // handler fires in the next iteration, after rings and signals had their turn.
+        for _ in 0..self.wheel.len() {
+            if self.stop.is_some() {
+                break;
+            }
+            let Some((_key, deadline, owner)) = self.wheel.expire_one(now) else {
+                break;
+            };
             fired = true;
             match owner {
                 TimerOwner::Housekeeping => {
@@ -644,20 +662,27 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         // Next deadline on the original grid; periods that already passed are skipped.
         let missed = late / p.period;
         let next = deadline.saturating_add((missed + 1).saturating_mul(p.period));
-        let (period, budget) = (p.period, p.budget);
+        let budget = p.budget;
         let key = self
             .wheel
             .insert(next, TimerOwner::App(timer))
             .expect("a fired timer's entry is free again");
         self.app_timers[timer as usize].key = Some(key);
-        let started = self.driver.now();
+        // The run time comes from the driver's stopwatch, not another reading of the loop's
+        // clock: the app's `now` stays the iteration's one reading.
+        let started = self.driver.stopwatch();
         self.dispatch(EventKind::Timer { timer, deadline });
-        let took = self.driver.now().saturating_sub(started);
+        let took = self.driver.stopwatch().saturating_sub(started);
+        // The handler may have cancelled or replaced this timer: then its slot is not ours.
+        if self.app_timers[timer as usize].periodic != Some(index)
+            || self.periodic[index as usize].timer != Some(timer)
+        {
+            return;
+        }
         let p = &mut self.periodic[index as usize];
         p.lateness.saturating_record(late.max(1));
         p.took.saturating_record(took.max(1));
         p.skipped += missed;
-        let _ = period;
         if late > budget || took > budget || missed > 0 {
             p.overruns += 1;
             self.dispatch(EventKind::TimerOverrun {
@@ -750,7 +775,8 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 continue;
             }
             match ring.reader.announce_park() {
-                None => limit = Some(MILLIS / 10),
+                // Not registered (the ring's 63 entries are taken): no doorbell, poll it.
+                None => limit = Some(limit.map_or(MILLIS / 10, |x| x.min(MILLIS / 10))),
                 Some(_) => {
                     if let Some(l) = ring.reader.park_limit() {
                         limit = Some(
@@ -783,9 +809,22 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
     /// Ask the driver what is ready (waiting per `wait`) and serve it.
     fn poll_fds(&mut self, wait: Wait) -> Result<(), LoopError> {
         self.stats.fd_polls += 1;
-        self.driver
-            .wait(wait, &mut self.ready)
-            .map_err(LoopError::Driver)?;
+        self.driver.wait(wait, &mut self.ready).map_err(|e| {
+            LoopError::Driver(io::Error::new(
+                e.kind(),
+                format!("waiting for readiness: {e}"),
+            ))
+        })?;
+        if wait != Wait::Poll {
+            // A sleep ends a batch: what woke the loop is stamped with the time it woke.
+            let now = self.driver.now();
+            assert!(
+                now >= self.now,
+                "the loop's clock went backwards: {now} after {}",
+                self.now
+            );
+            self.now = now;
+        }
         for i in 0..self.ready.len() {
             let ready = self.ready.get(i).expect("index below len");
             match ready.token {
@@ -806,11 +845,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 Token(t) => {
                     let index = (t - FIRST_SOURCE_TOKEN) as usize;
                     if index < self.fd_sources.len() {
-                        let mut source =
-                            std::mem::replace(&mut self.fd_sources[index], Box::new(NoSource));
-                        source.on_ready(ready, &mut |kind| self.push_follow_up(kind));
-                        self.fd_sources[index] = source;
-                        self.dispatch_follow_ups();
+                        self.serve_source(index, ready);
                     }
                 }
             }
@@ -818,9 +853,48 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         Ok(())
     }
 
+    /// Let fd source `index` read up to one batch; each event it emits is dispatched at once.
+    /// A source that stops at its budget is called again next iteration (its edge is not lost).
+    fn serve_source(&mut self, index: usize, ready: Readiness) {
+        let mut source = std::mem::replace(&mut self.fd_sources[index], Box::new(NoSource));
+        let mut budget = self.config.batch;
+        let more = source.on_ready(ready, &mut |kind| {
+            self.dispatch(kind);
+            budget = budget.saturating_sub(1);
+            budget > 0
+        });
+        self.fd_sources[index] = source;
+        if more {
+            self.sources_pending |= 1 << index;
+            self.stats.backlog_iterations += 1;
+        } else {
+            self.sources_pending &= !(1 << index);
+        }
+    }
+
+    /// Call again the fd sources that stopped at their budget. Returns true if any ran.
+    fn serve_pending_sources(&mut self) -> bool {
+        let pending = self.sources_pending;
+        if pending == 0 {
+            return false;
+        }
+        for index in 0..self.fd_sources.len() {
+            if pending & (1 << index) != 0 {
+                let ready = Readiness {
+                    token: Token(FIRST_SOURCE_TOKEN + index as u32),
+                    readable: true,
+                    writable: true,
+                    hangup: false,
+                };
+                self.serve_source(index, ready);
+            }
+        }
+        true
+    }
+
     fn push_follow_up(&mut self, kind: EventKind) {
         if self.follow_ups.len() < self.follow_ups.capacity() {
-            self.follow_ups.push(kind);
+            self.follow_ups.push_back(kind);
         } else {
             self.stats.follow_ups_dropped += 1;
         }
@@ -836,8 +910,10 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
     fn dispatch_follow_ups(&mut self) {
         // Bounded: follow-ups are limited by the queue's capacity per event.
         let mut budget = self.follow_ups.capacity();
-        while !self.follow_ups.is_empty() && budget > 0 {
-            let kind = self.follow_ups.remove(0);
+        while budget > 0 {
+            let Some(kind) = self.follow_ups.pop_front() else {
+                break;
+            };
             self.dispatch_one(kind);
             budget -= 1;
         }
@@ -894,6 +970,9 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                     return self.refuse(timer, TimerRefusal::BadId);
                 }
                 self.clear_timer(timer);
+                // A deadline at or before now fires in the next iteration, never in this one:
+                // an app re-arming "now" from its handler cannot hold the loop.
+                let deadline = deadline.max(self.now.saturating_add(1));
                 match self.wheel.insert(deadline, TimerOwner::App(timer)) {
                     Ok(key) => self.app_timers[timer as usize].key = Some(key),
                     Err(_) => self.refuse(timer, TimerRefusal::WheelFull),
@@ -915,6 +994,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 let Some(index) = self.periodic.iter().position(|p| p.timer.is_none()) else {
                     return self.refuse(timer, TimerRefusal::TooManyPeriodic);
                 };
+                let first = first.max(self.now.saturating_add(1));
                 let key = match self.wheel.insert(first, TimerOwner::App(timer)) {
                     Ok(key) => key,
                     Err(_) => return self.refuse(timer, TimerRefusal::WheelFull),
@@ -945,6 +1025,13 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
     }
 }
 
+fn registering(what: &str, e: io::Error) -> LoopError {
+    LoopError::Driver(io::Error::new(
+        e.kind(),
+        format!("cannot register {what} with the driver: {e}"),
+    ))
+}
+
 struct NoSource;
 impl FdSource for NoSource {
     fn fd(&self) -> RawFd {
@@ -953,7 +1040,9 @@ impl FdSource for NoSource {
     fn interest(&self) -> Interest {
         Interest::Read
     }
-    fn on_ready(&mut self, _: Readiness, _: &mut dyn FnMut(EventKind)) {}
+    fn on_ready(&mut self, _: Readiness, _: &mut dyn FnMut(EventKind) -> bool) -> bool {
+        false
+    }
 }
 
 /// Bind this loop's wake socket under a fresh abstract name; returns it and its id.

@@ -85,6 +85,10 @@ pub struct JournalWriter {
     path: PathBuf,
     file: File,
     buf: Vec<u8>,
+    /// Buffered bytes after which the next input first writes the buffer out.
+    chunk: usize,
+    /// Bytes written to the file so far (all of them whole frames).
+    written: u64,
     scratch: Vec<u8>,
     records: u64,
     inputs: u64,
@@ -94,7 +98,8 @@ pub struct JournalWriter {
 }
 
 impl JournalWriter {
-    /// Create a new journal (never overwrites). `buffer` bytes are allocated now.
+    /// Create a new journal (never overwrites). It is written out in pieces of about
+    /// `buffer` bytes; twice that (and room for a few records) is allocated now.
     pub fn create(
         path: &Path,
         header: &JournalHeader,
@@ -126,7 +131,9 @@ impl JournalWriter {
         let mut writer = JournalWriter {
             path: path.into(),
             file,
-            buf: Vec::with_capacity(buffer.max(2 * MAX_FRAME)),
+            buf: Vec::with_capacity(2 * buffer + 4 * (MAX_FRAME + 4)),
+            chunk: buffer,
+            written: 0,
             scratch: vec![0; MAX_FRAME],
             records: 0,
             inputs: 0,
@@ -167,18 +174,31 @@ impl JournalWriter {
         }
         let len = match postcard::to_slice(record, &mut self.scratch) {
             Ok(bytes) => bytes.len(),
-            Err(_) => {
+            Err(e) => {
+                // A journal with a hole would replay as a divergence: stop recording instead.
+                self.failed = Some(format!(
+                    "a record does not fit in {MAX_FRAME} bytes ({e}); the journal stops here"
+                ));
                 self.dropped += 1;
                 return;
             }
         };
-        if self.buf.len() + 4 + len > self.buf.capacity() {
+        // Write out between inputs, so a run that is killed leaves whole inputs with all their
+        // actions; only a record that does not fit at all forces a write mid-input.
+        let is_input = matches!(record, Record::Input(_));
+        if (is_input && self.buf.len() >= self.chunk)
+            || self.buf.len() + 4 + len > self.buf.capacity()
+        {
             self.flush();
+            if self.failed.is_some() {
+                self.dropped += 1;
+                return;
+            }
         }
         self.buf.extend_from_slice(&(len as u32).to_le_bytes());
         self.buf.extend_from_slice(&self.scratch[..len]);
         self.records += 1;
-        if matches!(record, Record::Input(_)) {
+        if is_input {
             self.inputs += 1;
         }
     }
@@ -188,16 +208,22 @@ impl JournalWriter {
         if self.buf.is_empty() || self.failed.is_some() {
             return;
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
-            self.failed = Some(format!(
-                "{e}{}",
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    " (the disk is full: free space; the journal stops here)"
-                } else {
-                    ""
-                }
-            ));
-            self.dropped += self.buf_records();
+        match self.file.write_all(&self.buf) {
+            Ok(()) => self.written += self.buf.len() as u64,
+            Err(e) => {
+                self.failed = Some(format!(
+                    "{e}{}",
+                    if e.raw_os_error() == Some(libc::ENOSPC) {
+                        " (the disk is full: free space; the journal stops here)"
+                    } else {
+                        ""
+                    }
+                ));
+                // Cut the part of this write that landed back off, so the journal ends on a
+                // whole input (writes start between inputs) rather than inside a record.
+                let _ = self.file.set_len(self.written);
+                self.dropped += self.buf_records();
+            }
         }
         self.buf.clear();
     }
@@ -265,6 +291,12 @@ impl JournalReader {
             path: path.into(),
             cause,
         })?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(JournalError::Open {
+                path: path.into(),
+                cause: io::Error::other("it is a directory; name the journal file in it"),
+            });
+        }
         let mut input = BufReader::with_capacity(1 << 20, file);
         let mut start = [0u8; 10];
         if input.read_exact(&mut start).is_err() || &start[..8] != MAGIC {
@@ -299,6 +331,12 @@ impl JournalReader {
         }
         reader.header = postcard::from_bytes(&reader.frame)
             .map_err(|e| reader.damaged(format!("the header does not decode: {e}")))?;
+        let limit = reader.header.actions_per_event;
+        if !(1..=1 << 16).contains(&limit) {
+            return Err(reader.damaged(format!(
+                "the header's actions_per_event = {limit} is outside 1..=65536"
+            )));
+        }
         reader.index = 0;
         Ok(reader)
     }

@@ -6,7 +6,7 @@
 //! performs actions: timers, outputs and stops are only compared (and written out if asked).
 
 use crate::app::{Action, App, Context, Event};
-use crate::driver::{AnyDriver, Driver, Interest, ReadyList, Token, Wait};
+use crate::driver::{AnyDriver, Driver, DriverOptions, Interest, ReadyList, Token, Wait};
 use crate::journal::{JournalError, JournalReader, Record};
 use crate::signals::{SignalKind, Signals};
 use serde::Serialize;
@@ -30,6 +30,7 @@ pub struct ReplayReport {
     pub app: String,
     pub recorded_on: String,
     pub replayed_on: String,
+    /// Inputs whose actions were all checked (fully verified with `--verify`).
     pub inputs: u64,
     pub actions: u64,
     /// The journal ends with the end marker of a clean stop.
@@ -64,7 +65,7 @@ pub fn replay<A: App>(
 ) -> Result<ReplayReport, ReplayError> {
     let mut signals = Signals::open()?;
     driver.register(signals.fd(), SIGNAL_TOKEN, Interest::Read)?;
-    let mut ready = ReadyList::with_capacity(4);
+    let mut ready = ReadyList::with_capacity(DriverOptions::default().ready_capacity as usize);
     let mut report = ReplayReport {
         app: journal.header().app.clone(),
         recorded_on: journal.header().driver.clone(),
@@ -77,8 +78,9 @@ pub fn replay<A: App>(
         divergence: None,
     };
     let mut actions: Vec<Action<A::Output>> = Vec::with_capacity(actions_per_event.max(1));
-    // The input being checked and how many of its actions were matched so far.
+    // The input being checked and how many of its recorded actions matched so far.
     let mut current: Option<(Event, usize)> = None;
+    let mut ended = false;
     loop {
         let record = match journal.next_record::<A::Output>() {
             Ok(Some(r)) => r,
@@ -89,28 +91,33 @@ pub fn replay<A: App>(
             }
             Err(e) => return Err(e.into()),
         };
+        if ended {
+            report.truncated = Some(format!(
+                "record {} follows the end marker: the file was appended to or damaged",
+                journal.index()
+            ));
+            break;
+        }
         match record {
             Record::Input(event) => {
                 if let Some(d) = finish_input(&current, &actions, report.inputs) {
                     report.divergence = Some(d);
                     break;
                 }
+                if current.take().is_some() {
+                    report.inputs += 1;
+                }
                 if report.inputs % 4096 == 0 {
                     progress(report.inputs);
                     driver.wait(Wait::Poll, &mut ready)?;
-                    if !ready.is_empty() {
-                        while let Some(signal) = signals.next_signal() {
-                            if let SignalKind::Stop { .. } = signal {
-                                report.interrupted = true;
-                            }
+                    while let Some(signal) = signals.next_signal() {
+                        if let SignalKind::Stop { .. } = signal {
+                            report.interrupted = true;
                         }
                     }
                     if report.interrupted {
                         break;
                     }
-                }
-                if current.is_some() {
-                    report.inputs += 1;
                 }
                 actions.clear();
                 let mut dropped = 0;
@@ -130,8 +137,8 @@ pub fn replay<A: App>(
             Record::Output(recorded) => {
                 let Some((event, matched)) = &mut current else {
                     report.divergence = Some(Divergence {
-                        input: 0,
-                        event: "(none: the journal starts with an action)".into(),
+                        input: report.inputs,
+                        event: "(none: an action with no input before it)".into(),
                         action: 0,
                         recorded: format!("{recorded:?}"),
                         replayed: "nothing".into(),
@@ -156,10 +163,10 @@ pub fn replay<A: App>(
                     report.divergence = Some(d);
                     break;
                 }
-                if current.is_some() {
+                if current.take().is_some() {
                     report.inputs += 1;
-                    current = None;
                 }
+                ended = true;
                 report.clean_end = inputs == report.inputs;
                 if !report.clean_end {
                     report.truncated = Some(format!(
@@ -170,12 +177,14 @@ pub fn replay<A: App>(
             }
         }
     }
-    if report.divergence.is_none() && !report.interrupted && current.is_some() {
-        if let Some(d) = finish_input(&current, &actions, report.inputs) {
-            report.divergence = Some(d);
-        } else {
-            report.inputs += 1;
-        }
+    // A journal without its end marker was cut off (a killed run, a full disk): the last input
+    // may have lost actions with the cut, so it is neither judged nor counted.
+    if !ended && report.truncated.is_none() && report.divergence.is_none() && !report.interrupted {
+        report.truncated = Some(
+            "the journal has no end marker: the run did not stop cleanly (killed, or its disk \
+             filled)"
+                .into(),
+        );
     }
     if let Some(out) = out {
         out.flush()?;

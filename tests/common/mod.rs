@@ -169,3 +169,23 @@ impl Drop for SmallTmpfs {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// The drivers `tickloop` can use here: io_uring is left out, loudly, where the kernel, seccomp
+/// or qemu refuse it.
+pub fn drivers() -> Vec<&'static str> {
+    let o = tickloop(&[
+        "run",
+        "--driver",
+        "io_uring",
+        "--duration",
+        "0.01",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("io_uring is not usable") {
+        eprintln!("SKIPPING the io_uring driver: {}", err.trim());
+        vec!["epoll", "simulated"]
+    } else {
+        vec!["epoll", "io_uring", "simulated"]
+    }
+}

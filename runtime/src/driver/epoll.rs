@@ -5,7 +5,8 @@
 //! It never rounds a deadline, and never allocates after `new`.
 
 use super::{
-    check_token, monotonic_now, Driver, DriverKind, Interest, Readiness, ReadyList, Token, Wait,
+    check_token, monotonic_now, Driver, DriverKind, DriverOptions, Interest, Readiness, ReadyList,
+    Token, Wait,
 };
 use crate::clock::Nanos;
 use mio::unix::SourceFd;
@@ -24,7 +25,9 @@ pub struct EpollDriver {
 }
 
 impl EpollDriver {
-    pub fn new(fd_capacity: u32) -> io::Result<EpollDriver> {
+    /// One wait returns at most `options.ready_capacity` reports; the rest stay queued in
+    /// the kernel (an edge is never taken from epoll and then dropped).
+    pub fn new(options: DriverOptions) -> io::Result<EpollDriver> {
         let poll = Poll::new()?;
         let timer = Timerfd::new()?;
         poll.registry().register(
@@ -34,9 +37,10 @@ impl EpollDriver {
         )?;
         Ok(EpollDriver {
             poll,
-            events: Events::with_capacity(fd_capacity.max(1) as usize + 1),
+            // One more for the timerfd, which is not reported.
+            events: Events::with_capacity(options.ready_capacity.max(1) as usize + 1),
             timer,
-            capacity: fd_capacity,
+            capacity: options.fd_capacity,
         })
     }
 }
@@ -56,6 +60,11 @@ impl Driver for EpollDriver {
 
     #[inline]
     fn now(&mut self) -> Nanos {
+        monotonic_now()
+    }
+
+    #[inline]
+    fn stopwatch(&mut self) -> Nanos {
         monotonic_now()
     }
 
@@ -96,12 +105,18 @@ impl Driver for EpollDriver {
                 self.timer.drain();
                 continue;
             }
-            ready.push(Readiness {
+            let pushed = ready.push(Readiness {
                 token: Token(event.token().0 as u32),
                 readable: event.is_readable() || event.is_read_closed(),
                 writable: event.is_writable(),
                 hangup: event.is_read_closed() || event.is_write_closed() || event.is_error(),
             });
+            // The list holds ready_capacity reports and epoll returned at most that many
+            // besides the timerfd: nothing is ever dropped here.
+            debug_assert!(
+                pushed,
+                "ready list smaller than the driver's ready_capacity"
+            );
         }
         Ok(())
     }

@@ -156,6 +156,10 @@ pub trait Driver {
     fn kind(&self) -> DriverKind;
     /// The loop's clock: CLOCK_MONOTONIC in nanoseconds (virtual in simulation).
     fn now(&mut self) -> Nanos;
+    /// A stopwatch for measuring how long something took (a periodic timer's run time): the
+    /// same clock, but reading it is not a clock reading of the loop (virtual time does not
+    /// advance for it in simulation).
+    fn stopwatch(&mut self) -> Nanos;
     /// Start reporting readiness of `fd` as `token`. `token.0` must be below the driver's fd
     /// capacity and not in use.
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
@@ -186,6 +190,9 @@ pub struct DriverReport {
 pub struct DriverOptions {
     /// Registered fds the driver can hold (tokens are below this).
     pub fd_capacity: u32,
+    /// Readiness reports one wait returns at most: the capacity of the [`ReadyList`] the
+    /// caller passes (reports beyond it stay queued in the kernel for the next wait).
+    pub ready_capacity: u32,
     /// Virtual start time and the virtual time each clock read advances (simulated only).
     pub sim_start: Nanos,
     pub sim_step: Nanos,
@@ -195,6 +202,7 @@ impl Default for DriverOptions {
     fn default() -> Self {
         DriverOptions {
             fd_capacity: 64,
+            ready_capacity: 64,
             sim_start: crate::clock::SECONDS,
             sim_step: crate::clock::MICROS,
         }
@@ -211,7 +219,7 @@ impl AnyDriver {
         let report = |kind, fallback| DriverReport { kind, fallback };
         match choice {
             DriverChoice::Epoll => Ok((
-                AnyDriver::Epoll(epoll::EpollDriver::new(options.fd_capacity)?),
+                AnyDriver::Epoll(epoll::EpollDriver::new(options)?),
                 report(DriverKind::Epoll, None),
             )),
             DriverChoice::Simulated => Ok((
@@ -226,7 +234,7 @@ impl AnyDriver {
                 Err(e) => Err(io::Error::new(
                     e.kind(),
                     format!(
-                        "io_uring is not usable here: {e} (use driver = \"epoll\" or \"auto\")"
+                        "io_uring is not usable here: {e} (use the epoll or auto driver: --driver epoll)"
                     ),
                 )),
             },
@@ -236,7 +244,7 @@ impl AnyDriver {
                     report(DriverKind::IoUring, None),
                 )),
                 Err(e) => Ok((
-                    AnyDriver::Epoll(epoll::EpollDriver::new(options.fd_capacity)?),
+                    AnyDriver::Epoll(epoll::EpollDriver::new(options)?),
                     report(DriverKind::Epoll, Some(e.to_string())),
                 )),
             },
@@ -261,6 +269,10 @@ impl Driver for AnyDriver {
     #[inline]
     fn now(&mut self) -> Nanos {
         each!(self, d => d.now())
+    }
+    #[inline]
+    fn stopwatch(&mut self) -> Nanos {
+        each!(self, d => d.stopwatch())
     }
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
         each!(self, d => d.register(fd, token, interest))

@@ -20,7 +20,7 @@ pub struct SimDriver {
 impl SimDriver {
     pub fn new(options: DriverOptions) -> io::Result<SimDriver> {
         Ok(SimDriver {
-            fds: EpollDriver::new(options.fd_capacity)?,
+            fds: EpollDriver::new(options)?,
             now: options.sim_start,
             step: options.sim_step,
         })
@@ -40,6 +40,11 @@ impl Driver for SimDriver {
     #[inline]
     fn now(&mut self) -> Nanos {
         self.now = self.now.saturating_add(self.step);
+        self.now
+    }
+
+    /// Virtual time, not advanced: in simulation a handler takes no time.
+    fn stopwatch(&mut self) -> Nanos {
         self.now
     }
 

@@ -61,19 +61,26 @@ fn disabled_by_sysctl() -> Option<String> {
 
 impl UringDriver {
     pub fn new(fd_capacity: u32) -> io::Result<UringDriver> {
-        let entries = (fd_capacity.max(8) * 2).next_power_of_two();
-        let ring = IoUring::builder().build(entries).map_err(|e| {
-            let why = match e.raw_os_error() {
-                Some(libc::ENOSYS) => {
-                    "the kernel has no io_uring (older than 5.1) or seccomp blocks it".to_string()
-                }
-                Some(libc::EPERM) => disabled_by_sysctl().unwrap_or_else(|| {
-                    "permission denied (seccomp or a container policy blocks io_uring)".into()
-                }),
-                _ => format!("io_uring_setup failed: {e}"),
-            };
-            io::Error::new(e.kind(), why)
-        })?;
+        let entries = (fd_capacity.clamp(8, 1 << 14) * 2).next_power_of_two();
+        // A multishot poll posts a completion per wake-up of its fd, so bursts can outrun the
+        // completion queue: size it generously (16 bytes each); overflow is kept by the kernel
+        // (NODROP) and flushed by the next wait, see `wait`.
+        let ring = IoUring::builder()
+            .setup_cqsize(entries * 16)
+            .build(entries)
+            .map_err(|e| {
+                let why = match e.raw_os_error() {
+                    Some(libc::ENOSYS) => {
+                        "the kernel has no io_uring (older than 5.1) or seccomp blocks it"
+                            .to_string()
+                    }
+                    Some(libc::EPERM) => disabled_by_sysctl().unwrap_or_else(|| {
+                        "permission denied (seccomp or a container policy blocks io_uring)".into()
+                    }),
+                    _ => format!("io_uring_setup failed: {e}"),
+                };
+                io::Error::new(e.kind(), why)
+            })?;
         let params = ring.params();
         if !params.is_feature_ext_arg() {
             return Err(io::Error::new(
@@ -198,6 +205,11 @@ impl Driver for UringDriver {
         monotonic_now()
     }
 
+    #[inline]
+    fn stopwatch(&mut self) -> Nanos {
+        monotonic_now()
+    }
+
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
         check_token(token, self.regs.len() as u32)?;
         let reg = &mut self.regs[token.0 as usize];
@@ -233,7 +245,10 @@ impl Driver for UringDriver {
 
     fn wait(&mut self, wait: Wait, ready: &mut ReadyList) -> io::Result<()> {
         ready.clear();
-        let pending = !self.ring.submission().is_empty();
+        // Completions the kernel could not fit in the queue wait on its overflow list, and
+        // only an io_uring_enter moves them in: do one whenever that flag is up, or the fds
+        // behind them would look silent forever.
+        let pending = !self.ring.submission().is_empty() || self.ring.submission().cq_overflow();
         let result = match wait {
             // Completions land in shared memory: without submissions, no system call.
             Wait::Poll if !pending => Ok(0),
