@@ -32,7 +32,7 @@ fi
 set -e
 echo "== aarch64: cross-build of the whole workspace"
 cargo build --workspace --release --target "$target"
-echo "== aarch64: the ring's tests under qemu-aarch64"
+echo "== aarch64: the runtime's tests (ring, loop, host) under qemu-aarch64"
 # qemu-user cannot map hugetlbfs files (it emulates mmap with the guest's 4 KiB pages), so the
 # hugetlbfs test runs natively only.
 cargo test -p tickloop-runtime --release --target "$target" -- --skip hugetlbfs

@@ -44,8 +44,10 @@ pub enum EventKind {
     RingRemoved { source: SourceId },
     /// App timer `timer` was due at `deadline` (lateness is `at - deadline`).
     Timer { timer: TimerId, deadline: Nanos },
-    /// Periodic timer `timer` broke its budget: it ran `late_ns` after its deadline, or its
-    /// previous run took `took_ns`, more than `budget_ns`; `skipped` periods were dropped.
+    /// Periodic timer `timer` broke its budget on the firing just delivered: it fired
+    /// `late_ns` after its deadline, or the app took `took_ns` to handle it, more than
+    /// `budget_ns`; or `skipped` whole periods had passed (they are not fired late, just
+    /// dropped). Delivered right after that firing's `Timer` event.
     TimerOverrun {
         timer: TimerId,
         late_ns: Nanos,

@@ -274,7 +274,8 @@ pub struct LoopStats {
     pub candles: u64,
     pub candles_lost: u64,
     pub timers_fired: u64,
-    /// Iterations in which some ring still had candles after its batch.
+    /// Times a ring still had candles after its batch, or an fd source still had input
+    /// after its budget (each is served again in the next iteration).
     pub backlog_iterations: u64,
     /// The largest backlog seen after a batch (candles).
     pub max_backlog: u64,
