@@ -582,13 +582,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         let busy = self.config.mode == Mode::Busy;
         let mut idle: u32 = 0;
         while self.stop.is_none() {
-            let now = self.driver.now();
-            assert!(
-                now >= self.now,
-                "the loop's clock went backwards: {now} after {}",
-                self.now
-            );
-            self.now = now;
+            let now = self.read_clock();
             self.stats.iterations += 1;
             let mut worked = self.fire_timers(now);
             worked |= self.read_rings();
@@ -618,6 +612,18 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             let _ = journal.finish();
         }
         Ok(self.stop.expect("the loop only ends on a stop"))
+    }
+
+    /// The one place the loop reads its clock. Time going backwards is a broken invariant.
+    fn read_clock(&mut self) -> Nanos {
+        let now = self.driver.now();
+        assert!(
+            now >= self.now,
+            "the loop's clock went backwards: {now} after {}",
+            self.now
+        );
+        self.now = now;
+        now
     }
 
     /// Fire every due timer. Returns true if any fired.
@@ -818,13 +824,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         })?;
         if wait != Wait::Poll {
             // A sleep ends a batch: what woke the loop is stamped with the time it woke.
-            let now = self.driver.now();
-            assert!(
-                now >= self.now,
-                "the loop's clock went backwards: {now} after {}",
-                self.now
-            );
-            self.now = now;
+            self.read_clock();
         }
         for i in 0..self.ready.len() {
             let ready = self.ready.get(i).expect("index below len");

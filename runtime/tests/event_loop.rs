@@ -60,6 +60,13 @@ fn config(driver: DriverChoice) -> LoopConfig {
     }
 }
 
+fn parked(driver: DriverChoice) -> LoopConfig {
+    LoopConfig {
+        mode: Mode::Park,
+        ..config(driver)
+    }
+}
+
 fn build(
     config: &LoopConfig,
     rings: Vec<RingSpec>,
@@ -578,15 +585,7 @@ fn precise_sleeps_a_200us_timer_is_neither_rounded_to_1ms_nor_spun_for() {
                 cx.every(0, 200_000, MILLIS);
             }
         });
-        let mut lp = build(
-            &LoopConfig {
-                mode: Mode::Park,
-                ..config(driver)
-            },
-            vec![],
-            None,
-            app,
-        );
+        let mut lp = build(&parked(driver), vec![], None, app);
         lp.stop_after(SECONDS / 2);
         let (cpu0, wall0) = (thread_cpu(), std::time::Instant::now());
         lp.run().unwrap();
@@ -744,15 +743,7 @@ fn what_wakes_a_parked_loop_is_stamped_with_the_time_it_woke() {
                 cx.stop();
             }
         });
-        let mut lp = build(
-            &LoopConfig {
-                mode: Mode::Park,
-                ..config(driver)
-            },
-            vec![],
-            None,
-            app,
-        );
+        let mut lp = build(&parked(driver), vec![], None, app);
         lp.add_fd_source(Box::new(PipeSource { read })).unwrap();
         lp.stop_after(5 * SECONDS);
         lp.run().unwrap();
