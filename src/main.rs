@@ -1,9 +1,11 @@
 //! The `tickloop` command line: parses arguments, wires the libraries together, runs. It holds
 //! no logic of its own beyond presenting results; errors leave as one line on stderr.
 
+mod config;
 mod demo;
 mod ring_cmd;
 mod run_cmd;
+mod status_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +35,11 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Feed a journal through its app again; with --verify, check every action.
     Replay(run_cmd::ReplayArgs),
+    /// Show a running engine's status file; exit 0 fresh, 1 stale or stopped, 2 missing.
+    Status(status_cmd::StatusArgs),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Benchmarks, measured against their physical limits and peers in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -130,6 +137,15 @@ pub enum Wait {
 }
 
 #[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file and print the effective configuration (non-zero exit if invalid).
+    Check {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum FeedCommand {
     /// A seeded random walk over N symbols, sealed for verification.
     Synthetic(SyntheticArgs),
@@ -196,6 +212,8 @@ fn main() -> ExitCode {
         Command::Feed(FeedCommand::Synthetic(args)) => ring_cmd::synthetic(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Replay(args) => run_cmd::replay(&args),
+        Command::Status(args) => Ok(status_cmd::status(&args)),
+        Command::Config(ConfigCommand::Check { file }) => status_cmd::config_check(&file),
         Command::Bench(BenchCommand::Ring(args)) => tickloop_bench::ring::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),

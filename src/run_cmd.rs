@@ -2,6 +2,7 @@
 //! and present what happened. The loop and the app live in the libraries; this file only
 //! parses, builds and prints.
 
+use crate::config::{EngineConfig, StartAt};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use serde::Serialize;
@@ -14,10 +15,17 @@ use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions};
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
 use tickloop_runtime::journal::JournalReader;
 use tickloop_runtime::ring::{self, Start};
+use tickloop_runtime::status::StatusWriter;
 use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
+    /// Run from this TOML config file (see examples/tickloop.toml) instead of the flags below.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rings", "driver", "mode", "core", "sched_fifo", "mlock", "cpu_dma_latency", "timer_capacity", "batch", "journal", "status", "fast", "slow", "tick_us"])]
+    pub config: Option<PathBuf>,
+    /// Write the status file here (every second, atomically).
+    #[arg(long, value_name = "FILE")]
+    pub status: Option<PathBuf>,
     /// Ring to read (a name under /dev/shm or a path); repeat for several.
     #[arg(long = "ring", value_name = "NAME")]
     pub rings: Vec<String>,
@@ -146,7 +154,18 @@ struct RunReport {
     journal_failure: Option<String>,
 }
 
-pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+/// Everything a run needs, from the command line or from a config file.
+struct Plan {
+    config: LoopConfig,
+    rings: Vec<RingSpec>,
+    journal: Option<PathBuf>,
+    sma: SmaConfig,
+    status: Option<(PathBuf, u64)>,
+    component: String,
+    account: String,
+}
+
+fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
     let mut config = LoopConfig {
         driver: args.driver,
         mode: args.mode,
@@ -164,12 +183,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         tick_ns: args.tick_us.saturating_mul(MICROS),
         ..SmaConfig::default()
     };
-    let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
-    if let Some(d) = args.duration {
-        if !(d > 0.0 && d.is_finite()) {
-            bail!("--duration {d} must be a positive number of seconds");
-        }
-    }
     let start = match args.from {
         crate::From::Next => Start::Next,
         crate::From::Oldest => Start::Oldest,
@@ -184,13 +197,92 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .collect::<Result<Vec<_>, ring::RingError>>()?;
+    Ok(Plan {
+        config,
+        rings,
+        journal: args.journal.clone(),
+        sma,
+        status: args.status.clone().map(|p| (p, 1000)),
+        component: "engine".into(),
+        account: "default".into(),
+    })
+}
+
+fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
+    let file = EngineConfig::load(path)?;
+    let rings = file
+        .rings
+        .iter()
+        .map(|r| {
+            Ok(RingSpec {
+                path: ring::ring_path(&r.name)?,
+                start: match r.start {
+                    StartAt::Next => Start::Next,
+                    StartAt::Oldest => Start::Oldest,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, ring::RingError>>()?;
+    Ok(Plan {
+        config: file.event_loop,
+        rings,
+        journal: file.journal.path,
+        sma: file.sma,
+        status: file.status.path.map(|p| (p, file.status.interval_ms)),
+        component: file.engine.component,
+        account: file.engine.account,
+    })
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let plan = match &args.config {
+        Some(path) => plan_from_file(path)?,
+        None => plan_from_args(args)?,
+    };
+    let Plan {
+        config,
+        rings,
+        journal,
+        sma,
+        status,
+        component,
+        account,
+    } = plan;
+    let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
+    if let Some(d) = args.duration {
+        if !(d > 0.0 && d.is_finite()) {
+            bail!("--duration {d} must be a positive number of seconds");
+        }
+    }
+    // Services are checked before the loop starts (an unwritable status directory is a
+    // startup error, not a surprise an hour later).
+    let extra = tickloop_runtime::status::SharedExtra::default();
+    let status_writer = match &status {
+        Some((path, interval_ms)) => Some(StatusWriter::new(
+            path,
+            interval_ms.saturating_mul(1_000_000),
+            &component,
+            &account,
+            extra.clone(),
+        )?),
+        None => None,
+    };
+    let ring_count = rings.len();
+    let mode = config.mode;
+    let core = config.host.core;
     let builder = LoopBuilder {
         config: &config,
         rings,
-        journal: args.journal.clone(),
+        journal: journal.clone(),
         app_config: postcard::to_allocvec(&sma)?,
     };
     let mut event_loop = EventLoop::new(builder, app, Tally::default())?;
+    if let Some(writer) = status_writer {
+        event_loop.add_service(Box::new(writer))?;
+    }
+    if let Some(notifier) = tickloop_runtime::systemd::Notifier::from_env() {
+        event_loop.add_service(Box::new(notifier))?;
+    }
     if let Some(why) = &event_loop.driver_report().fallback {
         eprintln!("tickloop: warning: io_uring is not usable ({why}); the loop runs on epoll");
     }
@@ -204,9 +296,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "tickloop: loop running on {} in {} mode, reading {} ring(s){}; SIGTERM or Ctrl-C stops it",
             event_loop.driver_kind().name(),
-            args.mode,
-            args.rings.len(),
-            args.core.map(|c| format!(", pinned to core {c}")).unwrap_or_default(),
+            mode,
+            ring_count,
+            core.map(|c| format!(", pinned to core {c}")).unwrap_or_default(),
         );
     }
     let stopped = event_loop.run()?;
@@ -214,7 +306,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         stopped_by: format!("{stopped:?}"),
         driver: event_loop.driver_kind().name().to_string(),
         driver_fallback: event_loop.driver_report().fallback.clone(),
-        mode: args.mode,
+        mode,
         host: event_loop.host_report().clone(),
         stats: event_loop.stats(),
         periodic: event_loop
@@ -231,7 +323,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             })
             .collect(),
         crosses: event_loop.sink().crosses,
-        journal: args.journal.clone(),
+        journal,
         journal_failure: event_loop.journal_failure().map(str::to_string),
     };
     if args.json {

@@ -232,6 +232,45 @@ pub trait FdSource {
     fn on_ready(&mut self, ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool;
 }
 
+/// A runtime service the embedding program runs on the loop's housekeeping tick: the status
+/// file, the systemd watchdog, config polling, telemetry flushing. It sees the loop's
+/// counters through a [`LoopView`], never the app, and must return quickly (it runs on the
+/// loop's thread): bounded work, no blocking IO beyond one small write.
+pub trait Service {
+    /// Once, after `Started` was dispatched and before the first iteration.
+    fn start(&mut self, _view: &LoopView<'_>) {}
+    /// Every housekeeping tick (`housekeeping_ns`).
+    fn tick(&mut self, view: &LoopView<'_>);
+    /// Once, after `Shutdown` was dispatched.
+    fn stop(&mut self, _view: &LoopView<'_>) {}
+}
+
+/// What a [`Service`] may read of the loop.
+pub struct LoopView<'a> {
+    pub now: Nanos,
+    /// When the loop started, on its clock.
+    pub started: Nanos,
+    pub stats: LoopStats,
+    /// How late the housekeeping tick ran (ns): the loop's own lag.
+    pub lag: &'a Histogram<u64>,
+    pub periodic: &'a [Periodic],
+    pub rings: &'a [RingSource],
+    pub driver: DriverKind,
+    pub mode: Mode,
+    /// The time stamp of the last candle read (the candle's own `ts_ns`) and when (loop clock).
+    pub last_candle: Option<(i64, Nanos)>,
+    pub stopping: Option<StopReason>,
+}
+
+impl RingSource {
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+    pub fn removed(&self) -> bool {
+        self.removed
+    }
+}
+
 /// Where an entry in the timer wheel belongs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerOwner {
@@ -261,7 +300,8 @@ pub struct Periodic {
     pub skipped: u64,
 }
 
-struct RingSource {
+/// One ring the loop reads, as a [`Service`] sees it.
+pub struct RingSource {
     reader: Reader,
     removed: bool,
 }
@@ -295,6 +335,8 @@ const WAKE_TOKEN: Token = Token(1);
 pub const FIRST_SOURCE_TOKEN: u32 = 2;
 /// Fd sources one loop can hold.
 pub const MAX_FD_SOURCES: usize = 62;
+/// Services one loop can hold.
+pub const MAX_SERVICES: usize = 16;
 
 /// Why the loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -331,6 +373,11 @@ pub struct EventLoop<A: App, S: OutputSink<A::Output>> {
     ran: bool,
     /// Bit i: fd source i stopped at its budget and is called again next iteration.
     sources_pending: u64,
+    services: Vec<Box<dyn Service>>,
+    /// Lateness of the housekeeping tick: the loop's lag.
+    lag: Histogram<u64>,
+    started: Nanos,
+    last_candle: Option<(i64, Nanos)>,
 }
 
 /// Builds an [`EventLoop`]: everything is opened, allocated and checked before it runs.
@@ -475,6 +522,10 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             stop_after: None,
             ran: false,
             sources_pending: 0,
+            services: Vec::with_capacity(MAX_SERVICES),
+            lag: histogram(),
+            started: now,
+            last_candle: None,
             config,
         };
         event_loop.prefault()?;
@@ -494,10 +545,49 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             p.lateness.reset();
             p.took.reset();
         }
+        self.lag.reset();
         if let Some(journal) = &mut self.journal {
             journal.prefault();
         }
         Ok(())
+    }
+
+    /// Add a service run on the housekeeping tick (before the run).
+    pub fn add_service(&mut self, service: Box<dyn Service>) -> Result<(), LoopError> {
+        if self.services.len() == MAX_SERVICES {
+            return Err(LoopError::Other(format!(
+                "a loop holds at most {MAX_SERVICES} services"
+            )));
+        }
+        self.services.push(service);
+        Ok(())
+    }
+
+    fn view(&self) -> LoopView<'_> {
+        LoopView {
+            now: self.now,
+            started: self.started,
+            stats: self.stats(),
+            lag: &self.lag,
+            periodic: &self.periodic,
+            rings: &self.rings,
+            driver: self.driver_report.kind,
+            mode: self.config.mode,
+            last_candle: self.last_candle,
+            stopping: self.stop,
+        }
+    }
+
+    /// Run `f` on every service with a view of the loop.
+    fn run_services(&mut self, f: fn(&mut dyn Service, &LoopView<'_>)) {
+        let mut services = std::mem::take(&mut self.services);
+        {
+            let view = self.view();
+            for service in &mut services {
+                f(service.as_mut(), &view);
+            }
+        }
+        self.services = services;
     }
 
     /// Add a source on a file descriptor (before or between runs).
@@ -578,7 +668,9 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 .insert(self.now.saturating_add(after), TimerOwner::Deadline)
                 .map_err(|e| LoopError::Other(e.to_string()))?;
         }
+        self.started = self.now;
         self.dispatch(EventKind::Started);
+        self.run_services(|s, v| s.start(v));
         let busy = self.config.mode == Mode::Busy;
         let mut idle: u32 = 0;
         while self.stop.is_none() {
@@ -607,6 +699,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         for ring in &mut self.rings {
             ring.reader.publish_progress();
         }
+        self.run_services(|s, v| s.stop(v));
         if let Some(journal) = &mut self.journal {
             // A failure is kept for `journal_failure`: the run itself ended normally.
             let _ = journal.finish();
@@ -641,6 +734,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             fired = true;
             match owner {
                 TimerOwner::Housekeeping => {
+                    self.lag.saturating_record((now - deadline).max(1));
                     self.housekeeping();
                     let next = now.saturating_add(self.config.housekeeping_ns);
                     self.wheel
@@ -727,6 +821,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         if let Some(journal) = &mut self.journal {
             journal.flush();
         }
+        self.run_services(|s, v| s.tick(v));
     }
 
     /// Read up to `batch` results from each ring. Returns true if anything was read.
@@ -743,6 +838,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 match self.rings[index].reader.try_read() {
                     ReadResult::Candle { pos, candle } => {
                         self.stats.candles += 1;
+                        self.last_candle = Some((candle.ts_ns, self.now));
                         self.dispatch(EventKind::Candle {
                             source,
                             pos,

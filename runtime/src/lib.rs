@@ -23,6 +23,10 @@ pub mod replay;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod signals;
+#[cfg(not(loom))]
+pub mod status;
+#[cfg(not(loom))]
+pub mod systemd;
 pub mod sync;
 #[cfg(not(loom))]
 pub mod sys;

@@ -1,0 +1,400 @@
+//! The status file: a JSON snapshot of the loop, written atomically (temporary file, fsync,
+//! rename) from the loop's own tick, from the first tick on, so a monitor (`tickloop status`,
+//! systemd's ExecStartPre, a script) always reads a whole, recent picture.
+//!
+//! It never blocks longer than one small write, never allocates after [`StatusWriter::new`]
+//! (the document is rendered into a preallocated buffer), and never stops the loop: a failed
+//! write is counted and retried on the next tick.
+
+use crate::event_loop::{LoopView, Service, StopReason};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Bumped when a field changes meaning; readers check it.
+pub const STATUS_FORMAT: u32 = 1;
+
+/// Extra facts other services contribute to the status (telemetry, adapters, config).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusExtra {
+    pub config_generation: u64,
+    pub telemetry_emitted: u64,
+    pub telemetry_dropped: u64,
+    pub telemetry_degraded: bool,
+}
+
+/// Shared between the status writer and whoever updates the extras (single-threaded).
+pub type SharedExtra = std::rc::Rc<std::cell::Cell<StatusExtra>>;
+
+pub struct StatusWriter {
+    path: PathBuf,
+    tmp: CString,
+    dst: CString,
+    interval_ns: u64,
+    last_write: Option<u64>,
+    buf: Vec<u8>,
+    component: String,
+    account: String,
+    pid: u32,
+    started_unix_ns: i64,
+    extra: SharedExtra,
+    failures: u64,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("status file {}: directory {} does not exist: create it or set status.path elsewhere", path.display(), dir.display())]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+    #[error("status file {}: cannot write in {}: {cause} (make the directory writable for this user, or set status.path elsewhere)", path.display(), dir.display())]
+    Unwritable {
+        path: PathBuf,
+        dir: PathBuf,
+        cause: io::Error,
+    },
+}
+
+impl StatusWriter {
+    /// Check that `path`'s directory takes files now (a probe write), before the loop starts.
+    pub fn new(
+        path: &Path,
+        interval_ns: u64,
+        component: &str,
+        account: &str,
+        extra: SharedExtra,
+    ) -> Result<StatusWriter, StatusError> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(StatusError::NoDirectory {
+                path: path.into(),
+                dir,
+            });
+        }
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let probe = PathBuf::from(&tmp_name);
+        std::fs::write(&probe, b"{}")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|cause| StatusError::Unwritable {
+                path: path.into(),
+                dir: dir.clone(),
+                cause,
+            })?;
+        Ok(StatusWriter {
+            path: path.into(),
+            tmp: CString::new(probe.as_os_str().as_bytes()).expect("a path has no NUL"),
+            dst: CString::new(path.as_os_str().as_bytes()).expect("a path has no NUL"),
+            interval_ns,
+            last_write: None,
+            buf: Vec::with_capacity(64 << 10),
+            component: component.into(),
+            account: account.into(),
+            pid: std::process::id(),
+            started_unix_ns: crate::sys::realtime_ns(),
+            extra,
+            failures: 0,
+            last_error: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    fn write(&mut self, view: &LoopView<'_>, state: &'static str) {
+        // Render into our own buffer without letting it grow (take it out while `self` is
+        // borrowed by the document; taking a Vec out does not allocate).
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let rendered = {
+            let doc = Doc {
+                w: self,
+                view,
+                state,
+            };
+            serde_json::to_writer(Bounded(&mut buf), &doc).is_ok()
+        };
+        self.buf = buf;
+        if !rendered {
+            self.fail("the status document outgrew its 64 KiB buffer".into());
+            return;
+        }
+        self.buf.push(b'\n');
+        match write_atomically(&self.tmp, &self.dst, &self.buf) {
+            Ok(()) => self.last_error = None,
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        self.failures += 1;
+        if self.last_error.as_deref() != Some(why.as_str()) {
+            eprintln!(
+                "tickloop: warning: status file {}: {why} (retrying every tick)",
+                self.path.display()
+            );
+            self.last_error = Some(why);
+        }
+    }
+}
+
+impl Service for StatusWriter {
+    fn start(&mut self, view: &LoopView<'_>) {
+        self.last_write = Some(view.now);
+        self.write(view, "running");
+    }
+    fn tick(&mut self, view: &LoopView<'_>) {
+        if self
+            .last_write
+            .map_or(true, |t| view.now.saturating_sub(t) >= self.interval_ns)
+        {
+            self.last_write = Some(view.now);
+            self.write(
+                view,
+                if view.stopping.is_some() {
+                    "stopping"
+                } else {
+                    "running"
+                },
+            );
+        }
+    }
+    fn stop(&mut self, view: &LoopView<'_>) {
+        self.write(view, "stopped");
+    }
+}
+
+/// tmp → write → fsync → rename over dst: a reader sees the old file or the new one, whole.
+fn write_atomically(tmp: &CString, dst: &CString, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: plain syscalls on NUL-terminated paths and a buffer we own.
+    unsafe {
+        let fd = libc::open(
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o644,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut written = 0;
+        while written < bytes.len() {
+            let n = libc::write(fd, bytes[written..].as_ptr().cast(), bytes.len() - written);
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                libc::close(fd);
+                libc::unlink(tmp.as_ptr());
+                return Err(e);
+            }
+            written += n as usize;
+        }
+        let synced = libc::fdatasync(fd);
+        libc::close(fd);
+        if synced != 0 {
+            let e = io::Error::last_os_error();
+            libc::unlink(tmp.as_ptr());
+            return Err(e);
+        }
+        if libc::rename(tmp.as_ptr(), dst.as_ptr()) != 0 {
+            let e = io::Error::last_os_error();
+            libc::unlink(tmp.as_ptr());
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// An `io::Write` into a Vec's spare capacity that fails instead of growing it.
+struct Bounded<'a>(&'a mut Vec<u8>);
+
+impl Write for Bounded<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.0.len() + data.len() > self.0.capacity() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "status buffer full",
+            ));
+        }
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Doc<'a, 'v> {
+    w: &'a StatusWriter,
+    view: &'a LoopView<'v>,
+    state: &'static str,
+}
+
+struct Lat<'a>(&'a hdrhistogram::Histogram<u64>);
+impl Serialize for Lat<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("count", &self.0.len())?;
+        m.serialize_entry("p50_ns", &self.0.value_at_quantile(0.5))?;
+        m.serialize_entry("p99_ns", &self.0.value_at_quantile(0.99))?;
+        m.serialize_entry("max_ns", &self.0.max())?;
+        m.end()
+    }
+}
+
+struct Rings<'a, 'v>(&'a LoopView<'v>);
+impl Serialize for Rings<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.rings.len()))?;
+        for (source, ring) in self.0.rings.iter().enumerate() {
+            seq.serialize_element(&RingDoc { source, ring })?;
+        }
+        seq.end()
+    }
+}
+
+struct RingDoc<'a> {
+    source: usize,
+    ring: &'a crate::event_loop::RingSource,
+}
+impl Serialize for RingDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.ring.reader();
+        let stats = r.stats();
+        let write_seq = r.write_seq();
+        let mut m = s.serialize_map(Some(8))?;
+        m.serialize_entry("source", &self.source)?;
+        m.serialize_entry("path", &r.path())?;
+        m.serialize_entry("cursor", &r.cursor())?;
+        m.serialize_entry("write_seq", &write_seq)?;
+        m.serialize_entry("lag", &write_seq.saturating_sub(r.cursor()))?;
+        m.serialize_entry("received", &stats.received)?;
+        m.serialize_entry("lost", &stats.lost)?;
+        m.serialize_entry("overruns", &stats.overruns)?;
+        m.serialize_entry("removed", &self.ring.removed())?;
+        m.end()
+    }
+}
+
+struct Timers<'a, 'v>(&'a LoopView<'v>);
+impl Serialize for Timers<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for p in self.0.periodic.iter() {
+            let Some(timer) = p.timer else { continue };
+            seq.serialize_element(&TimerDoc { timer, p })?;
+        }
+        seq.end()
+    }
+}
+
+struct TimerDoc<'a> {
+    timer: u32,
+    p: &'a crate::event_loop::Periodic,
+}
+impl Serialize for TimerDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry("timer", &self.timer)?;
+        m.serialize_entry("period_ns", &self.p.period)?;
+        m.serialize_entry("budget_ns", &self.p.budget)?;
+        m.serialize_entry("lateness", &Lat(&self.p.lateness))?;
+        m.serialize_entry("took", &Lat(&self.p.took))?;
+        m.serialize_entry("overruns", &self.p.overruns)?;
+        m.end()
+    }
+}
+
+impl Serialize for Doc<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (w, v) = (self.w, self.view);
+        let extra = w.extra.get();
+        let now_unix = crate::sys::realtime_ns();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("format", &STATUS_FORMAT)?;
+        m.serialize_entry("state", self.state)?;
+        m.serialize_entry("pid", &w.pid)?;
+        m.serialize_entry("component", &w.component)?;
+        m.serialize_entry("account", &w.account)?;
+        m.serialize_entry("version", env!("CARGO_PKG_VERSION"))?;
+        m.serialize_entry("written_unix_ns", &now_unix)?;
+        m.serialize_entry("interval_ns", &w.interval_ns)?;
+        m.serialize_entry("started_unix_ns", &w.started_unix_ns)?;
+        m.serialize_entry("uptime_ns", &v.now.saturating_sub(v.started))?;
+        m.serialize_entry("driver", v.driver.name())?;
+        m.serialize_entry("mode", &v.mode)?;
+        if let Some(reason) = v.stopping {
+            m.serialize_entry("stopping", &StopDoc(reason))?;
+        }
+        m.serialize_entry("iterations", &v.stats.iterations)?;
+        m.serialize_entry("events", &v.stats.events)?;
+        m.serialize_entry("candles", &v.stats.candles)?;
+        m.serialize_entry("candles_lost", &v.stats.candles_lost)?;
+        m.serialize_entry("loop_lag", &Lat(v.lag))?;
+        match v.last_candle {
+            Some((ts_ns, at)) => m.serialize_entry(
+                "last_candle",
+                &LastCandle {
+                    ts_ns,
+                    age_ns: v.now.saturating_sub(at),
+                },
+            )?,
+            None => m.serialize_entry("last_candle", &())?,
+        }
+        m.serialize_entry("rings", &Rings(v))?;
+        m.serialize_entry("timers", &Timers(v))?;
+        m.serialize_entry("config_generation", &extra.config_generation)?;
+        m.serialize_entry(
+            "telemetry",
+            &TelemetryDoc {
+                emitted: extra.telemetry_emitted,
+                dropped: extra.telemetry_dropped,
+                degraded: extra.telemetry_degraded,
+            },
+        )?;
+        // The order layer and adapters come later; the fields are fixed now.
+        m.serialize_entry("adapters", &[(); 0])?;
+        m.serialize_entry("open_orders", &0)?;
+        m.serialize_entry("positions", &[(); 0])?;
+        m.serialize_entry("status_write_failures", &w.failures)?;
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct LastCandle {
+    ts_ns: i64,
+    age_ns: u64,
+}
+
+#[derive(Serialize)]
+struct TelemetryDoc {
+    emitted: u64,
+    dropped: u64,
+    degraded: bool,
+}
+
+struct StopDoc(StopReason);
+impl Serialize for StopDoc {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            StopReason::Signal(n) => s.serialize_str(match n {
+                libc::SIGTERM => "SIGTERM",
+                libc::SIGINT => "SIGINT",
+                _ => "signal",
+            }),
+            StopReason::App => s.serialize_str("app"),
+            StopReason::Deadline => s.serialize_str("deadline"),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `tickloop status` and `tickloop config check`: read what a running engine wrote, or what
+//! a config file says, and present it. Exit codes are for monitors: status 0 fresh, 1 stale
+//! or stopped, 2 missing or unreadable.
+
+use crate::config::EngineConfig;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Clone)]
+pub struct StatusArgs {
+    /// The status file the engine writes (`status.path` in its config, or `run --status`).
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
+    /// Older than this is stale (e.g. 3s, 500ms, 1m); default three of the engine's intervals.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_age: Option<u64>,
+    /// Print the status file itself.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// "250ms", "3s", "2m", "1h" (or a bare number of seconds) → nanoseconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return Err(format!("{s:?}: use a number with ms, s, m or h, e.g. 3s")),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok((n * scale) as u64),
+        _ => Err(format!(
+            "{s:?}: use a positive number with ms, s, m or h, e.g. 3s"
+        )),
+    }
+}
+
+pub fn status(args: &StatusArgs) -> ExitCode {
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "tickloop: status {}: cannot read it: {e} (is the engine running, and is this its status.path?)",
+                args.file.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let doc: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "tickloop: status {}: not a status file: {e}",
+                args.file.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let num = |k: &str| doc[k].as_u64().unwrap_or(0);
+    let written = doc["written_unix_ns"].as_i64().unwrap_or(0);
+    let age = (tickloop_runtime::sys::realtime_ns() - written).max(0) as u64;
+    let max_age = args
+        .max_age
+        .unwrap_or_else(|| 3 * num("interval_ns").max(1_000_000));
+    let state = doc["state"].as_str().unwrap_or("unknown");
+    if args.json {
+        print!("{text}");
+    } else {
+        let lag = &doc["loop_lag"];
+        println!(
+            "{}@{} pid {} ({}): {state}, written {:.1} s ago, up {:.1} s",
+            doc["component"].as_str().unwrap_or("?"),
+            doc["account"].as_str().unwrap_or("?"),
+            num("pid"),
+            doc["version"].as_str().unwrap_or("?"),
+            age as f64 / 1e9,
+            num("uptime_ns") as f64 / 1e9
+        );
+        println!(
+            "loop: {} on {}, {} iterations, {} events, lag p50 {} ns p99 {} ns max {} ns",
+            doc["mode"].as_str().unwrap_or("?"),
+            doc["driver"].as_str().unwrap_or("?"),
+            num("iterations"),
+            num("events"),
+            lag["p50_ns"].as_u64().unwrap_or(0),
+            lag["p99_ns"].as_u64().unwrap_or(0),
+            lag["max_ns"].as_u64().unwrap_or(0)
+        );
+        match doc["last_candle"]["age_ns"].as_u64() {
+            Some(a) => println!(
+                "candles: {} received, {} lost, last one {:.3} s ago",
+                num("candles"),
+                num("candles_lost"),
+                a as f64 / 1e9
+            ),
+            None => println!("candles: none yet"),
+        }
+        for r in doc["rings"].as_array().into_iter().flatten() {
+            println!(
+                "ring {}: lag {}, lost {} in {} overruns{}",
+                r["path"].as_str().unwrap_or("?"),
+                r["lag"],
+                r["lost"],
+                r["overruns"],
+                if r["removed"] == true {
+                    " (removed)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let t = &doc["telemetry"];
+        if t["degraded"] == true {
+            println!("telemetry degraded: {} events dropped", t["dropped"]);
+        }
+    }
+    if state == "stopped" {
+        eprintln!(
+            "tickloop: status: the engine stopped (its last status is {:.1} s old)",
+            age as f64 / 1e9
+        );
+        return ExitCode::from(1);
+    }
+    if age > max_age {
+        eprintln!(
+            "tickloop: status: stale: written {:.1} s ago, more than {:.1} s (is the loop hung or gone?)",
+            age as f64 / 1e9,
+            max_age as f64 / 1e9
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = EngineConfig::load(file)?;
+    println!(
+        "# {}: valid; the effective configuration, defaults included:",
+        file.display()
+    );
+    print!("{}", toml::to_string_pretty(&config)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,234 @@
+//! Operating the engine as a service: config files, the status file and `tickloop status`,
+//! systemd notifications, with real processes, files, sockets and signals.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
+
+struct Dir(std::path::PathBuf);
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("tickloop-op-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_config(path: &str, ring: &str, status: &str, extra: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "[engine]\naccount = \"test\"\n\n[[rings]]\nname = \"{ring}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n{extra}"
+        ),
+    )
+    .unwrap();
+}
+
+fn wait_for_file(path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !Path::new(path).exists() {
+        assert!(Instant::now() < deadline, "{path} never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn status_code(file: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["status", "--file", file];
+    args.extend_from_slice(extra);
+    let o = tickloop(&args);
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+#[test]
+fn bad_configs_are_one_clear_error_each_before_anything_starts() {
+    let dir = Dir::new("badcfg");
+    let file = dir.path("bad.toml");
+    for (text, want) in [
+        (
+            "[engine]\naccount = \"a\"\nbogus = 1\n",
+            "line 3: unknown field `bogus`",
+        ),
+        (
+            "[engine]\naccount = \"a\"\n[loop]\nbatch = \"x\"\n",
+            "line 4: invalid type",
+        ),
+        (
+            "[engine]\naccount = \"a\"\n[loop]\ntimer_capacity = 0\n",
+            "line 4: loop.timer_capacity = 0",
+        ),
+        ("[engine]\naccount = \"a b\"\n", "engine.account"),
+        ("[engine]\n", "missing field `account`"),
+        (
+            "[engine]\naccount = \"a\"\n[loop.host]\ncore = 4096\n",
+            "core = 4096",
+        ),
+        (
+            "[engine]\naccount = \"a\"\n[status]\npath = \"/nonexistent-tickloop/s.json\"\n",
+            "directory /nonexistent-tickloop does not exist",
+        ),
+        (
+            "[engine]\naccount = \"a\"\n[status]\npath = \"/proc/s.json\"\n",
+            "/proc/s.json",
+        ),
+        ("[engine]\naccount = \"a\"\n[sma]\nfast = 40\n", "fast"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        for command in [
+            vec!["config", "check", &file],
+            vec!["run", "--config", &file],
+        ] {
+            let err = clear_failure(&tickloop(&command));
+            assert!(
+                err.contains(want) && err.contains(&file),
+                "{command:?} {text:?}: {err}"
+            );
+            assert!(!err.contains("loop running"));
+        }
+    }
+    let err = clear_failure(&tickloop(&["run", "--config", &dir.path("missing.toml")]));
+    assert!(err.contains("cannot read it"), "{err}");
+    // The shipped example is valid.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tickloop.toml");
+    let o = tickloop(&["config", "check", example]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("account = \"paper\""));
+}
+
+#[test]
+fn the_status_file_is_never_partial_and_status_exit_codes_follow_the_engine() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = Dir::new("status");
+    let (cfg, status) = (dir.path("engine.toml"), dir.path("engine.status.json"));
+    write_config(&cfg, &ring.0, &status, "");
+    assert_eq!(
+        status_code(&status, &[]).0,
+        Some(2),
+        "missing before the start"
+    );
+    let mut run = Command::new(TICKLOOP)
+        .args(["run", "--config", &cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&status);
+    // A reader hammering the file sees whole documents only.
+    let reader = {
+        let status = status.clone();
+        std::thread::spawn(move || {
+            let (mut reads, until) = (0, Instant::now() + Duration::from_millis(700));
+            while Instant::now() < until {
+                let text = std::fs::read_to_string(&status).unwrap();
+                let doc: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("partial status ({e}): {text:?}"));
+                assert_eq!(doc["format"], 1);
+                reads += 1;
+            }
+            reads
+        })
+    };
+    feed(&ring, 10_000, 50_000);
+    let reads = reader.join().unwrap();
+    assert!(reads > 100, "only {reads} reads");
+    let (code, text) = status_code(&status, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("engine@test") && text.contains("10000 received"),
+        "{text}"
+    );
+    // A hung loop (stopped with SIGSTOP) goes stale.
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(700));
+    let (code, text) = status_code(&status, &["--max-age", "500ms"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("stale"), "{text}");
+    unsafe {
+        libc::kill(run.id() as i32, libc::SIGCONT);
+        libc::kill(run.id() as i32, libc::SIGTERM);
+    }
+    assert!(run.wait().unwrap().success());
+    let (code, text) = status_code(&status, &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("stopped"), "{text}");
+    std::fs::write(&status, "{not json").unwrap();
+    assert_eq!(status_code(&status, &[]).0, Some(2));
+}
+
+fn feed(ring: &Name, count: u64, rate: u64) {
+    let o = synthetic_feed(ring, count, rate, 8).output().unwrap();
+    assert!(o.status.success());
+    wait_caught_up(ring);
+}
+
+#[test]
+fn systemd_hears_ready_then_watchdog_then_stopping() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = Dir::new("notify");
+    let (cfg, status) = (dir.path("engine.toml"), dir.path("s.json"));
+    write_config(&cfg, &ring.0, &status, "");
+    let socket_path = dir.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let run = Command::new(TICKLOOP)
+        .args(["run", "--config", &cfg])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let mut next = |socket: &UnixDatagram| {
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next(&socket);
+    assert!(first.contains("READY=1"), "{first:?}");
+    // WATCHDOG=1 every half of WatchdogSec (100 ms), from the loop's tick.
+    let started = Instant::now();
+    let mut pets = 0;
+    while pets < 5 {
+        let m = next(&socket);
+        if m.contains("WATCHDOG=1") {
+            pets += 1;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "5 pets in {took:?}"
+    );
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let mut stopping = false;
+    for _ in 0..20 {
+        let m = next(&socket);
+        if m.contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping);
+    assert!(run.wait_with_output().unwrap().status.success());
+}
