@@ -302,6 +302,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let stopped = event_loop.run()?;
+    // The loop has shut down; what is left is reporting. From here a second SIGTERM or
+    // SIGINT ends the process at once (the default action) instead of waiting in a signalfd.
+    unblock_stop_signals();
     let report = RunReport {
         stopped_by: format!("{stopped:?}"),
         driver: event_loop.driver_kind().name().to_string(),
@@ -336,6 +339,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn unblock_stop_signals() {
+    // SAFETY: sigset manipulation on locals; pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 fn print_run(r: &RunReport) {
