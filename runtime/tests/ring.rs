@@ -654,10 +654,21 @@ fn a_ring_on_hugetlbfs_works_for_writer_and_registered_reader() {
         assert_eq!(info::inspect(&path, 0).unwrap().readers.len(), 1);
     });
     let _ = std::fs::remove_file(&path);
-    let _ = std::process::Command::new("umount").arg(&dir).status();
+    // Every mapping is gone once the writer and reader are: nothing keeps the mount busy.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let leaked = maps
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()))
+        .count();
+    let unmounted = std::process::Command::new("umount").arg(&dir).status();
     let _ = std::fs::remove_dir(&dir);
     let _ = std::fs::write(knob, before.to_string());
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+    assert_eq!(leaked, 0, "mappings left behind:\n{maps}");
+    assert!(
+        matches!(unmounted, Ok(s) if s.success()),
+        "the hugetlbfs mount stayed busy"
+    );
 }

@@ -95,7 +95,9 @@ impl Segment {
         }
         let geometry = validate(&file, path)?;
         let mut options = MmapOptions::new();
-        options.len(geometry.len as usize);
+        // Whole file-system blocks: on hugetlbfs munmap refuses a length that is not a whole
+        // number of huge pages (EINVAL, which memmap2 ignores), and the mapping would leak.
+        options.len(round_up(geometry.len, fs_block_size(&file)) as usize);
         if access != Access::Inspect {
             // Prefault every page now, not on the first candle.
             options.populate();
@@ -471,7 +473,7 @@ pub fn create(path: &Path, options: CreateOptions) -> Result<(), RingError> {
         ));
     }
     let map = MmapOptions::new()
-        .len(len as usize)
+        .len(round_up(len, fs_block_size(&file)) as usize)
         .map_raw(&file)
         .map_err(|e| RingError::io("mapping new ring", path, e))?;
     // SAFETY: fresh, zero-filled, private-to-us file of `len` bytes; nobody else can see it yet.
