@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tickloop_runtime::event_loop::LoopConfig;
+use tickloop_runtime::telemetry::TelemetryConfig;
 use tickloop_strategy::sma::SmaConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +22,8 @@ pub struct EngineConfig {
     pub journal: JournalSection,
     #[serde(default)]
     pub status: StatusSection,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub sma: SmaConfig,
 }
@@ -165,6 +168,9 @@ impl EngineConfig {
         }
         if let Err(why) = self.sma.validate() {
             anyhow::bail!("config {}: {why}", at(path, text, "[sma"));
+        }
+        if let Err(e) = self.telemetry.validate() {
+            anyhow::bail!("config {}: {e}", at(path, text, "[telemetry"));
         }
         for ring in &self.rings {
             tickloop_runtime::ring::ring_path(&ring.name)

@@ -16,16 +16,20 @@ use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, Rin
 use tickloop_runtime::journal::JournalReader;
 use tickloop_runtime::ring::{self, Start};
 use tickloop_runtime::status::StatusWriter;
+use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
 use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
     /// Run from this TOML config file (see examples/tickloop.toml) instead of the flags below.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["rings", "driver", "mode", "core", "sched_fifo", "mlock", "cpu_dma_latency", "timer_capacity", "batch", "journal", "status", "fast", "slow", "tick_us"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rings", "driver", "mode", "core", "sched_fifo", "mlock", "cpu_dma_latency", "timer_capacity", "batch", "journal", "status", "telemetry", "fast", "slow", "tick_us"])]
     pub config: Option<PathBuf>,
     /// Write the status file here (every second, atomically).
     #[arg(long, value_name = "FILE")]
     pub status: Option<PathBuf>,
+    /// Write typed telemetry (JSON lines, rotated) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub telemetry: Option<PathBuf>,
     /// Ring to read (a name under /dev/shm or a path); repeat for several.
     #[arg(long = "ring", value_name = "NAME")]
     pub rings: Vec<String>,
@@ -152,6 +156,7 @@ struct RunReport {
     crosses: u64,
     journal: Option<PathBuf>,
     journal_failure: Option<String>,
+    telemetry: String,
 }
 
 /// Everything a run needs, from the command line or from a config file.
@@ -161,6 +166,7 @@ struct Plan {
     journal: Option<PathBuf>,
     sma: SmaConfig,
     status: Option<(PathBuf, u64)>,
+    telemetry: TelemetryConfig,
     component: String,
     account: String,
 }
@@ -203,6 +209,10 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
         journal: args.journal.clone(),
         sma,
         status: args.status.clone().map(|p| (p, 1000)),
+        telemetry: TelemetryConfig {
+            dir: args.telemetry.clone(),
+            ..TelemetryConfig::default()
+        },
         component: "engine".into(),
         account: "default".into(),
     })
@@ -229,6 +239,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         journal: file.journal.path,
         sma: file.sma,
         status: file.status.path.map(|p| (p, file.status.interval_ms)),
+        telemetry: file.telemetry,
         component: file.engine.component,
         account: file.engine.account,
     })
@@ -245,9 +256,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         journal,
         sma,
         status,
+        telemetry,
         component,
         account,
     } = plan;
+    let telemetry = TelemetrySink::open(&telemetry)?;
     let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
     if let Some(d) = args.duration {
         if !(d > 0.0 && d.is_finite()) {
@@ -277,6 +290,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         app_config: postcard::to_allocvec(&sma)?,
     };
     let mut event_loop = EventLoop::new(builder, app, Tally::default())?;
+    event_loop.set_telemetry(telemetry);
     if let Some(writer) = status_writer {
         event_loop.add_service(Box::new(writer))?;
     }
@@ -328,6 +342,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         crosses: event_loop.sink().crosses,
         journal,
         journal_failure: event_loop.journal_failure().map(str::to_string),
+        telemetry: event_loop.telemetry().stats().summary(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -232,3 +232,58 @@ fn systemd_hears_ready_then_watchdog_then_stopping() {
     assert!(stopping);
     assert!(run.wait_with_output().unwrap().status.success());
 }
+
+#[test]
+fn telemetry_on_a_full_disk_is_dropped_and_counted_while_the_loop_keeps_time() {
+    let Some(fs) = SmallTmpfs::mount("telemetry_on_a_full_disk", "64k") else {
+        return;
+    };
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = Dir::new("telemetry");
+    let (cfg, status) = (dir.path("engine.toml"), dir.path("s.json"));
+    // A 100 µs timer with a 1 ns budget: every firing is a TimerOverrun telemetry event.
+    let extra = format!(
+        "[telemetry]\ndir = \"{}\"\nbuffer_bytes = 16384\nrotate_bytes = 16384\nkeep_files = 8\n[sma]\ntick_ns = 100000\ntick_budget_ns = 1\n",
+        fs.0.display()
+    );
+    write_config(&cfg, &ring.0, &status, &extra);
+    let run = Command::new(TICKLOOP)
+        .args(["run", "--config", &cfg, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&status);
+    std::thread::sleep(Duration::from_millis(1500));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+    assert_eq!(doc["telemetry"]["degraded"], true, "{doc}");
+    assert!(doc["telemetry"]["dropped"].as_u64().unwrap() > 0, "{doc}");
+    let (code, text) = status_code(&status, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("telemetry degraded"), "{text}");
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let o = run.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let timer = &report["periodic"][0];
+    assert!(timer["firings"].as_u64().unwrap() > 5_000, "{report}");
+    // The loop kept its timing: the median firing is not late by more than a sleep's wake-up.
+    assert!(
+        timer["lateness"]["p50_ns"].as_u64().unwrap() < 200_000,
+        "{report}"
+    );
+    assert!(
+        report["telemetry"].as_str().unwrap().contains("degraded"),
+        "{report}"
+    );
+    // What did land is whole lines.
+    for entry in std::fs::read_dir(&fs.0).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
+}

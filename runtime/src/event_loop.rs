@@ -20,6 +20,7 @@ use crate::host::{self, HostConfig, HostSetup};
 use crate::journal::{JournalError, JournalHeader, JournalWriter, Record};
 use crate::ring::{ReadResult, Reader, ReaderOptions, RingError, Start};
 use crate::signals::{SignalKind, Signals};
+use crate::telemetry::{StopCause, Telemetry, TelemetrySink};
 use crate::timer::{TimerKey, TimerWheel};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -260,6 +261,8 @@ pub struct LoopView<'a> {
     /// The time stamp of the last candle read (the candle's own `ts_ns`) and when (loop clock).
     pub last_candle: Option<(i64, Nanos)>,
     pub stopping: Option<StopReason>,
+    /// Telemetry events emitted and dropped, and whether the sink is degraded.
+    pub telemetry: (u64, u64, bool),
 }
 
 impl RingSource {
@@ -374,6 +377,8 @@ pub struct EventLoop<A: App, S: OutputSink<A::Output>> {
     /// Bit i: fd source i stopped at its budget and is called again next iteration.
     sources_pending: u64,
     services: Vec<Box<dyn Service>>,
+    /// Typed telemetry (off unless [`EventLoop::set_telemetry`]).
+    telemetry: TelemetrySink,
     /// Lateness of the housekeeping tick: the loop's lag.
     lag: Histogram<u64>,
     started: Nanos,
@@ -523,6 +528,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             ran: false,
             sources_pending: 0,
             services: Vec::with_capacity(MAX_SERVICES),
+            telemetry: TelemetrySink::off(),
             lag: histogram(),
             started: now,
             last_candle: None,
@@ -552,6 +558,22 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         Ok(())
     }
 
+    /// Send the loop's telemetry (lifecycle, lost candles, new writers, removed rings, timer
+    /// overruns) to `sink`; it is flushed on the housekeeping tick and finished at the end.
+    pub fn set_telemetry(&mut self, mut sink: TelemetrySink) {
+        sink.prefault();
+        self.telemetry = sink;
+    }
+
+    pub fn telemetry(&self) -> &TelemetrySink {
+        &self.telemetry
+    }
+
+    fn emit_telemetry(&mut self, event: Telemetry) {
+        self.telemetry
+            .emit(self.now, crate::sys::realtime_ns(), &event);
+    }
+
     /// Add a service run on the housekeeping tick (before the run).
     pub fn add_service(&mut self, service: Box<dyn Service>) -> Result<(), LoopError> {
         if self.services.len() == MAX_SERVICES {
@@ -575,6 +597,10 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             mode: self.config.mode,
             last_candle: self.last_candle,
             stopping: self.stop,
+            telemetry: {
+                let (emitted, dropped) = self.telemetry.counts();
+                (emitted, dropped, self.telemetry.is_degraded())
+            },
         }
     }
 
@@ -669,6 +695,15 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 .map_err(|e| LoopError::Other(e.to_string()))?;
         }
         self.started = self.now;
+        self.emit_telemetry(Telemetry::Started {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION"),
+            driver: self.driver_report.kind.name(),
+            mode: match self.config.mode {
+                Mode::Busy => "busy",
+                Mode::Park => "park",
+            },
+        });
         self.dispatch(EventKind::Started);
         self.run_services(|s, v| s.start(v));
         let busy = self.config.mode == Mode::Busy;
@@ -695,10 +730,23 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 }
             }
         }
+        let stop = self.stop.expect("the loop only ends on a stop");
+        self.emit_telemetry(Telemetry::Stopping {
+            reason: match stop {
+                StopReason::Signal(n) => StopCause::Signal(n),
+                StopReason::App => StopCause::App,
+                StopReason::Deadline => StopCause::Deadline,
+            },
+        });
         self.dispatch(EventKind::Shutdown);
         for ring in &mut self.rings {
             ring.reader.publish_progress();
         }
+        self.emit_telemetry(Telemetry::Stopped {
+            events: self.stats.events,
+            candles: self.stats.candles,
+        });
+        self.telemetry.finish();
         self.run_services(|s, v| s.stop(v));
         if let Some(journal) = &mut self.journal {
             // A failure is kept for `journal_failure`: the run itself ended normally.
@@ -821,6 +869,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         if let Some(journal) = &mut self.journal {
             journal.flush();
         }
+        self.telemetry.flush();
         self.run_services(|s, v| s.tick(v));
     }
 
@@ -1019,6 +1068,9 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
     }
 
     fn dispatch_one(&mut self, kind: EventKind) {
+        if let Some(t) = Telemetry::from_event(&kind) {
+            self.emit_telemetry(t);
+        }
         let event = Event { at: self.now, kind };
         self.stats.events += 1;
         if let Some(journal) = &mut self.journal {

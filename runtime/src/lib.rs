@@ -31,4 +31,6 @@ pub mod sync;
 #[cfg(not(loom))]
 pub mod sys;
 #[cfg(not(loom))]
+pub mod telemetry;
+#[cfg(not(loom))]
 pub mod timer;

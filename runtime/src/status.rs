@@ -17,13 +17,10 @@ use std::path::{Path, PathBuf};
 /// Bumped when a field changes meaning; readers check it.
 pub const STATUS_FORMAT: u32 = 1;
 
-/// Extra facts other services contribute to the status (telemetry, adapters, config).
+/// Extra facts other services contribute to the status (config; adapters later).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatusExtra {
     pub config_generation: u64,
-    pub telemetry_emitted: u64,
-    pub telemetry_dropped: u64,
-    pub telemetry_degraded: bool,
 }
 
 /// Shared between the status writer and whoever updates the extras (single-threaded).
@@ -354,12 +351,13 @@ impl Serialize for Doc<'_, '_> {
         m.serialize_entry("rings", &Rings(v))?;
         m.serialize_entry("timers", &Timers(v))?;
         m.serialize_entry("config_generation", &extra.config_generation)?;
+        let (emitted, dropped, degraded) = v.telemetry;
         m.serialize_entry(
             "telemetry",
             &TelemetryDoc {
-                emitted: extra.telemetry_emitted,
-                dropped: extra.telemetry_dropped,
-                degraded: extra.telemetry_degraded,
+                emitted,
+                dropped,
+                degraded,
             },
         )?;
         // The order layer and adapters come later; the fields are fixed now.
