@@ -25,7 +25,22 @@ pub struct EngineConfig {
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     #[serde(default)]
+    pub config: ConfigSection,
+    #[serde(default)]
     pub sma: SmaConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigSection {
+    /// How often the engine looks at this file for changes (ms, from the loop's tick).
+    pub poll_ms: u64,
+}
+
+impl Default for ConfigSection {
+    fn default() -> Self {
+        ConfigSection { poll_ms: 1000 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,6 +184,13 @@ impl EngineConfig {
         if let Err(why) = self.sma.validate() {
             anyhow::bail!("config {}: {why}", at(path, text, "[sma"));
         }
+        if !(100..=3_600_000).contains(&self.config.poll_ms) {
+            anyhow::bail!(
+                "config {}: config.poll_ms = {} must be 100 to 3600000",
+                at(path, text, "poll_ms"),
+                self.config.poll_ms
+            );
+        }
         if let Err(e) = self.telemetry.validate() {
             anyhow::bail!("config {}: {e}", at(path, text, "[telemetry"));
         }
@@ -222,4 +244,175 @@ fn writable(dir: &Path) -> bool {
     let ok = std::fs::write(&probe, b"").is_ok();
     let _ = std::fs::remove_file(&probe);
     ok
+}
+
+/// Polls the config file on the loop's tick (no watcher thread): a stat fingerprint (device,
+/// inode, size, mtime in ns) catches in-place edits and replacement by rename alike. A change
+/// is applied only once the file has held still for one poll (so a file written in pieces is
+/// never read half-written) and only if it parses and validates; otherwise the last good
+/// config stays and the rejection is reported once. SIGHUP polls at once.
+pub struct ConfigWatcher {
+    path: PathBuf,
+    interval_ns: u64,
+    last_poll: u64,
+    reloads_seen: u64,
+    applied: Fingerprint,
+    /// A changed fingerprint waiting to hold still for one poll.
+    settling: Option<Fingerprint>,
+    rejected_fp: Option<Fingerprint>,
+    current: EngineConfig,
+    extra: tickloop_runtime::status::SharedExtra,
+}
+
+type Fingerprint = (u64, u64, u64, i64, i64);
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+pub fn digest(bytes: &[u8]) -> u64 {
+    tickloop_runtime::ring::layout::fnv1a64(bytes)
+}
+
+impl ConfigWatcher {
+    pub fn new(
+        path: &Path,
+        current: EngineConfig,
+        poll_ms: u64,
+        extra: tickloop_runtime::status::SharedExtra,
+    ) -> ConfigWatcher {
+        let mut e = extra.get();
+        e.config_digest = std::fs::read(path).map(|b| digest(&b)).unwrap_or(0);
+        extra.set(e);
+        ConfigWatcher {
+            path: path.into(),
+            interval_ns: poll_ms.saturating_mul(1_000_000),
+            last_poll: 0,
+            reloads_seen: 0,
+            applied: fingerprint(path).unwrap_or_default(),
+            settling: None,
+            rejected_fp: None,
+            current,
+            extra,
+        }
+    }
+
+    fn poll(&mut self, immediate: bool) {
+        let Some(fp) = fingerprint(&self.path) else {
+            if self.rejected_fp != Some(Default::default()) {
+                eprintln!(
+                    "tickloop: config {}: cannot stat it (removed?); keeping generation {}",
+                    self.path.display(),
+                    self.extra.get().config_generation
+                );
+                self.rejected_fp = Some(Default::default());
+            }
+            return;
+        };
+        if fp == self.applied || Some(fp) == self.rejected_fp {
+            self.settling = None;
+            return;
+        }
+        if self.settling != Some(fp) && !immediate {
+            self.settling = Some(fp);
+            return;
+        }
+        self.settling = None;
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        // The file may have changed again between the stat and the read: judge it next time.
+        if fingerprint(&self.path) != Some(fp) {
+            return;
+        }
+        let mut extra = self.extra.get();
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|e| anyhow::anyhow!("config {}: not UTF-8: {e}", self.path.display()))
+            .and_then(|text| EngineConfig::parse(&self.path, text));
+        match parsed {
+            Ok(new) => {
+                let restart = restart_needed(&self.current, &new);
+                extra.config_generation += 1;
+                extra.config_digest = digest(&bytes);
+                eprintln!(
+                    "tickloop: config {}: generation {} applied (digest {:016x}){}",
+                    self.path.display(),
+                    extra.config_generation,
+                    extra.config_digest,
+                    if restart.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; these take effect at the next restart: {}",
+                            restart.join(", ")
+                        )
+                    }
+                );
+                self.current = new;
+                self.applied = fp;
+                self.rejected_fp = None;
+            }
+            Err(e) => {
+                extra.config_rejected += 1;
+                eprintln!(
+                    "tickloop: config rejected, keeping generation {}: {e:#}",
+                    extra.config_generation
+                );
+                self.rejected_fp = Some(fp);
+            }
+        }
+        self.extra.set(extra);
+    }
+}
+
+/// The sections of `new` that differ from `old` and are not applied while running (everything
+/// but the app's parameters).
+fn restart_needed(old: &EngineConfig, new: &EngineConfig) -> Vec<&'static str> {
+    let same = |a: &dyn erased::Ser, b: &dyn erased::Ser| a.json() == b.json();
+    let mut fields = Vec::new();
+    if !same(&old.engine, &new.engine) {
+        fields.push("engine");
+    }
+    if !same(&old.rings, &new.rings) {
+        fields.push("rings");
+    }
+    if !same(&old.event_loop, &new.event_loop) {
+        fields.push("loop");
+    }
+    if !same(&old.journal, &new.journal) {
+        fields.push("journal");
+    }
+    if !same(&old.status, &new.status) {
+        fields.push("status");
+    }
+    if !same(&old.telemetry, &new.telemetry) {
+        fields.push("telemetry");
+    }
+    fields
+}
+
+mod erased {
+    /// Compare two config sections by their serialized form.
+    pub trait Ser {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
+
+impl tickloop_runtime::event_loop::Service for ConfigWatcher {
+    fn tick(&mut self, view: &tickloop_runtime::event_loop::LoopView<'_>) {
+        let reload = view.stats.reload_requests != self.reloads_seen;
+        if reload || view.now.saturating_sub(self.last_poll) >= self.interval_ns {
+            self.reloads_seen = view.stats.reload_requests;
+            self.last_poll = view.now;
+            self.poll(reload);
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! and present what happened. The loop and the app live in the libraries; this file only
 //! parses, builds and prints.
 
-use crate::config::{EngineConfig, StartAt};
+use crate::config::{ConfigWatcher, EngineConfig, StartAt};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use serde::Serialize;
@@ -169,6 +169,8 @@ struct Plan {
     telemetry: TelemetryConfig,
     component: String,
     account: String,
+    /// The config file to poll for changes, as loaded.
+    watch: Option<(PathBuf, EngineConfig)>,
 }
 
 fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
@@ -215,11 +217,13 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
         },
         component: "engine".into(),
         account: "default".into(),
+        watch: None,
     })
 }
 
 fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
     let file = EngineConfig::load(path)?;
+    let loaded = file.clone();
     let rings = file
         .rings
         .iter()
@@ -242,6 +246,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         telemetry: file.telemetry,
         component: file.engine.component,
         account: file.engine.account,
+        watch: Some((path.to_path_buf(), loaded)),
     })
 }
 
@@ -259,6 +264,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         telemetry,
         component,
         account,
+        watch,
     } = plan;
     let telemetry = TelemetrySink::open(&telemetry)?;
     let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
@@ -291,6 +297,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut event_loop = EventLoop::new(builder, app, Tally::default())?;
     event_loop.set_telemetry(telemetry);
+    if let Some((path, loaded)) = watch {
+        let poll_ms = loaded.config.poll_ms;
+        event_loop.add_service(Box::new(ConfigWatcher::new(
+            &path,
+            loaded,
+            poll_ms,
+            extra.clone(),
+        )))?;
+    }
     if let Some(writer) = status_writer {
         event_loop.add_service(Box::new(writer))?;
     }

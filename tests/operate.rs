@@ -287,3 +287,100 @@ fn telemetry_on_a_full_disk_is_dropped_and_counted_while_the_loop_keeps_time() {
         }
     }
 }
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[test]
+fn a_thousand_config_replacements_never_apply_a_partial_or_invalid_file() {
+    use std::io::Write;
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = Dir::new("reload");
+    let (cfg, status) = (dir.path("engine.toml"), dir.path("s.json"));
+    let body = |fast: u32| {
+        format!(
+            "[engine]\naccount = \"test\"\n\n[[rings]]\nname = \"{}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n\n[config]\npoll_ms = 100\n\n[sma]\nfast = {fast}\nslow = 30\n",
+            ring.0
+        )
+    };
+    std::fs::write(&cfg, body(10)).unwrap();
+    let mut run = Command::new(TICKLOOP)
+        .args(["run", "--config", &cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&status);
+    let mut valid = std::collections::HashSet::new();
+    let mut last_valid = body(10).into_bytes();
+    valid.insert(fnv1a64(&last_valid));
+    let tmp = dir.path("engine.toml.new");
+    for i in 0..1000u32 {
+        let fast = 1 + i % 29;
+        let (text, ok) = match i % 5 {
+            0 => (
+                body(fast).replace("slow = 30", "slow = 30\nbogus = 1"),
+                false,
+            ),
+            1 => (body(fast).replace("fast = ", "fast = \"x"), false),
+            2 => (body(40), false), // fast >= slow
+            _ => (body(fast), true),
+        };
+        if i % 2 == 0 {
+            // Atomic replacement by rename.
+            std::fs::write(&tmp, &text).unwrap();
+            std::fs::rename(&tmp, &cfg).unwrap();
+        } else {
+            // In place, in two pieces with a pause between them. The first piece alone is a
+            // valid config (the app's section comes in the second): applying it would be
+            // applying a partial file.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&cfg)
+                .unwrap();
+            let cut = text.find("[sma]").unwrap_or(text.len() / 2);
+            f.write_all(&text.as_bytes()[..cut]).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            f.write_all(&text.as_bytes()[cut..]).unwrap();
+        }
+        if ok {
+            valid.insert(fnv1a64(text.as_bytes()));
+            last_valid = text.into_bytes();
+        }
+    }
+    // The last file written was valid (i = 999: 999 % 5 == 4).
+    std::thread::sleep(Duration::from_millis(600));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+    assert_eq!(doc["state"], "running", "{doc}");
+    assert_eq!(
+        doc["config_digest"],
+        format!("{:016x}", fnv1a64(&last_valid)),
+        "the final applied config is the last valid file: {doc}"
+    );
+    assert!(doc["config_generation"].as_u64().unwrap() >= 1, "{doc}");
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(run.wait().unwrap().success(), "{err}");
+    // Every generation applied was one whole valid file.
+    for line in err.lines().filter(|l| l.contains(" applied (digest ")) {
+        let digest = line.split("digest ").nth(1).unwrap()[..16].to_string();
+        let d = u64::from_str_radix(&digest, 16).unwrap();
+        assert!(
+            valid.contains(&d),
+            "applied a file that was never whole and valid: {line}"
+        );
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}

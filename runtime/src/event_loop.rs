@@ -328,6 +328,8 @@ pub struct LoopStats {
     pub actions_dropped: u64,
     pub follow_ups_dropped: u64,
     pub timer_refusals: u64,
+    /// SIGHUPs received (services that poll files look at once when this changes).
+    pub reload_requests: u64,
     pub journal_records: u64,
     pub journal_dropped: u64,
 }
@@ -976,6 +978,9 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             match ready.token {
                 SIGNAL_TOKEN => {
                     while let Some(signal) = self.signals.next_signal() {
+                        if signal == SignalKind::Reload {
+                            self.stats.reload_requests += 1;
+                        }
                         self.dispatch(EventKind::Signal(signal));
                         if let SignalKind::Stop { signal } = signal {
                             self.stop.get_or_insert(StopReason::Signal(signal));

@@ -20,7 +20,11 @@ pub const STATUS_FORMAT: u32 = 1;
 /// Extra facts other services contribute to the status (config; adapters later).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatusExtra {
+    /// Config files applied since start (0: the one the engine started with).
     pub config_generation: u64,
+    /// FNV-1a of the applied config file's bytes, and configs rejected so far.
+    pub config_digest: u64,
+    pub config_rejected: u64,
 }
 
 /// Shared between the status writer and whoever updates the extras (single-threaded).
@@ -351,6 +355,11 @@ impl Serialize for Doc<'_, '_> {
         m.serialize_entry("rings", &Rings(v))?;
         m.serialize_entry("timers", &Timers(v))?;
         m.serialize_entry("config_generation", &extra.config_generation)?;
+        m.serialize_entry(
+            "config_digest",
+            &format_args!("{:016x}", extra.config_digest),
+        )?;
+        m.serialize_entry("config_rejected", &extra.config_rejected)?;
         let (emitted, dropped, degraded) = v.telemetry;
         m.serialize_entry(
             "telemetry",
