@@ -50,6 +50,10 @@ pub struct EngineSection {
     #[serde(default = "default_component")]
     pub component: String,
     pub account: String,
+    /// Where the instance lock lives (default /run/tickloop for root, else
+    /// $XDG_RUNTIME_DIR/tickloop). Engines exclude each other only within one directory.
+    #[serde(default)]
+    pub lock_dir: Option<PathBuf>,
 }
 
 fn default_component() -> String {

@@ -40,6 +40,8 @@ enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// List the single-instance locks and who holds them.
+    Locks(status_cmd::LocksArgs),
     /// Benchmarks, measured against their physical limits and peers in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -214,6 +216,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_cmd::replay(&args),
         Command::Status(args) => Ok(status_cmd::status(&args)),
         Command::Config(ConfigCommand::Check { file }) => status_cmd::config_check(&file),
+        Command::Locks(args) => status_cmd::locks(&args),
         Command::Bench(BenchCommand::Ring(args)) => tickloop_bench::ring::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),

@@ -14,6 +14,7 @@ use tickloop_runtime::clock::{Nanos, MICROS, SECONDS};
 use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions};
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
 use tickloop_runtime::journal::JournalReader;
+use tickloop_runtime::lock::{self, InstanceLock};
 use tickloop_runtime::ring::{self, Start};
 use tickloop_runtime::status::StatusWriter;
 use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
@@ -22,11 +23,17 @@ use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
 #[derive(Args, Clone)]
 pub struct RunArgs {
     /// Run from this TOML config file (see examples/tickloop.toml) instead of the flags below.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["rings", "driver", "mode", "core", "sched_fifo", "mlock", "cpu_dma_latency", "timer_capacity", "batch", "journal", "status", "telemetry", "fast", "slow", "tick_us"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rings", "driver", "mode", "core", "sched_fifo", "mlock", "cpu_dma_latency", "timer_capacity", "batch", "journal", "status", "telemetry", "account", "lock_dir", "fast", "slow", "tick_us"])]
     pub config: Option<PathBuf>,
     /// Write the status file here (every second, atomically).
     #[arg(long, value_name = "FILE")]
     pub status: Option<PathBuf>,
+    /// Take the single-instance lock for this account (a config file always does).
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// Where instance locks live (default /run/tickloop for root, else $XDG_RUNTIME_DIR/tickloop).
+    #[arg(long, value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
     /// Write typed telemetry (JSON lines, rotated) into this directory.
     #[arg(long, value_name = "DIR")]
     pub telemetry: Option<PathBuf>,
@@ -171,6 +178,8 @@ struct Plan {
     account: String,
     /// The config file to poll for changes, as loaded.
     watch: Option<(PathBuf, EngineConfig)>,
+    /// Take the single-instance lock for (component, account) in this directory.
+    lock_dir: Option<PathBuf>,
 }
 
 fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
@@ -216,14 +225,19 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
             ..TelemetryConfig::default()
         },
         component: "engine".into(),
-        account: "default".into(),
+        account: args.account.clone().unwrap_or_else(|| "default".into()),
         watch: None,
+        lock_dir: args
+            .account
+            .as_ref()
+            .map(|_| args.lock_dir.clone().unwrap_or_else(lock::default_dir)),
     })
 }
 
 fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
     let file = EngineConfig::load(path)?;
     let loaded = file.clone();
+    let lock_dir_cfg = file.engine.lock_dir.clone();
     let rings = file
         .rings
         .iter()
@@ -247,6 +261,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         component: file.engine.component,
         account: file.engine.account,
         watch: Some((path.to_path_buf(), loaded)),
+        lock_dir: Some(lock_dir_cfg.unwrap_or_else(lock::default_dir)),
     })
 }
 
@@ -265,7 +280,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         component,
         account,
         watch,
+        lock_dir,
     } = plan;
+    // One engine per (component, account): taken first, held until the process ends (the
+    // kernel releases it even on SIGKILL).
+    let _instance = match &lock_dir {
+        Some(dir) => {
+            let (held, acquired) = InstanceLock::acquire(dir, &component, &account)?;
+            if let Some(note) = acquired.note() {
+                eprintln!("tickloop: {note}");
+            }
+            Some(held)
+        }
+        None => None,
+    };
     let telemetry = TelemetrySink::open(&telemetry)?;
     let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
     if let Some(d) = args.duration {

@@ -149,3 +149,47 @@ pub fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     print!("{}", toml::to_string_pretty(&config)?);
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args, Clone)]
+pub struct LocksArgs {
+    /// The lock directory (default /run/tickloop for root, else $XDG_RUNTIME_DIR/tickloop).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tickloop locks`: every instance lock in the directory and who holds it.
+pub fn locks(args: &LocksArgs) -> anyhow::Result<ExitCode> {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(tickloop_runtime::lock::default_dir);
+    let locks = tickloop_runtime::lock::list(&dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&locks)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if locks.is_empty() {
+        println!("no instance locks in {}", dir.display());
+    }
+    for l in &locks {
+        let who = match (&l.holder, l.held) {
+            (Some(h), true) => format!(
+                "held by pid {} on {} (tickloop {})",
+                h.pid, h.host, h.version
+            ),
+            (None, true) => "held (its holder is starting up)".to_string(),
+            (Some(h), false) => format!("free (pid {} died holding it)", h.pid),
+            (None, false) => "free".to_string(),
+        };
+        println!(
+            "{}@{}: {who}  [{}]",
+            l.component,
+            l.account,
+            l.path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

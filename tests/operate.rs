@@ -384,3 +384,93 @@ fn a_thousand_config_replacements_never_apply_a_partial_or_invalid_file() {
     }
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn of_twenty_engines_started_at_once_on_one_account_exactly_one_runs() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = Dir::new("locks");
+    let locks = dir.path("locks");
+    let start = |extra: &[&str]| {
+        Command::new(TICKLOOP)
+            .args([
+                "run",
+                "--ring",
+                &ring.0,
+                "--account",
+                "acct-1",
+                "--lock-dir",
+                &locks,
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut children: Vec<_> = (0..20).map(|_| start(&[])).collect();
+    // The losers exit at once; the winner keeps running.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut running = Vec::new();
+    let mut refused = 0;
+    for mut child in children.drain(..) {
+        match child.try_wait().unwrap() {
+            None => running.push(child),
+            Some(status) => {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                assert!(!status.success());
+                assert!(
+                    err.contains("engine@acct-1 is already running: pid"),
+                    "{err}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((running.len(), refused), (1, 19));
+    let holder = running.pop().unwrap();
+    let o = tickloop(&["locks", "--dir", &locks]);
+    assert!(
+        stdout(&o).contains(&format!("engine@acct-1: held by pid {}", holder.id())),
+        "{}",
+        stdout(&o)
+    );
+    let err = clear_failure(&tickloop(&[
+        "run",
+        "--ring",
+        &ring.0,
+        "--account",
+        "acct-1",
+        "--lock-dir",
+        &locks,
+    ]));
+    assert!(
+        err.contains(&format!("pid {}", holder.id())) && err.contains("kill"),
+        "{err}"
+    );
+    // SIGKILL the holder: the kernel drops its lock, and the next start takes it at once.
+    let mut holder = holder;
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let died = Instant::now();
+    let mut next = start(&["--json", "--duration", "0.2"]);
+    let o = loop {
+        if next.try_wait().unwrap().is_some() {
+            break next.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("is gone"),
+        "the previous holder's death is noted: {err}"
+    );
+    // It ran its 0.2 s: it got the lock well within 100 ms of the death (plus start-up).
+    assert!(
+        died.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        died.elapsed()
+    );
+}

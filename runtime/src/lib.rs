@@ -19,6 +19,8 @@ pub mod host;
 #[cfg(not(loom))]
 pub mod journal;
 #[cfg(not(loom))]
+pub mod lock;
+#[cfg(not(loom))]
 pub mod replay;
 pub mod ring;
 #[cfg(not(loom))]
