@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tickloop_runtime::event_loop::LoopConfig;
+use tickloop_runtime::metrics::MetricsConfig;
 use tickloop_runtime::telemetry::TelemetryConfig;
 use tickloop_strategy::sma::SmaConfig;
 
@@ -24,6 +25,8 @@ pub struct EngineConfig {
     pub status: StatusSection,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default)]
     pub config: ConfigSection,
     #[serde(default)]
@@ -194,6 +197,9 @@ impl EngineConfig {
                 at(path, text, "poll_ms"),
                 self.config.poll_ms
             );
+        }
+        if let Err(e) = self.metrics.validate() {
+            anyhow::bail!("config {}: {e}", at(path, text, "[metrics"));
         }
         if let Err(e) = self.telemetry.validate() {
             anyhow::bail!("config {}: {e}", at(path, text, "[telemetry"));
@@ -394,6 +400,9 @@ fn restart_needed(old: &EngineConfig, new: &EngineConfig) -> Vec<&'static str> {
     }
     if !same(&old.telemetry, &new.telemetry) {
         fields.push("telemetry");
+    }
+    if !same(&old.metrics, &new.metrics) {
+        fields.push("metrics");
     }
     fields
 }

@@ -15,6 +15,7 @@ use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions};
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
 use tickloop_runtime::journal::JournalReader;
 use tickloop_runtime::lock::{self, InstanceLock};
+use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
 use tickloop_runtime::ring::{self, Start};
 use tickloop_runtime::status::StatusWriter;
 use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
@@ -174,6 +175,7 @@ struct Plan {
     sma: SmaConfig,
     status: Option<(PathBuf, u64)>,
     telemetry: TelemetryConfig,
+    metrics: MetricsConfig,
     component: String,
     account: String,
     /// The config file to poll for changes, as loaded.
@@ -224,6 +226,7 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
             dir: args.telemetry.clone(),
             ..TelemetryConfig::default()
         },
+        metrics: MetricsConfig::default(),
         component: "engine".into(),
         account: args.account.clone().unwrap_or_else(|| "default".into()),
         watch: None,
@@ -258,6 +261,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         sma: file.sma,
         status: file.status.path.map(|p| (p, file.status.interval_ms)),
         telemetry: file.telemetry,
+        metrics: file.metrics,
         component: file.engine.component,
         account: file.engine.account,
         watch: Some((path.to_path_buf(), loaded)),
@@ -277,6 +281,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         sma,
         status,
         telemetry,
+        metrics,
         component,
         account,
         watch,
@@ -295,6 +300,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let telemetry = TelemetrySink::open(&telemetry)?;
+    let metrics = MetricsServer::bind(&metrics)?.map(SharedMetrics::new);
     let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
     if let Some(d) = args.duration {
         if !(d > 0.0 && d.is_finite()) {
@@ -325,6 +331,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut event_loop = EventLoop::new(builder, app, Tally::default())?;
     event_loop.set_telemetry(telemetry);
+    if let Some(m) = metrics {
+        if !args.json {
+            eprintln!(
+                "tickloop: metrics at http://{}/metrics",
+                m.0.borrow().local_addr()
+            );
+        }
+        event_loop.add_fd_source(Box::new(m.clone()))?;
+        event_loop.add_service(Box::new(m))?;
+    }
     if let Some((path, loaded)) = watch {
         let poll_ms = loaded.config.poll_ms;
         event_loop.add_service(Box::new(ConfigWatcher::new(

@@ -27,11 +27,14 @@ impl Drop for Dir {
     }
 }
 
+/// A config for one test: its own lock directory beside the file, so tests never share a lock.
 fn write_config(path: &str, ring: &str, status: &str, extra: &str) {
+    let locks = Path::new(path).parent().unwrap().join("locks");
     std::fs::write(
         path,
         format!(
-            "[engine]\naccount = \"test\"\n\n[[rings]]\nname = \"{ring}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n{extra}"
+            "[engine]\naccount = \"test\"\nlock_dir = \"{}\"\n\n[[rings]]\nname = \"{ring}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n{extra}",
+            locks.display()
         ),
     )
     .unwrap();
@@ -304,9 +307,10 @@ fn a_thousand_config_replacements_never_apply_a_partial_or_invalid_file() {
     create_ring(&ring, 1 << 12);
     let dir = Dir::new("reload");
     let (cfg, status) = (dir.path("engine.toml"), dir.path("s.json"));
+    let locks = dir.path("locks");
     let body = |fast: u32| {
         format!(
-            "[engine]\naccount = \"test\"\n\n[[rings]]\nname = \"{}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n\n[config]\npoll_ms = 100\n\n[sma]\nfast = {fast}\nslow = 30\n",
+            "[engine]\naccount = \"reload\"\nlock_dir = \"{locks}\"\n\n[[rings]]\nname = \"{}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n\n[config]\npoll_ms = 100\n\n[sma]\nfast = {fast}\nslow = 30\n",
             ring.0
         )
     };
@@ -473,4 +477,68 @@ fn of_twenty_engines_started_at_once_on_one_account_exactly_one_runs() {
         "{:?}",
         died.elapsed()
     );
+}
+
+#[test]
+fn the_metrics_endpoint_answers_while_a_silent_client_cannot_stall_the_loop() {
+    use std::io::{BufRead, Read, Write};
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = Dir::new("metrics");
+    let (cfg, status) = (dir.path("engine.toml"), dir.path("s.json"));
+    write_config(
+        &cfg,
+        &ring.0,
+        &status,
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let mut run = Command::new(TICKLOOP)
+        .args(["run", "--config", &cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the engine says where metrics are")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("tickloop: metrics at http://") {
+            break rest.trim_end_matches("/metrics").to_string();
+        }
+    };
+    // A client that connects and sends nothing.
+    let _silent = std::net::TcpStream::connect(&addr).unwrap();
+    feed(&ring, 5_000, 50_000);
+    std::thread::sleep(Duration::from_millis(250));
+    let started = Instant::now();
+    let mut client = std::net::TcpStream::connect(&addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    client.read_to_string(&mut response).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("tickloop_candles_total 5000"),
+        "{response}"
+    );
+    assert!(
+        response.contains("# TYPE tickloop_loop_lag_seconds summary"),
+        "{response}"
+    );
+    // The status stayed fresh throughout.
+    assert_eq!(status_code(&status, &[]).0, Some(0));
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    assert!(run.wait().unwrap().success());
 }

@@ -21,17 +21,19 @@ pub mod journal;
 #[cfg(not(loom))]
 pub mod lock;
 #[cfg(not(loom))]
+pub mod metrics;
+#[cfg(not(loom))]
 pub mod replay;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod signals;
 #[cfg(not(loom))]
 pub mod status;
-#[cfg(not(loom))]
-pub mod systemd;
 pub mod sync;
 #[cfg(not(loom))]
 pub mod sys;
+#[cfg(not(loom))]
+pub mod systemd;
 #[cfg(not(loom))]
 pub mod telemetry;
 #[cfg(not(loom))]
