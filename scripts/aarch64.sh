@@ -35,4 +35,6 @@ cargo build --workspace --release --target "$target"
 echo "== aarch64: the runtime's tests (ring, loop, host) under qemu-aarch64"
 # qemu-user cannot map hugetlbfs files (it emulates mmap with the guest's 4 KiB pages), so the
 # hugetlbfs test runs natively only.
-cargo test -p tickloop-runtime --release --target "$target" -- --skip hugetlbfs
+# TICKLOOP_UNDER_QEMU tells the tests that need the real /proc of other processes (qemu-user
+# emulates a process's own /proc/self/stat, so its start time differs from what others read).
+TICKLOOP_UNDER_QEMU=1 cargo test -p tickloop-runtime --release --target "$target" -- --skip hugetlbfs

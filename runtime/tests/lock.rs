@@ -45,6 +45,9 @@ fn hold_forever() -> ! {
 
 #[test]
 fn twenty_processes_start_at_once_exactly_one_wins_and_the_others_name_it() {
+    if under_qemu("twenty_processes_start_at_once_exactly_one_wins_and_the_others_name_it") {
+        return;
+    }
     const N: usize = 20;
     let dir = TestDir::new("race");
     let (ready, results) = (Pipe::new(), Pipe::new());
@@ -123,6 +126,9 @@ fn twenty_processes_start_at_once_exactly_one_wins_and_the_others_name_it() {
 
 #[test]
 fn after_sigkill_the_next_acquire_succeeds_within_100_ms() {
+    if under_qemu("after_sigkill_the_next_acquire_succeeds_within_100_ms") {
+        return;
+    }
     let dir = TestDir::new("sigkill");
     let mut slowest = Duration::ZERO;
     for _ in 0..5 {
@@ -476,6 +482,9 @@ fn bad_names_are_refused_before_anything_is_created() {
 
 #[test]
 fn list_shows_held_and_free_locks_with_their_holders() {
+    if under_qemu("list_shows_held_and_free_locks_with_their_holders") {
+        return;
+    }
     let dir = TestDir::new("list");
     let ready = Pipe::new();
     let done = Gate::new();
@@ -773,4 +782,15 @@ fn a_reader_never_sees_an_empty_lock_file_while_holders_come_and_go() {
     assert_eq!(refused, "0", "a list probe made a start fail");
     assert!(taken.parse::<u64>().unwrap() > 50);
     assert!(reads > 100);
+}
+
+/// qemu-user emulates a process's own /proc/self/stat, so the start time a holder records for
+/// itself differs from what other processes read for it: holder identity cannot be checked
+/// there (the aarch64 CI step sets TICKLOOP_UNDER_QEMU). Says so, loudly.
+fn under_qemu(test: &str) -> bool {
+    let yes = std::env::var_os("TICKLOOP_UNDER_QEMU").is_some();
+    if yes {
+        eprintln!("SKIP {test}: under qemu-user /proc/self/stat is emulated, so a holder's recorded start time cannot match what other processes read");
+    }
+    yes
 }

@@ -196,7 +196,12 @@ impl Server {
         );
         // Never blocked: no call ever slept in a system call (a blocking read or write on a
         // stalled client would). The wall-clock bound is loose: a busy host preempts.
-        assert_eq!(report.blocked, 0, "on_ready slept in a system call");
+        // qemu-user (the aarch64 CI step) sleeps inside its own emulation of system calls.
+        if std::env::var_os("TICKLOOP_UNDER_QEMU").is_some() {
+            eprintln!("SKIP the never-slept check under qemu-user: its syscall emulation sleeps");
+        } else {
+            assert_eq!(report.blocked, 0, "on_ready slept in a system call");
+        }
         assert!(
             report.max_call < Duration::from_millis(500),
             "an on_ready call took {:?}",
