@@ -9,24 +9,6 @@ use std::time::{Duration, Instant};
 mod common;
 use common::*;
 
-struct Dir(std::path::PathBuf);
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("tickloop-op-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A config for one test: its own lock directory beside the file, so tests never share a lock.
 fn write_config(path: &str, ring: &str, status: &str, extra: &str) {
     let locks = Path::new(path).parent().unwrap().join("locks");
@@ -60,8 +42,8 @@ fn status_code(file: &str, extra: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn bad_configs_are_one_clear_error_each_before_anything_starts() {
-    let dir = Dir::new("badcfg");
-    let file = dir.path("bad.toml");
+    let dir = TempDir::new("badcfg");
+    let file = dir.file("bad.toml");
     for (text, want) in [
         (
             "[engine]\naccount = \"a\"\nbogus = 1\n",
@@ -104,7 +86,7 @@ fn bad_configs_are_one_clear_error_each_before_anything_starts() {
             assert!(!err.contains("loop running"));
         }
     }
-    let err = clear_failure(&tickloop(&["run", "--config", &dir.path("missing.toml")]));
+    let err = clear_failure(&tickloop(&["run", "--config", &dir.file("missing.toml")]));
     assert!(err.contains("cannot read it"), "{err}");
     // The shipped example is valid.
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tickloop.toml");
@@ -117,8 +99,8 @@ fn bad_configs_are_one_clear_error_each_before_anything_starts() {
 fn the_status_file_is_never_partial_and_status_exit_codes_follow_the_engine() {
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
-    let dir = Dir::new("status");
-    let (cfg, status) = (dir.path("engine.toml"), dir.path("engine.status.json"));
+    let dir = TempDir::new("status");
+    let (cfg, status) = (dir.file("engine.toml"), dir.file("engine.status.json"));
     write_config(&cfg, &ring.0, &status, "");
     assert_eq!(
         status_code(&status, &[]).0,
@@ -185,10 +167,10 @@ fn feed(ring: &Name, count: u64, rate: u64) {
 fn systemd_hears_ready_then_watchdog_then_stopping() {
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
-    let dir = Dir::new("notify");
-    let (cfg, status) = (dir.path("engine.toml"), dir.path("s.json"));
+    let dir = TempDir::new("notify");
+    let (cfg, status) = (dir.file("engine.toml"), dir.file("s.json"));
     write_config(&cfg, &ring.0, &status, "");
-    let socket_path = dir.path("notify.sock");
+    let socket_path = dir.file("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -243,8 +225,8 @@ fn telemetry_on_a_full_disk_is_dropped_and_counted_while_the_loop_keeps_time() {
     };
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
-    let dir = Dir::new("telemetry");
-    let (cfg, status) = (dir.path("engine.toml"), dir.path("s.json"));
+    let dir = TempDir::new("telemetry");
+    let (cfg, status) = (dir.file("engine.toml"), dir.file("s.json"));
     // A 100 µs timer with a 1 ns budget: every firing is a TimerOverrun telemetry event.
     let extra = format!(
         "[telemetry]\ndir = \"{}\"\nbuffer_bytes = 16384\nrotate_bytes = 16384\nkeep_files = 8\n[sma]\ntick_ns = 100000\ntick_budget_ns = 1\n",
@@ -305,9 +287,9 @@ fn a_thousand_config_replacements_never_apply_a_partial_or_invalid_file() {
     use std::io::Write;
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
-    let dir = Dir::new("reload");
-    let (cfg, status) = (dir.path("engine.toml"), dir.path("s.json"));
-    let locks = dir.path("locks");
+    let dir = TempDir::new("reload");
+    let (cfg, status) = (dir.file("engine.toml"), dir.file("s.json"));
+    let locks = dir.file("locks");
     let body = |fast: u32| {
         format!(
             "[engine]\naccount = \"reload\"\nlock_dir = \"{locks}\"\n\n[[rings]]\nname = \"{}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n\n[config]\npoll_ms = 100\n\n[sma]\nfast = {fast}\nslow = 30\n",
@@ -325,7 +307,7 @@ fn a_thousand_config_replacements_never_apply_a_partial_or_invalid_file() {
     let mut valid = std::collections::HashSet::new();
     let mut last_valid = body(10).into_bytes();
     valid.insert(fnv1a64(&last_valid));
-    let tmp = dir.path("engine.toml.new");
+    let tmp = dir.file("engine.toml.new");
     for i in 0..1000u32 {
         let fast = 1 + i % 29;
         let (text, ok) = match i % 5 {
@@ -393,8 +375,8 @@ fn a_thousand_config_replacements_never_apply_a_partial_or_invalid_file() {
 fn of_twenty_engines_started_at_once_on_one_account_exactly_one_runs() {
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
-    let dir = Dir::new("locks");
-    let locks = dir.path("locks");
+    let dir = TempDir::new("locks");
+    let locks = dir.file("locks");
     let start = |extra: &[&str]| {
         Command::new(TICKLOOP)
             .args([
@@ -484,8 +466,8 @@ fn the_metrics_endpoint_answers_while_a_silent_client_cannot_stall_the_loop() {
     use std::io::{BufRead, Read, Write};
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
-    let dir = Dir::new("metrics");
-    let (cfg, status) = (dir.path("engine.toml"), dir.path("s.json"));
+    let dir = TempDir::new("metrics");
+    let (cfg, status) = (dir.file("engine.toml"), dir.file("s.json"));
     write_config(
         &cfg,
         &ring.0,
