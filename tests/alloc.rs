@@ -2,8 +2,7 @@
 //! thread while a real feed process floods a real ring with 1M candles, the SMA app does its
 //! work, a 100 µs periodic timer fires thousands of times, and every input is journaled.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
 use tickloop_runtime::app::{App, Context, Event, EventKind};
 use tickloop_runtime::clock::{MICROS, SECONDS};
 use tickloop_runtime::driver::DriverChoice;
@@ -14,46 +13,8 @@ use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
 mod common;
 use common::*;
 
-struct Counting;
-
-// Per thread, so tests running side by side (cargo test runs them as threads) cannot hide or
-// add to each other's counts.
-thread_local! {
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note() {
-    if WATCHED.with(|w| w.get()) {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-    }
-}
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(|n| n.get())
-}
-
-// SAFETY: forwards to the system allocator; counting has no effect on the memory returned.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 const CANDLES: u64 = 1_000_000;
 const WARM_UP: u64 = 10_000;
@@ -75,7 +36,7 @@ impl App for Watched {
             EventKind::Candle { pos, .. } => {
                 self.seen += 1;
                 if self.seen == WARM_UP {
-                    WATCHED.with(|w| w.set(true));
+                    watch(true);
                 }
                 if pos == CANDLES - 1 {
                     cx.stop();
@@ -83,7 +44,7 @@ impl App for Watched {
             }
             EventKind::CandlesLost { lost, .. } => self.seen += lost,
             EventKind::Timer { .. } => self.timers += 1,
-            EventKind::Shutdown => WATCHED.with(|w| w.set(false)),
+            EventKind::Shutdown => watch(false),
             _ => {}
         }
         self.inner.on_event(event, cx);
@@ -179,9 +140,9 @@ fn no_allocation_in_steady_state_on_epoll_busy() {
 
 #[test]
 fn the_counter_sees_allocations_on_the_watched_thread() {
-    WATCHED.with(|w| w.set(true));
+    watch(true);
     let before = allocations();
     let v: Vec<u64> = Vec::with_capacity(std::hint::black_box(16));
-    WATCHED.with(|w| w.set(false));
+    watch(false);
     assert!(allocations() > before, "{}", v.capacity());
 }

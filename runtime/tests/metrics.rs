@@ -9,7 +9,6 @@
 //! refuses non-loopback addresses and names a busy port; zero allocations while serving; and
 //! the endpoint inside a real `EventLoop` on every driver.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
@@ -21,6 +20,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
 use tickloop_runtime::app::{App, Context, Discard, Event, EventKind};
 use tickloop_runtime::clock::{Nanos, MILLIS, SECONDS};
 use tickloop_runtime::driver::{
@@ -38,40 +38,8 @@ use tickloop_runtime::metrics::{
 // ---------------------------------------------------------------------------------------
 // Allocation counting, per thread (the server thread is the one watched).
 
-struct Counting;
-
-thread_local! {
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note() {
-    if WATCHED.with(|w| w.get()) {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-    }
-}
-
-// SAFETY: forwards to the system allocator; counting has no effect on the memory returned.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// The tests count fds and time clients: under `cargo test` (threads) they take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -165,16 +133,16 @@ impl Server {
                 }
                 if !watching && server.stats().responses_200 > 0 {
                     watching = true;
-                    WATCHED.with(|w| w.set(true));
+                    watch(true);
                 }
             }
-            WATCHED.with(|w| w.set(false));
+            watch(false);
             Report {
                 stats: server.stats(),
                 max_call,
                 blocked,
                 calls,
-                allocations: ALLOCATIONS.with(|n| n.get()),
+                allocations: allocations(),
             }
         });
         let addr = rx

@@ -3,58 +3,15 @@
 //! buffer (drops at emit), and loses its directory (degraded flushes) and gets it back.
 //! Its own binary, so the global allocator counts nothing but this.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fs;
 use std::path::PathBuf;
+use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
 use tickloop_runtime::telemetry::{
     AdapterStateKind, Side, StopCause, Telemetry, TelemetryConfig, TelemetrySink, Text,
 };
 
-struct Counting;
-
-// Per thread, so tests running side by side (cargo test runs them as threads) cannot hide or
-// add to each other's counts.
-thread_local! {
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note() {
-    if WATCHED.with(|w| w.get()) {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-    }
-}
-
-fn watch(on: bool) {
-    WATCHED.with(|w| w.set(on));
-}
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(|n| n.get())
-}
-
-// SAFETY: forwards to the system allocator; counting has no effect on the memory returned.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 fn events(i: u64) -> [Telemetry; 12] {
     [
@@ -137,7 +94,7 @@ fn emit_and_flush_never_allocate() {
     watch(false);
     assert_eq!(allocations(), 1);
     drop(probe);
-    ALLOCATIONS.with(|n| n.set(0));
+    let before = allocations();
 
     // Emit and flush, rotating several times; then overfill the buffer.
     watch(true);
@@ -159,7 +116,8 @@ fn emit_and_flush_never_allocate() {
     }
     sink.flush();
     watch(false);
-    let clean = allocations();
+    let clean = allocations() - before;
+    let before = allocations();
     let stats = sink.stats();
     assert!(stats.rotations >= 3, "{stats:?}");
     assert!(stats.dropped > 0, "{stats:?}");
@@ -191,5 +149,9 @@ fn emit_and_flush_never_allocate() {
         clean, 0,
         "allocations while emitting, flushing and rotating"
     );
-    assert_eq!(allocations(), 0, "allocations while degraded or recovering");
+    assert_eq!(
+        allocations() - before,
+        0,
+        "allocations while degraded or recovering"
+    );
 }
