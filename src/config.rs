@@ -5,9 +5,9 @@
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tickloop_runtime::event_loop::LoopConfig;
+use tickloop_runtime::event_loop::{LoopConfig, LoopView};
 use tickloop_runtime::metrics::MetricsConfig;
-use tickloop_runtime::telemetry::TelemetryConfig;
+use tickloop_runtime::telemetry::{Telemetry, TelemetryConfig, Text};
 use tickloop_strategy::sma::SmaConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,7 +30,24 @@ pub struct EngineConfig {
     #[serde(default)]
     pub config: ConfigSection,
     #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
     pub sma: SmaConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// error, warn, info, debug or trace (applied while running; `TICKLOOP_LOG` overrides).
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +208,9 @@ impl EngineConfig {
         if let Err(why) = self.sma.validate() {
             anyhow::bail!("config {}: {why}", at(path, text, "[sma"));
         }
+        if let Err(why) = crate::logging::check_level(&self.log.level) {
+            anyhow::bail!("config {}: log.level = {why}", at(path, text, "level"));
+        }
         if !(100..=3_600_000).contains(&self.config.poll_ms) {
             anyhow::bail!(
                 "config {}: config.poll_ms = {} must be 100 to 3600000",
@@ -309,14 +329,19 @@ impl ConfigWatcher {
         }
     }
 
-    fn poll(&mut self, immediate: bool) {
+    fn poll(&mut self, immediate: bool, view: &LoopView<'_>) {
         let Some(fp) = fingerprint(&self.path) else {
             if self.rejected_fp != Some(Default::default()) {
-                eprintln!(
-                    "tickloop: config {}: cannot stat it (removed?); keeping generation {}",
-                    self.path.display(),
-                    self.extra.get().config_generation
+                let kept = self.extra.get().config_generation;
+                tracing::warn!(
+                    "config {}: cannot stat it (removed?); keeping generation {kept}",
+                    self.path.display()
                 );
+                view.emit_telemetry(Telemetry::ConfigRejected {
+                    generation_kept: kept,
+                    line: 0,
+                    reason: Text::new("the config file cannot be read (removed?)"),
+                });
                 self.rejected_fp = Some(Default::default());
             }
             return;
@@ -347,10 +372,10 @@ impl ConfigWatcher {
                 let restart = restart_needed(&self.current, &new);
                 extra.config_generation += 1;
                 extra.config_digest = digest(&bytes);
-                eprintln!(
-                    "tickloop: config {}: generation {} applied (digest {:016x}){}",
+                let generation = extra.config_generation;
+                tracing::info!(
+                    "config {}: generation {generation} applied (digest {:016x}){}",
                     self.path.display(),
-                    extra.config_generation,
                     extra.config_digest,
                     if restart.is_empty() {
                         String::new()
@@ -361,16 +386,40 @@ impl ConfigWatcher {
                         )
                     }
                 );
+                if new.sma != self.current.sma {
+                    match postcard::to_allocvec(&new.sma) {
+                        Ok(bytes) => view.reconfigure_app(generation, bytes),
+                        Err(e) => tracing::error!("config: cannot encode the sma section: {e}"),
+                    }
+                }
+                if new.log != self.current.log && !crate::logging::set_level(&new.log.level) {
+                    tracing::info!(
+                        "config: log.level {} not applied: {} sets the level",
+                        new.log.level,
+                        crate::logging::ENV
+                    );
+                }
+                self.interval_ns = new.config.poll_ms.saturating_mul(1_000_000);
+                view.emit_telemetry(Telemetry::ConfigApplied {
+                    generation,
+                    restart_needed: restart.len() as u32,
+                });
                 self.current = new;
                 self.applied = fp;
                 self.rejected_fp = None;
             }
             Err(e) => {
                 extra.config_rejected += 1;
-                eprintln!(
-                    "tickloop: config rejected, keeping generation {}: {e:#}",
+                let reason = format!("{e:#}");
+                tracing::error!(
+                    "config rejected, keeping generation {}: {reason}",
                     extra.config_generation
                 );
+                view.emit_telemetry(Telemetry::ConfigRejected {
+                    generation_kept: extra.config_generation,
+                    line: line_in(&reason),
+                    reason: Text::new(&reason),
+                });
                 self.rejected_fp = Some(fp);
             }
         }
@@ -378,8 +427,20 @@ impl ConfigWatcher {
     }
 }
 
-/// The sections of `new` that differ from `old` and are not applied while running (everything
-/// but the app's parameters).
+/// The line number an error message names ("... line 12: ..."), or 0.
+fn line_in(message: &str) -> u32 {
+    message
+        .split(" line ")
+        .nth(1)
+        .and_then(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The sections of `new` that differ from `old` and are not applied while running (all but
+/// the app's parameters, the log level and the poll interval).
 fn restart_needed(old: &EngineConfig, new: &EngineConfig) -> Vec<&'static str> {
     let same = |a: &dyn erased::Ser, b: &dyn erased::Ser| a.json() == b.json();
     let mut fields = Vec::new();
@@ -420,12 +481,12 @@ mod erased {
 }
 
 impl tickloop_runtime::event_loop::Service for ConfigWatcher {
-    fn tick(&mut self, view: &tickloop_runtime::event_loop::LoopView<'_>) {
+    fn tick(&mut self, view: &LoopView<'_>) {
         let reload = view.stats.reload_requests != self.reloads_seen;
         if reload || view.now.saturating_sub(self.last_poll) >= self.interval_ns {
             self.reloads_seen = view.stats.reload_requests;
             self.last_poll = view.now;
-            self.poll(reload);
+            self.poll(reload, view);
         }
     }
 }

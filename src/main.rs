@@ -3,6 +3,7 @@
 
 mod config;
 mod demo;
+mod logging;
 mod ring_cmd;
 mod run_cmd;
 mod status_cmd;
@@ -209,6 +210,7 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init();
     let result = match cli.command {
         Command::Ring(cmd) => ring_cmd::run(cmd),
         Command::Feed(FeedCommand::Synthetic(args)) => ring_cmd::synthetic(&args),

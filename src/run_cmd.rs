@@ -239,6 +239,7 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
 
 fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
     let file = EngineConfig::load(path)?;
+    crate::logging::set_level(&file.log.level);
     let loaded = file.clone();
     let lock_dir_cfg = file.engine.lock_dir.clone();
     let rings = file
@@ -293,7 +294,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => {
             let (held, acquired) = InstanceLock::acquire(dir, &component, &account)?;
             if let Some(note) = acquired.note() {
-                eprintln!("tickloop: {note}");
+                tracing::info!("{note}");
             }
             Some(held)
         }
@@ -333,10 +334,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     event_loop.set_telemetry(telemetry);
     if let Some(m) = metrics {
         if !args.json {
-            eprintln!(
-                "tickloop: metrics at http://{}/metrics",
-                m.0.borrow().local_addr()
-            );
+            tracing::info!("metrics at http://{}/metrics", m.0.borrow().local_addr());
         }
         event_loop.add_fd_source(Box::new(m.clone()))?;
         event_loop.add_service(Box::new(m))?;
@@ -357,27 +355,28 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         event_loop.add_service(Box::new(notifier))?;
     }
     if let Some(why) = &event_loop.driver_report().fallback {
-        eprintln!("tickloop: warning: io_uring is not usable ({why}); the loop runs on epoll");
+        tracing::warn!("io_uring is not usable ({why}); the loop runs on epoll");
     }
     for warning in &event_loop.host_report().warnings {
-        eprintln!("tickloop: warning: {warning}");
+        tracing::warn!("{warning}");
     }
     if let Some(d) = args.duration {
         event_loop.stop_after((d * SECONDS as f64) as Nanos);
     }
     if !args.json {
-        eprintln!(
-            "tickloop: loop running on {} in {} mode, reading {} ring(s){}; SIGTERM or Ctrl-C stops it",
+        tracing::info!(
+            "loop running on {} in {} mode, reading {} ring(s){}; SIGTERM or Ctrl-C stops it",
             event_loop.driver_kind().name(),
             mode,
             ring_count,
-            core.map(|c| format!(", pinned to core {c}")).unwrap_or_default(),
+            core.map(|c| format!(", pinned to core {c}"))
+                .unwrap_or_default(),
         );
     }
     let stopped = event_loop.run()?;
     // The loop has shut down; what is left is reporting. From here a second SIGTERM or
     // SIGINT ends the process at once (the default action) instead of waiting in a signalfd.
-    unblock_stop_signals();
+    tickloop_runtime::signals::Signals::release_stop();
     let report = RunReport {
         stopped_by: format!("{stopped:?}"),
         driver: event_loop.driver_kind().name().to_string(),
@@ -409,21 +408,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         print_run(&report);
     }
     if let Some(why) = &report.journal_failure {
-        eprintln!("tickloop: error: the journal stopped recording: {why}");
+        tracing::error!("the journal stopped recording: {why}");
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn unblock_stop_signals() {
-    // SAFETY: sigset manipulation on locals; pthread_sigmask on this thread.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-    }
 }
 
 fn print_run(r: &RunReport) {
@@ -470,8 +458,8 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut journal = JournalReader::open(&args.journal)?;
     let header = journal.header().clone();
     if header.build != env!("CARGO_PKG_VERSION") {
-        eprintln!(
-            "tickloop: warning: {} was recorded by tickloop {}, this is {}: a divergence may come from the app's code changing",
+        tracing::warn!(
+            "{} was recorded by tickloop {}, this is {}: a divergence may come from the app's code changing",
             args.journal.display(),
             header.build,
             env!("CARGO_PKG_VERSION")
@@ -480,7 +468,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let (mut driver, report) = AnyDriver::open(args.driver, DriverOptions::default())
         .context("cannot open the replay's driver")?;
     if let Some(why) = &report.fallback {
-        eprintln!("tickloop: warning: io_uring is not usable ({why}); replaying on epoll");
+        tracing::warn!("io_uring is not usable ({why}); replaying on epoll");
     }
     let mut out = match &args.out {
         Some(path) => Some(BufWriter::new(

@@ -486,7 +486,8 @@ fn the_metrics_endpoint_answers_while_a_silent_client_cannot_stall_the_loop() {
             .next()
             .expect("the engine says where metrics are")
             .unwrap();
-        if let Some(rest) = line.strip_prefix("tickloop: metrics at http://") {
+        // Log lines may carry a time stamp before "tickloop:".
+        if let Some((_, rest)) = line.split_once("tickloop: metrics at http://") {
             break rest.trim_end_matches("/metrics").to_string();
         }
     };
@@ -523,4 +524,220 @@ fn the_metrics_endpoint_answers_while_a_silent_client_cannot_stall_the_loop() {
     // SAFETY: our own child.
     unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
     assert!(run.wait().unwrap().success());
+}
+
+/// The telemetry events of `kind` in the JSONL files under `dir`.
+fn telemetry_of(dir: &str, kind: &str) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn a_valid_change_applies_app_parameters_and_log_level_while_running_and_replays() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = TempDir::new("hotapply");
+    let (cfg, status, journal) = (
+        dir.file("engine.toml"),
+        dir.file("s.json"),
+        dir.file("run.tlj"),
+    );
+    let telemetry = dir.file("telemetry");
+    std::fs::create_dir(&telemetry).unwrap();
+    let locks = dir.file("locks");
+    let body = |fast: u32, tick_ms: u64, level: &str, batch: u32| {
+        format!(
+            "[engine]\naccount = \"hot\"\nlock_dir = \"{locks}\"\n\n[[rings]]\nname = \"{}\"\n\n\
+             [loop]\nbatch = {batch}\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n\n\
+             [journal]\npath = \"{journal}\"\n\n[telemetry]\ndir = \"{telemetry}\"\n\n\
+             [config]\npoll_ms = 100\n\n[log]\nlevel = \"{level}\"\n\n\
+             [sma]\nfast = {fast}\nslow = 30\ntick_ns = {}\n",
+            ring.0,
+            tick_ms * 1_000_000
+        )
+    };
+    let replace = |text: String| {
+        let tmp = dir.file("engine.toml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &cfg).unwrap();
+    };
+    let generation = || -> u64 {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&status).unwrap_or_default())
+                .unwrap_or_default();
+        doc["config_generation"].as_u64().unwrap_or(0)
+    };
+    let wait_generation = |want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while generation() < want {
+            assert!(Instant::now() < deadline, "generation {want} never applied");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::fs::write(&cfg, body(10, 1, "info", 64)).unwrap();
+    let mut run = Command::new(TICKLOOP)
+        .args(["run", "--config", &cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&status);
+    let base = generation();
+    let mut feed = synthetic_feed(&ring, 20_000, 50_000, 4).spawn().unwrap();
+    // 1: new app parameters (windows and tick period) and a loop change that needs a restart.
+    replace(body(5, 2, "info", 128));
+    wait_generation(base + 1);
+    // 2: the log level goes to warn: from the next change on, info lines are not printed.
+    replace(body(6, 2, "warn", 128));
+    wait_generation(base + 2);
+    // 3: applied, but its info line is not printed.
+    replace(body(7, 2, "warn", 128));
+    wait_generation(base + 3);
+    // An invalid file: rejected with its line, the last good config stays.
+    replace(body(7, 2, "warn", 128).replace("slow = 30", "slow = 3"));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(generation(), base + 3);
+    // 4: back to info (its own line follows the old level), 5 is printed again.
+    replace(body(8, 2, "info", 128));
+    wait_generation(base + 4);
+    replace(body(9, 2, "info", 128));
+    wait_generation(base + 5);
+    assert!(feed.wait().unwrap().success());
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(run.wait().unwrap().success(), "{err}");
+
+    let applied_line = |g: u64| err.contains(&format!("generation {g} applied"));
+    assert!(applied_line(base + 1) && applied_line(base + 2), "{err}");
+    assert!(
+        !applied_line(base + 3) && !applied_line(base + 4),
+        "info lines printed at level warn: {err}"
+    );
+    assert!(applied_line(base + 5), "level info again: {err}");
+    assert!(
+        err.contains("these take effect at the next restart: loop"),
+        "{err}"
+    );
+    assert!(
+        err.contains("config rejected") && err.contains("slow = 3"),
+        "{err}"
+    );
+
+    // Typed telemetry for every change, the rejection with the line it names.
+    let applied = telemetry_of(&telemetry, "config_applied");
+    let gens: Vec<u64> = applied
+        .iter()
+        .map(|v| v["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        gens,
+        (base + 1..=base + 5).collect::<Vec<_>>(),
+        "{applied:?}"
+    );
+    assert_eq!(applied[0]["restart_needed"], 1, "{applied:?}");
+    let rejected = telemetry_of(&telemetry, "config_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["generation_kept"], base + 3);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        rejected[0]["line"].as_u64().unwrap() > 0,
+        "{rejected:?} {text}"
+    );
+
+    // The app took its new parameters inside the run, and replay makes the same decisions:
+    // the 2 ms summary tick was armed after the first change.
+    let out = dir.file("replayed.jsonl");
+    let o = tickloop(&["replay", "--journal", &journal, "--verify", "--out", &out]);
+    assert!(o.status.success(), "{}", clear_failure(&o));
+    let actions = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        actions.contains("\"period\":2000000"),
+        "the new tick period was never armed: {}",
+        &actions[..actions.len().min(2000)]
+    );
+}
+
+#[test]
+fn a_second_stop_signal_ends_a_stuck_shutdown_at_once() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // The engine's stdout is a pipe this test has filled and never reads: its final report
+    // cannot be written, so its shutdown is stuck. The first SIGINT must leave it stuck
+    // (a clean stop is never cut short on its own); the second signal must end it at once.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into a local array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh fds we own.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Fill it to capacity with blocking writes (O_NONBLOCK would be shared with the child).
+    // SAFETY: fcntl on our own fd.
+    let capacity = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    assert!(capacity > 0);
+    let fill = vec![b'x'; capacity as usize];
+    // SAFETY: a write from a live buffer that fits the empty pipe exactly.
+    let n = unsafe { libc::write(write.as_raw_fd(), fill.as_ptr().cast(), fill.len()) };
+    assert_eq!(n, capacity as isize);
+    let mut run = Command::new(TICKLOOP)
+        .args(["run", "--duration", "60"])
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = run.stderr.take().unwrap();
+    // Wait for the loop to run (its start line), then ask it to stop.
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("loop running") {
+        assert_eq!(
+            std::io::Read::read(&mut stderr, &mut byte).unwrap(),
+            1,
+            "{seen:?}"
+        );
+        seen.push(byte[0]);
+    }
+    let pid = run.id() as i32;
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the engine should still be stuck writing its report"
+    );
+    let sent = Instant::now();
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "a second stop signal did not end the process"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    drop(read);
 }

@@ -69,6 +69,9 @@ pub enum EventKind {
     Notify { source: SourceId, value: u64 },
     /// A signal: stop (SIGTERM/SIGINT) or reload (SIGHUP).
     Signal(SignalKind),
+    /// The app took a new configuration ([`App::reconfigure`] returned `Ok`): generation
+    /// `generation` of the config file is in force. Timers it should re-arm, it re-arms now.
+    Reconfigured { generation: u64 },
     /// The last event: the loop stops after performing the actions the app returns now.
     Shutdown,
 }
@@ -175,6 +178,16 @@ pub trait App {
     /// A stable name, recorded in the journal so `replay` can build the same app.
     fn name(&self) -> &'static str;
     fn on_event(&mut self, event: &Event, cx: &mut Context<'_, Self::Output>);
+    /// Take new parameters while running (postcard bytes of the app's config, as in the
+    /// journal's header). On `Ok` the loop delivers [`EventKind::Reconfigured`] next; on
+    /// `Err` the app must be unchanged. It may allocate (this is not per event). The call is
+    /// journaled, so replay makes it at the same point.
+    fn reconfigure(&mut self, _config: &[u8]) -> Result<(), String> {
+        Err(format!(
+            "app {} takes no new config while running",
+            self.name()
+        ))
+    }
 }
 
 /// Where the loop sends the app's outputs (the order router, a test's collector...).

@@ -20,10 +20,11 @@ use crate::host::{self, HostConfig, HostSetup};
 use crate::journal::{JournalError, JournalHeader, JournalWriter, Record};
 use crate::ring::{ReadResult, Reader, ReaderOptions, RingError, Start};
 use crate::signals::{SignalKind, Signals};
-use crate::telemetry::{StopCause, Telemetry, TelemetrySink};
+use crate::telemetry::{StopCause, Telemetry, TelemetrySink, Text};
 use crate::timer::{TimerKey, TimerWheel};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
@@ -263,6 +264,49 @@ pub struct LoopView<'a> {
     pub stopping: Option<StopReason>,
     /// Telemetry events emitted and dropped, and whether the sink is degraded.
     pub telemetry: (u64, u64, bool),
+    requests: &'a RefCell<ServiceRequests>,
+}
+
+/// What services asked of the loop during one housekeeping tick; the loop performs it right
+/// after the services ran. Bounded: telemetry beyond [`ServiceRequests::TELEMETRY`] per tick is
+/// dropped and counted.
+#[derive(Default)]
+pub struct ServiceRequests {
+    app_config: Option<(u64, Vec<u8>)>,
+    telemetry: Vec<Telemetry>,
+    dropped: u64,
+}
+
+impl ServiceRequests {
+    /// Telemetry events services may emit per tick.
+    pub const TELEMETRY: usize = 16;
+
+    fn new() -> Self {
+        ServiceRequests {
+            app_config: None,
+            telemetry: Vec::with_capacity(Self::TELEMETRY),
+            dropped: 0,
+        }
+    }
+}
+
+impl LoopView<'_> {
+    /// Offer the app a new configuration (postcard bytes) after this tick, as config file
+    /// generation `generation`. The offer is journaled; a later offer in the same tick
+    /// replaces an earlier one.
+    pub fn reconfigure_app(&self, generation: u64, config: Vec<u8>) {
+        self.requests.borrow_mut().app_config = Some((generation, config));
+    }
+
+    /// Emit a telemetry event from a service (sent after this tick, in order).
+    pub fn emit_telemetry(&self, event: Telemetry) {
+        let mut requests = self.requests.borrow_mut();
+        if requests.telemetry.len() < ServiceRequests::TELEMETRY {
+            requests.telemetry.push(event);
+        } else {
+            requests.dropped += 1;
+        }
+    }
 }
 
 impl RingSource {
@@ -330,6 +374,10 @@ pub struct LoopStats {
     pub timer_refusals: u64,
     /// SIGHUPs received (services that poll files look at once when this changes).
     pub reload_requests: u64,
+    /// New app configurations taken while running.
+    pub app_reconfigured: u64,
+    /// Telemetry from services beyond the per-tick limit.
+    pub service_requests_dropped: u64,
     pub journal_records: u64,
     pub journal_dropped: u64,
 }
@@ -385,6 +433,7 @@ pub struct EventLoop<A: App, S: OutputSink<A::Output>> {
     lag: Histogram<u64>,
     started: Nanos,
     last_candle: Option<(i64, Nanos)>,
+    requests: RefCell<ServiceRequests>,
 }
 
 /// Builds an [`EventLoop`]: everything is opened, allocated and checked before it runs.
@@ -534,6 +583,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             lag: histogram(),
             started: now,
             last_candle: None,
+            requests: RefCell::new(ServiceRequests::new()),
             config,
         };
         event_loop.prefault()?;
@@ -603,6 +653,48 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 let (emitted, dropped) = self.telemetry.counts();
                 (emitted, dropped, self.telemetry.is_degraded())
             },
+            requests: &self.requests,
+        }
+    }
+
+    /// Perform what services asked for in the tick that just ran.
+    fn serve_requests(&mut self) {
+        let mut requests = std::mem::take(self.requests.get_mut());
+        for event in requests.telemetry.drain(..) {
+            self.emit_telemetry(event);
+        }
+        self.stats.service_requests_dropped += std::mem::take(&mut requests.dropped);
+        if let Some((generation, config)) = requests.app_config.take() {
+            self.reconfigure_app(generation, config);
+        }
+        *self.requests.get_mut() = requests;
+    }
+
+    /// Offer the app a new configuration; on success it gets [`EventKind::Reconfigured`].
+    fn reconfigure_app(&mut self, generation: u64, config: Vec<u8>) {
+        let result = self.app.reconfigure(&config);
+        if let Some(journal) = &mut self.journal {
+            journal.record::<A::Output>(&Record::AppConfig {
+                generation,
+                accepted: result.is_ok(),
+                config,
+            });
+        }
+        match result {
+            Ok(()) => {
+                self.stats.app_reconfigured += 1;
+                self.dispatch(EventKind::Reconfigured { generation });
+            }
+            Err(why) => {
+                tracing::error!(
+                    "config generation {generation}: the app refused its new parameters: {why}"
+                );
+                self.emit_telemetry(Telemetry::ConfigRejected {
+                    generation_kept: generation,
+                    line: 0,
+                    reason: Text::from_fmt(format_args!("the app refused it: {why}")),
+                });
+            }
         }
     }
 
@@ -748,8 +840,11 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             events: self.stats.events,
             candles: self.stats.candles,
         });
-        self.telemetry.finish();
         self.run_services(|s, v| s.stop(v));
+        // Telemetry the services emitted while stopping; a new app config is moot now.
+        self.requests.get_mut().app_config = None;
+        self.serve_requests();
+        self.telemetry.finish();
         if let Some(journal) = &mut self.journal {
             // A failure is kept for `journal_failure`: the run itself ended normally.
             let _ = journal.finish();
@@ -871,8 +966,9 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         if let Some(journal) = &mut self.journal {
             journal.flush();
         }
-        self.telemetry.flush();
         self.run_services(|s, v| s.tick(v));
+        self.serve_requests();
+        self.telemetry.flush();
     }
 
     /// Read up to `batch` results from each ring. Returns true if anything was read.
@@ -984,6 +1080,10 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                         self.dispatch(EventKind::Signal(signal));
                         if let SignalKind::Stop { signal } = signal {
                             self.stop.get_or_insert(StopReason::Signal(signal));
+                            // A second stop signal from here on ends the process at once. Any
+                            // already pending in the signalfd were sent before this one was
+                            // seen (the same stop, twice): they are read with it here.
+                            Signals::release_stop();
                         }
                     }
                 }

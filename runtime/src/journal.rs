@@ -44,6 +44,13 @@ pub struct JournalHeader {
 pub enum Record<O> {
     Input(Event),
     Output(Action<O>),
+    /// The app was offered a new configuration (postcard bytes) before the next input;
+    /// `accepted` is what [`crate::app::App::reconfigure`] answered.
+    AppConfig {
+        generation: u64,
+        config: Vec<u8>,
+        accepted: bool,
+    },
     /// The run stopped cleanly after this many inputs.
     End {
         inputs: u64,
@@ -186,7 +193,8 @@ impl JournalWriter {
         // Write out between inputs, so a run that is killed leaves whole inputs with all their
         // actions; only a record that does not fit at all forces a write mid-input.
         let is_input = matches!(record, Record::Input(_));
-        if (is_input && self.buf.len() >= self.chunk)
+        let starts_group = is_input || matches!(record, Record::AppConfig { .. });
+        if (starts_group && self.buf.len() >= self.chunk)
             || self.buf.len() + 4 + len > self.buf.capacity()
         {
             self.flush();

@@ -158,6 +158,35 @@ pub fn replay<A: App>(
                 }
                 *matched += 1;
             }
+            Record::AppConfig {
+                generation,
+                config,
+                accepted,
+            } => {
+                // Offered between inputs: the previous input's actions are complete.
+                if let Some(d) = finish_input(&current, &actions, report.inputs) {
+                    report.divergence = Some(d);
+                    break;
+                }
+                if current.take().is_some() {
+                    report.inputs += 1;
+                }
+                actions.clear();
+                let replayed = app.reconfigure(&config);
+                if replayed.is_ok() != accepted {
+                    report.divergence = Some(Divergence {
+                        input: report.inputs,
+                        event: format!("new app config, generation {generation}"),
+                        action: 0,
+                        recorded: if accepted { "accepted" } else { "refused" }.into(),
+                        replayed: match replayed {
+                            Ok(()) => "accepted".into(),
+                            Err(why) => format!("refused: {why}"),
+                        },
+                    });
+                    break;
+                }
+            }
             Record::End { inputs } => {
                 if let Some(d) = finish_input(&current, &actions, report.inputs) {
                     report.divergence = Some(d);

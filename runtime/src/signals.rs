@@ -16,8 +16,9 @@ pub enum SignalKind {
     Reload,
 }
 
-/// The signalfd. Dropping it closes the fd but leaves the signals blocked on the thread: a
-/// second SIGTERM during shutdown must not kill the process halfway through.
+/// The signalfd. Dropping it closes the fd but leaves the signals blocked on the thread; once
+/// the loop has taken a stop signal it calls [`Signals::release_stop`], so that a second
+/// SIGTERM or SIGINT during shutdown ends the process at once (the default action).
 pub struct Signals {
     fd: OwnedFd,
 }
@@ -46,6 +47,20 @@ impl Signals {
             Ok(Signals {
                 fd: OwnedFd::from_raw_fd(fd),
             })
+        }
+    }
+
+    /// Unblock SIGTERM and SIGINT on this thread: the next one takes its default action and
+    /// ends the process. (SIGHUP stays blocked.) Called once a stop is under way: a person
+    /// who sends a second stop wants the process gone now, not after a slow shutdown.
+    pub fn release_stop() {
+        // SAFETY: sigset manipulation on local values; pthread_sigmask on this thread.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         }
     }
 

@@ -139,8 +139,8 @@ impl StatusWriter {
     fn fail(&mut self, why: String) {
         self.failures += 1;
         if self.last_error.as_deref() != Some(why.as_str()) {
-            eprintln!(
-                "tickloop: warning: status file {}: {why} (retrying every tick)",
+            tracing::warn!(
+                "status file {}: {why} (retrying every tick)",
                 self.path.display()
             );
             self.last_error = Some(why);

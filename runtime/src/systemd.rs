@@ -47,7 +47,7 @@ impl Notifier {
     fn send(&mut self, state: &[NotifyState<'_>]) {
         if let Err(e) = sd_notify::notify(false, state) {
             if !self.warned {
-                eprintln!("tickloop: warning: cannot notify systemd through NOTIFY_SOCKET: {e}");
+                tracing::warn!("cannot notify systemd through NOTIFY_SOCKET: {e}");
                 self.warned = true;
             }
         }

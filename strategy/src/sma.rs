@@ -94,6 +94,8 @@ pub struct SmaCross {
     pub ignored: u64,
     pub lost: u64,
     pub ticks: u64,
+    /// The tick timer's period or budget changed: re-arm it at `Reconfigured`.
+    rearm: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -117,11 +119,27 @@ impl SmaCross {
             ignored: 0,
             lost: 0,
             ticks: 0,
+            rearm: false,
         })
     }
 
     pub fn config(&self) -> &SmaConfig {
         &self.config
+    }
+
+    /// Take `config` while running: counters carry on; new windows or symbol counts start
+    /// their averages afresh (warming up again), a new tick period is re-armed at the
+    /// `Reconfigured` event. An invalid config leaves everything as it was.
+    pub fn apply(&mut self, config: SmaConfig) -> Result<(), String> {
+        config.validate()?;
+        let old = &self.config;
+        if (old.fast, old.slow, old.symbols) != (config.fast, config.slow, config.symbols) {
+            self.closes = vec![0.0; config.symbols as usize * config.slow as usize];
+            self.state = vec![SymbolState::default(); config.symbols as usize];
+        }
+        self.rearm |= (old.tick_ns, old.tick_budget_ns) != (config.tick_ns, config.tick_budget_ns);
+        self.config = config;
+        Ok(())
     }
 
     fn on_candle(&mut self, source: u16, symbol: u32, close: f64, ts_ns: i64) -> Option<SmaOutput> {
@@ -217,9 +235,18 @@ impl App for SmaCross {
                     cx.emit(self.summary());
                 }
             }
+            EventKind::Reconfigured { .. } if std::mem::take(&mut self.rearm) => {
+                cx.every(TICK_TIMER, self.config.tick_ns, self.config.tick_budget_ns);
+            }
             EventKind::Shutdown => cx.emit(self.summary()),
             _ => {}
         }
+    }
+
+    fn reconfigure(&mut self, config: &[u8]) -> Result<(), String> {
+        let config: SmaConfig = postcard::from_bytes(config)
+            .map_err(|e| format!("the new sma config does not decode: {e}"))?;
+        self.apply(config)
     }
 }
 
@@ -280,5 +307,72 @@ mod tests {
         );
         assert_eq!(app.on_candle(0, 7, 1.0, 0), None, "symbol beyond capacity");
         assert_eq!(app.ignored, 1);
+    }
+}
+
+#[cfg(test)]
+mod reconfigure_tests {
+    use super::*;
+    use tickloop_runtime::app::Action;
+
+    fn event(at: u64, kind: EventKind) -> Event {
+        Event { at, kind }
+    }
+
+    #[test]
+    fn new_parameters_apply_and_bad_ones_change_nothing() {
+        let mut app = SmaCross::new(SmaConfig {
+            fast: 2,
+            slow: 4,
+            symbols: 4,
+            ..SmaConfig::default()
+        })
+        .unwrap();
+        for i in 0..10 {
+            let _ = app.on_candle(0, 1, 100.0 + i as f64, i);
+        }
+        let bad = SmaConfig {
+            fast: 5,
+            slow: 5,
+            ..app.config().clone()
+        };
+        let err = app
+            .reconfigure(&postcard::to_allocvec(&bad).unwrap())
+            .unwrap_err();
+        assert!(err.contains("fast = 5 and slow = 5"), "{err}");
+        assert_eq!(app.config().slow, 4, "a refused config changes nothing");
+        assert!(app.reconfigure(b"\xff\xff\xff").is_err());
+
+        let good = SmaConfig {
+            fast: 3,
+            slow: 6,
+            tick_ns: 5 * MILLIS,
+            ..app.config().clone()
+        };
+        app.reconfigure(&postcard::to_allocvec(&good).unwrap())
+            .unwrap();
+        assert_eq!(app.config(), &good);
+        assert_eq!(app.candles, 10, "counters carry on");
+        // The new windows warm up again: no cross before 6 closes.
+        for i in 0..5 {
+            assert_eq!(app.on_candle(0, 1, 100.0 - i as f64, i), None);
+        }
+        // The changed tick period is re-armed at `Reconfigured`, once.
+        let mut actions = Vec::with_capacity(4);
+        let mut dropped = 0;
+        let ev = event(7, EventKind::Reconfigured { generation: 2 });
+        app.on_event(&ev, &mut Context::new(7, &mut actions, &mut dropped));
+        assert_eq!(
+            actions,
+            vec![Action::SetPeriodic {
+                timer: TICK_TIMER,
+                first: 7 + 5 * MILLIS,
+                period: 5 * MILLIS,
+                budget: good.tick_budget_ns,
+            }]
+        );
+        actions.clear();
+        app.on_event(&ev, &mut Context::new(7, &mut actions, &mut dropped));
+        assert!(actions.is_empty(), "nothing to re-arm the second time");
     }
 }
