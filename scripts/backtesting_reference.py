@@ -163,6 +163,21 @@ def floor_quotient_units(available, price):
     return int(math.floor(available * 1.0 * (1 - sys.float_info.epsilon) / price))
 
 
+def csv_prices_exact(data_path, data):
+    """pandas' CSV float parser gave every price the same double as a correctly rounded parse
+    (Python's float(), Rust's str::parse::<f64>)."""
+    import csv
+
+    with open(data_path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    columns = ["Open", "High", "Low", "Close"]
+    return all(
+        float(row[1 + j]) == data[col].iloc[i]
+        for i, row in enumerate(rows)
+        for j, col in enumerate(columns)
+    )
+
+
 def signals(fast, slow):
     """Bars (from the first with both averages and a previous bar) where backtesting.py's
     crossover() fires: +1 fast crosses above slow, -1 below."""
@@ -294,6 +309,7 @@ def main(data_path, out_path):
         "stats": stats_out,
         "equity_curve": [plain(x) for x in stats["_equity_curve"]["Equity"].to_numpy()],
         "numerics": {
+            "pandas_csv_prices_equal_correctly_rounded_parse": csv_prices_exact(data_path, data),
             "documented_rules_reproduce_every_trade_and_equity_bit_for_bit": documented,
             "same_with_floor_of_quotient_sizes": replica_matches(
                 mine_fast, mine_slow, floor_quotient_units

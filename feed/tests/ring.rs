@@ -115,7 +115,11 @@ fn a_dbn_file_fills_the_symbol_table_with_its_metadata_names() {
     for ((_, c), want) in got.iter().zip(&dataset.candles) {
         assert_eq!(reader.symbol_name(c.symbol), Some(dataset.symbol_of(want)));
     }
-    assert_eq!(dataset.symbols, ["ESH1"], "instrument 5482 named by the metadata");
+    assert_eq!(
+        dataset.symbols,
+        ["ESH1"],
+        "instrument 5482 named by the metadata"
+    );
     // Replaying again into the same ring reuses the names: no new symbols.
     let before = writer.symbol_room().1;
     replay(
