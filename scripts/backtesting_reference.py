@@ -276,6 +276,31 @@ def main(data_path, out_path):
             continue
         stats_out[key] = plain(value)
 
+    # The two settings whose effect people ask about, run for the record.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exclusive = Backtest(data, SmaCross, **{**SETTINGS, "exclusive_orders": True}).run()
+        finalized = Backtest(data, SmaCross, **{**SETTINGS, "finalize_trades": True}).run()
+    columns = ["Size", "EntryBar", "ExitBar", "EntryPrice", "ExitPrice", "PnL"]
+    last = finalized["_trades"].iloc[-1]
+    variants = {
+        "exclusive_orders_true_gives_the_same_trades_and_equity": bool(
+            exclusive["_trades"][columns].equals(stats["_trades"][columns])
+            and exclusive["Equity Final [$]"] == stats["Equity Final [$]"]
+        ),
+        "finalize_trades_true": {
+            "closed_trades": len(finalized["_trades"]),
+            "last_trade": {
+                "size": int(last.Size),
+                "entry_bar": int(last.EntryBar),
+                "exit_bar": int(last.ExitBar),
+                "exit_price": plain(last.ExitPrice),
+                "exit_price_is_open_of_last_bar": bool(last.ExitPrice == data["Open"].iloc[-1]),
+            },
+            "final_equity": plain(finalized["Equity Final [$]"]),
+        },
+    }
+
     reference = {
         "what": "backtesting.py SmaCross(n1=10, n2=20) on data/EURUSD.csv; regenerate with scripts/backtesting_reference.sh",
         "versions": {
@@ -307,6 +332,7 @@ def main(data_path, out_path):
         "final_cash": plain(broker._cash),
         "final_equity": plain(stats["Equity Final [$]"]),
         "stats": stats_out,
+        "variants": variants,
         "equity_curve": [plain(x) for x in stats["_equity_curve"]["Equity"].to_numpy()],
         "numerics": {
             "pandas_csv_prices_equal_correctly_rounded_parse": csv_prices_exact(data_path, data),
