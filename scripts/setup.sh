@@ -32,6 +32,8 @@ fi
 
 # python3 runs the interop tests and the Python peer of the ring benchmark.
 command -v python3 >/dev/null || apt_install python3
+# venv and ensurepip: scripts/backtesting_reference.sh makes the backtesting.py venv under target/.
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 # mount/umount (util-linux) for the full-/dev/shm tests.
 command -v mount >/dev/null || apt_install mount
 # cyclictest (rt-tests) is the timer-lateness reference of `tickloop bench timers`.

@@ -3,6 +3,7 @@
 
 mod config;
 mod demo;
+mod feed_cmd;
 mod logging;
 mod ring_cmd;
 mod run_cmd;
@@ -152,6 +153,10 @@ pub enum ConfigCommand {
 pub enum FeedCommand {
     /// A seeded random walk over N symbols, sealed for verification.
     Synthetic(SyntheticArgs),
+    /// Replay a data file (CSV, Binance klines, Databento DBN), validated whole first, paced.
+    Replay(feed_cmd::ReplayArgs),
+    /// Take candles as JSON lines over loopback TCP or UDP; bad lines are counted and reported.
+    Ingest(feed_cmd::IngestArgs),
 }
 
 #[derive(Args, Clone)]
@@ -214,6 +219,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ring(cmd) => ring_cmd::run(cmd),
         Command::Feed(FeedCommand::Synthetic(args)) => ring_cmd::synthetic(&args),
+        Command::Feed(FeedCommand::Replay(args)) => feed_cmd::replay(&args),
+        Command::Feed(FeedCommand::Ingest(args)) => feed_cmd::ingest(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Replay(args) => run_cmd::replay(&args),
         Command::Status(args) => Ok(status_cmd::status(&args)),

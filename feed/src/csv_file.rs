@@ -1,0 +1,377 @@
+//! CSV bars: backtesting.py's format and Binance's klines, read with the `csv` crate into a
+//! [`Dataset`] (one symbol per file).
+//!
+//! * **backtesting.py**: a header naming `Open`, `High`, `Low`, `Close` and optionally `Volume`
+//!   (any case, any order, other columns ignored), and a time column: the one named `time`,
+//!   `date`, `datetime` or `timestamp`, else an unnamed first column (what `DataFrame.to_csv`
+//!   writes). Times are `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS[.fffffffff]]` (or with `T`),
+//!   optionally ending in `Z` or `+HH:MM`; without an offset they are UTC.
+//! * **Binance klines**: 12 columns (open time, open, high, low, close, volume, close time,
+//!   quote volume, trades, taker buy base, taker buy quote, ignore), with or without a header
+//!   line. The open time is milliseconds since the epoch, or microseconds in the newer spot
+//!   dumps (from 2025): each row's value is read as microseconds when it is at least 10^14
+//!   (no millisecond time before the year 5138 is that large, no microsecond time after 1973
+//!   is smaller), else as milliseconds.
+//!
+//! The symbol is `--symbol` or the file name: its stem for backtesting.py files
+//! (`EURUSD.csv` → `EURUSD`), the part before the first `-` for Binance dumps
+//! (`BTCUSDT-1m-2024-01.csv` → `BTCUSDT`). This module only parses; the checks are
+//! [`crate::dataset::Builder`]'s, and it never writes anywhere.
+
+use crate::dataset::{io_error, Builder, Dataset, Format, LoadError, LoadOptions, Location};
+use std::path::Path;
+use tickloop_runtime::ring::Candle;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::parsing::Parsed;
+
+const TIME_COLUMNS: [&str; 4] = ["time", "date", "datetime", "timestamp"];
+
+pub(crate) fn load(
+    path: &Path,
+    format: Format,
+    options: &LoadOptions,
+) -> Result<Dataset, LoadError> {
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let symbol = match &options.symbol {
+        Some(s) => s.clone(),
+        None => symbol_from_name(path, format),
+    };
+    let mut builder = Builder::new(path, options.max_candles);
+    let id = builder.symbol(
+        &symbol,
+        Location::File,
+        "name the symbol with --symbol NAME (1 to 31 bytes)",
+    )?;
+    let mut columns: Option<Columns> = None;
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(csv_error(path, e)),
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        let at = Location::Line(line);
+        if columns.is_none() {
+            let (c, is_header) = match format {
+                Format::Binance => binance_columns(path, &record, at)?,
+                _ => (backtesting_columns(path, &record, at)?, true),
+            };
+            columns = Some(c);
+            if is_header {
+                continue;
+            }
+        }
+        let cols = columns.as_ref().expect("set above");
+        if record.len() != cols.width {
+            return Err(LoadError::new(
+                path,
+                at,
+                None,
+                format!(
+                    "{} fields, but {} {}",
+                    record.len(),
+                    if format == Format::Binance {
+                        "Binance klines have"
+                    } else {
+                        "the header has"
+                    },
+                    cols.width
+                ),
+                "every row needs the same columns as the header",
+            ));
+        }
+        let number = |index: usize, name: &str| -> Result<f64, LoadError> {
+            let text = &record[index];
+            if text.is_empty() {
+                return Err(LoadError::new(
+                    path,
+                    at,
+                    Some(name),
+                    "the value is missing",
+                    "fill it in or remove the row",
+                ));
+            }
+            text.parse::<f64>().map_err(|_| {
+                LoadError::new(
+                    path,
+                    at,
+                    Some(name),
+                    format!("{text:?} is not a number"),
+                    "correct or remove the row",
+                )
+            })
+        };
+        let time_text = &record[cols.time];
+        let ts_ns = match format {
+            Format::Binance => binance_time(time_text),
+            _ => parse_time(time_text),
+        }
+        .ok_or_else(|| {
+            LoadError::new(
+                path,
+                at,
+                Some(&cols.time_name),
+                format!(
+                    "{time_text:?} is not {}",
+                    if format == Format::Binance {
+                        "an open time in milliseconds or microseconds since 1970"
+                    } else {
+                        "a date or time (YYYY-MM-DD[ HH:MM[:SS[.fff]]][Z|+HH:MM])"
+                    }
+                ),
+                "correct or remove the row",
+            )
+        })?;
+        let candle = Candle {
+            ts_ns,
+            symbol: id,
+            flags: 0,
+            open: number(cols.open, &cols.names[0])?,
+            high: number(cols.high, &cols.names[1])?,
+            low: number(cols.low, &cols.names[2])?,
+            close: number(cols.close, &cols.names[3])?,
+            volume: match cols.volume {
+                Some(i) => number(i, &cols.names[4])?,
+                None => 0.0,
+            },
+        };
+        let [o, h, l, c, v] = &cols.names;
+        builder.push(candle, at, [&cols.time_name, o, h, l, c, v])?;
+    }
+    if columns.is_none() {
+        return Err(LoadError::new(
+            path,
+            Location::File,
+            None,
+            "the file is empty",
+            "check that it is the file you meant",
+        ));
+    }
+    Ok(builder.finish(format))
+}
+
+/// Column indices, and the names errors use for them.
+struct Columns {
+    width: usize,
+    time: usize,
+    time_name: String,
+    open: usize,
+    high: usize,
+    low: usize,
+    close: usize,
+    volume: Option<usize>,
+    names: [String; 5],
+}
+
+fn backtesting_columns(
+    path: &Path,
+    header: &csv::StringRecord,
+    at: Location,
+) -> Result<Columns, LoadError> {
+    let find = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let found = || header.iter().collect::<Vec<_>>().join(",");
+    let need = |name: &str| {
+        find(name).ok_or_else(|| {
+            LoadError::new(
+                path,
+                at,
+                Some(name),
+                format!("no {name} column in the header ({:?})", found()),
+                "backtesting.py's format has a header time,Open,High,Low,Close[,Volume] (the time column may be unnamed); for Binance klines use --format binance",
+            )
+        })
+    };
+    let (open, high, low, close) = (need("Open")?, need("High")?, need("Low")?, need("Close")?);
+    let time = TIME_COLUMNS
+        .iter()
+        .find_map(|n| find(n))
+        .or_else(|| header.get(0).filter(|h| h.is_empty()).map(|_| 0))
+        .ok_or_else(|| {
+            LoadError::new(
+                path,
+                at,
+                Some("time"),
+                format!("no time column in the header ({:?})", found()),
+                "name it time, date, datetime or timestamp, or leave the first column's name empty",
+            )
+        })?;
+    let name = |i: usize| header.get(i).unwrap_or_default().to_owned();
+    let volume = find("Volume");
+    Ok(Columns {
+        width: header.len(),
+        time,
+        time_name: if header[time].is_empty() {
+            "time (first column)".to_owned()
+        } else {
+            name(time)
+        },
+        open,
+        high,
+        low,
+        close,
+        volume,
+        names: [
+            name(open),
+            name(high),
+            name(low),
+            name(close),
+            volume.map(name).unwrap_or_default(),
+        ],
+    })
+}
+
+/// Binance's fixed columns; the first record is a header if its first field is not a number.
+fn binance_columns(
+    path: &Path,
+    first: &csv::StringRecord,
+    at: Location,
+) -> Result<(Columns, bool), LoadError> {
+    if first.len() != 12 {
+        return Err(LoadError::new(
+            path,
+            at,
+            None,
+            format!("{} fields, but Binance klines have 12", first.len()),
+            "check the file, or use --format csv for backtesting.py's format",
+        ));
+    }
+    let is_header = first[0].parse::<i64>().is_err();
+    let names = ["open", "high", "low", "close", "volume"].map(str::to_owned);
+    Ok((
+        Columns {
+            width: 12,
+            time: 0,
+            time_name: "open_time".to_owned(),
+            open: 1,
+            high: 2,
+            low: 3,
+            close: 4,
+            volume: Some(5),
+            names,
+        },
+        is_header,
+    ))
+}
+
+/// Binance open time: milliseconds, or microseconds when at least 10^14 (see the module doc).
+fn binance_time(text: &str) -> Option<i64> {
+    let value: i64 = text.parse().ok().filter(|v| *v >= 0)?;
+    if value >= 100_000_000_000_000 {
+        value.checked_mul(1_000)
+    } else {
+        value.checked_mul(1_000_000)
+    }
+}
+
+const TIME_FORMAT: &[BorrowedFormatItem<'static>] = format_description!(
+    version = 2,
+    "[year]-[month]-[day][optional [[first [T][ ]][hour]:[minute][optional [:[second][optional [.[subsecond]]]]]]][optional [[first [Z][[offset_hour sign:mandatory]:[offset_minute]]]]]"
+);
+
+/// A backtesting.py time (see the module doc) as ns since the epoch.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let mut parsed = Parsed::new();
+    let rest = parsed.parse_items(text.as_bytes(), TIME_FORMAT).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let date = time::Date::from_calendar_date(parsed.year()?, parsed.month()?, parsed.day()?.get())
+        .ok()?;
+    let clock = time::Time::from_hms_nano(
+        parsed.hour_24().unwrap_or(0),
+        parsed.minute().unwrap_or(0),
+        parsed.second().unwrap_or(0),
+        parsed.subsecond().unwrap_or(0),
+    )
+    .ok()?;
+    let offset = match parsed.offset_hour() {
+        Some(h) => {
+            time::UtcOffset::from_hms(h, parsed.offset_minute_signed().unwrap_or(0), 0).ok()?
+        }
+        None => time::UtcOffset::UTC,
+    };
+    let ns = time::PrimitiveDateTime::new(date, clock)
+        .assume_offset(offset)
+        .unix_timestamp_nanos();
+    i64::try_from(ns).ok()
+}
+
+fn symbol_from_name(path: &Path, format: Format) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match format {
+        Format::Binance => stem.split('-').next().unwrap_or_default().to_owned(),
+        _ => stem,
+    }
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> LoadError {
+    let line = e.position().map(|p| p.line());
+    let at = line.map_or(Location::File, Location::Line);
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => io_error(path, e),
+        csv::ErrorKind::Utf8 { pos, .. } => LoadError::new(
+            path,
+            pos.map_or(at, |p| Location::Line(p.line())),
+            None,
+            "not UTF-8 text",
+            "check that it is a CSV file, or name its format with --format",
+        ),
+        other => LoadError::new(
+            path,
+            at,
+            None,
+            format!("unreadable CSV: {other:?}"),
+            "check the file",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_backtesting_py_files() {
+        let t = |s| parse_time(s);
+        assert_eq!(t("1970-01-02"), Some(86_400_000_000_000));
+        assert_eq!(t("2017-04-19 09:00:00"), Some(1_492_592_400_000_000_000));
+        assert_eq!(t("2017-04-19T09:00:00"), t("2017-04-19 09:00:00"));
+        assert_eq!(t("2017-04-19 09:00"), t("2017-04-19 09:00:00"));
+        assert_eq!(t("2017-04-19 09:00:00Z"), t("2017-04-19 09:00:00"));
+        assert_eq!(t("2017-04-19 11:00:00+02:00"), t("2017-04-19 09:00:00"));
+        assert_eq!(t("2017-04-19 09:00:00.25"), Some(1_492_592_400_250_000_000));
+        for bad in [
+            "",
+            "2017-13-01",
+            "2017-04-19 25:00",
+            "yesterday",
+            "2017-04-19 09:00:00 x",
+        ] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn binance_times_in_ms_and_us() {
+        assert_eq!(
+            binance_time("1704067200000"),
+            Some(1_704_067_200_000_000_000)
+        );
+        assert_eq!(
+            binance_time("1735689600000000"),
+            Some(1_735_689_600_000_000_000)
+        );
+        assert_eq!(binance_time("-5"), None);
+        assert_eq!(binance_time("1.5"), None);
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerates the backtesting.py reference of SmaCross(10, 20) on data/EURUSD.csv:
+#   scripts/backtesting_reference.sh [OUT.json]   (default: data/reference/sma_cross_eurusd.json)
+# Makes a virtual environment under target/ (kept between runs) with the pinned backtesting.py,
+# pandas and numpy from PyPI, then runs scripts/backtesting_reference.py. Needs python3 with
+# venv (scripts/setup.sh installs python3-venv) and, the first time, PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out="${1:-data/reference/sma_cross_eurusd.json}"
+venv="${TICKLOOP_REFERENCE_VENV:-target/backtesting-venv}"
+req=scripts/backtesting_reference.requirements.txt
+
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/.requirements"; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/.requirements"
+fi
+"$venv/bin/python" scripts/backtesting_reference.py data/EURUSD.csv "$out"
