@@ -1,6 +1,7 @@
 //! The `tickloop` command line: parses arguments, wires the libraries together, runs. It holds
 //! no logic of its own beyond presenting results; errors leave as one line on stderr.
 
+mod backtest_cmd;
 mod config;
 mod demo;
 mod feed_cmd;
@@ -37,6 +38,8 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Feed a journal through its app again; with --verify, check every action.
     Replay(run_cmd::ReplayArgs),
+    /// Run a strategy over a data file through the loop (simulated clock, paper fills).
+    Backtest(backtest_cmd::BacktestArgs),
     /// Show a running engine's status file; exit 0 fresh, 1 stale or stopped, 2 missing.
     Status(status_cmd::StatusArgs),
     /// Configuration files.
@@ -223,6 +226,7 @@ fn main() -> ExitCode {
         Command::Feed(FeedCommand::Ingest(args)) => feed_cmd::ingest(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Replay(args) => run_cmd::replay(&args),
+        Command::Backtest(args) => backtest_cmd::run(&args),
         Command::Status(args) => Ok(status_cmd::status(&args)),
         Command::Config(ConfigCommand::Check { file }) => status_cmd::config_check(&file),
         Command::Locks(args) => status_cmd::locks(&args),

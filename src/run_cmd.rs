@@ -19,6 +19,7 @@ use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
 use tickloop_runtime::ring::{self, Start};
 use tickloop_runtime::status::StatusWriter;
 use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
+use tickloop_strategy::host::Strategy as _;
 use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
 
 #[derive(Args, Clone)]
@@ -454,6 +455,29 @@ fn print_run(r: &RunReport) {
     }
 }
 
+/// Replay a journal of a strategy host running `S`.
+fn replay_host<S: tickloop_strategy::host::Strategy>(
+    header: &tickloop_runtime::journal::JournalHeader,
+    journal: &mut JournalReader,
+    driver: &mut AnyDriver,
+    out: Option<&mut BufWriter<std::fs::File>>,
+    progress: &mut dyn FnMut(u64),
+) -> anyhow::Result<tickloop_runtime::replay::ReplayReport> {
+    let setup: tickloop_strategy::host::HostSetup<S::Config> =
+        postcard::from_bytes(&header.app_config)
+            .with_context(|| format!("the journal's {} config does not decode", S::NAME))?;
+    let mut app =
+        tickloop_strategy::host::StrategyHost::<S>::new(setup).map_err(anyhow::Error::msg)?;
+    Ok(tickloop_runtime::replay::replay(
+        journal,
+        &mut app,
+        driver,
+        header.actions_per_event as usize,
+        out.map(|w| w as &mut dyn std::io::Write),
+        progress,
+    )?)
+}
+
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut journal = JournalReader::open(&args.journal)?;
     let header = journal.header().clone();
@@ -508,6 +532,24 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
                 &mut driver,
                 header.actions_per_event as usize,
                 out.as_mut().map(|w| w as &mut dyn std::io::Write),
+                &mut progress,
+            )?
+        }
+        tickloop_strategy::crossover::SmaCross::NAME => {
+            replay_host::<tickloop_strategy::crossover::SmaCross>(
+                &header,
+                &mut journal,
+                &mut driver,
+                out.as_mut(),
+                &mut progress,
+            )?
+        }
+        tickloop_strategy::drop_trigger::DropTrigger::NAME => {
+            replay_host::<tickloop_strategy::drop_trigger::DropTrigger>(
+                &header,
+                &mut journal,
+                &mut driver,
+                out.as_mut(),
                 &mut progress,
             )?
         }

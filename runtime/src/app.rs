@@ -42,6 +42,8 @@ pub enum EventKind {
     NewWriter { source: SourceId, epoch: u64 },
     /// The ring's file was removed; the source delivers nothing more.
     RingRemoved { source: SourceId },
+    /// A finite source (a data file replayed by a backtest) delivered its last candle.
+    SourceEnded { source: SourceId },
     /// App timer `timer` was due at `deadline` (lateness is `at - deadline`).
     Timer { timer: TimerId, deadline: Nanos },
     /// Periodic timer `timer` broke its budget on the firing just delivered: it fired

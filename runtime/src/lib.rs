@@ -27,6 +27,9 @@ pub mod metrics;
 #[cfg(not(loom))]
 pub mod replay;
 pub mod ring;
+/// A finite in-memory series of candles as a loop source (backtests).
+#[cfg(not(loom))]
+pub mod series;
 #[cfg(not(loom))]
 pub mod signals;
 #[cfg(not(loom))]

@@ -205,6 +205,16 @@ pub enum Side {
     Sell,
 }
 
+impl Side {
+    /// +1 for a buy, -1 for a sell.
+    pub fn sign(self) -> f64 {
+        match self {
+            Side::Buy => 1.0,
+            Side::Sell => -1.0,
+        }
+    }
+}
+
 /// The life of a broker or data adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

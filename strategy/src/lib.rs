@@ -1,10 +1,19 @@
 //! tickloop strategies: pure application logic over the loop's events.
 //!
-//! Today it holds [`sma`], a moving-average crossover signal app that the loop's tests,
-//! benchmarks and `tickloop run` use as a real workload. The `Strategy` trait, orders and
-//! their states, positions, risk checks and the paper broker come next.
+//! - [`host`]: the `Strategy` trait and the host that runs one as an `App`: orders and their
+//!   states, positions and PnL, risk checks ([`risk`]), and the paper broker.
+//! - [`crossover`] (SMA crossover, backtesting.py's tutorial strategy) and [`drop_trigger`]:
+//!   the example strategies.
+//! - [`sma`]: a moving-average crossover *signal* app (no orders) that the loop's tests and
+//!   benchmarks use as a workload across many symbols.
 //!
 //! Everything here is deterministic: it never reads a clock, never spawns a thread, never
 //! iterates a randomly-seeded map and never allocates per event.
 
+pub mod crossover;
+pub mod drop_trigger;
+pub mod host;
+pub mod indicators;
+pub mod orders;
+pub mod risk;
 pub mod sma;

@@ -1,0 +1,919 @@
+//! The strategy host: an [`App`] that runs one [`Strategy`] inside the loop. It owns the
+//! book (cash, open trades, positions, open orders), runs every intent through [`Risk`],
+//! performs every order transition (each one an [`HostOutput::Order`] output), and, in paper
+//! mode, fills market orders itself at the open of the symbol's next candle, with
+//! backtesting.py's semantics (docs/backtest-semantics.md).
+//!
+//! It never reads a clock (event times only), never does IO, never iterates a hash map and
+//! never allocates per event: every table is sized from [`HostConfig`] at `new`.
+
+use crate::orders::{
+    ClosedTrade, DenyReason, Fill, Order, OrderId, OrderState, OrderUpdate, Side, Size,
+};
+use crate::risk::{Proposed, Risk, RiskConfig};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+use tickloop_runtime::app::{App, Context, Event, EventKind, TimerId};
+use tickloop_runtime::clock::Nanos;
+use tickloop_runtime::ring::Candle;
+use tickloop_runtime::signals::SignalKind;
+use tickloop_runtime::telemetry::{Telemetry, Text};
+
+/// backtesting.py's default order size: a fraction `1 - 2^-52` of the available margin.
+const FULL_EQUITY: f64 = 1.0 - f64::EPSILON;
+/// Updates one order makes in one event at most (submitted, accepted, filled...).
+const UPDATES_PER_ORDER: usize = 4;
+/// Rounds of "tell the strategy, act on its new intents" per event.
+const SETTLE_ROUNDS: usize = 4;
+
+/// A strategy: decisions over candles, timers and its orders' fates.
+pub trait Strategy: Sized {
+    type Config: Serialize + DeserializeOwned + Clone + Debug + PartialEq + Default;
+    /// The name `--strategy` and the journal use.
+    const NAME: &'static str;
+    /// Build it for symbol ids `0..symbols`, allocating everything it will need.
+    fn new(config: Self::Config, symbols: u32) -> Result<Self, String>;
+    fn on_start(&mut self, _cx: &mut StrategyCx<'_, '_>) {}
+    fn on_candle(&mut self, cx: &mut StrategyCx<'_, '_>, pos: u64, candle: &Candle);
+    fn on_timer(&mut self, _cx: &mut StrategyCx<'_, '_>, _timer: TimerId) {}
+    fn on_fill(&mut self, _cx: &mut StrategyCx<'_, '_>, _fill: &Fill) {}
+    fn on_order_update(&mut self, _cx: &mut StrategyCx<'_, '_>, _update: &OrderUpdate) {}
+    /// New parameters while running; on `Err` nothing may have changed.
+    fn on_config(&mut self, config: Self::Config) -> Result<(), String>;
+}
+
+/// The host's limits and its paper broker's settings. Sizes are fixed for the run; `risk`
+/// and `cancel_on_shutdown` may change while running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Starting cash, in quote currency.
+    pub cash: f64,
+    /// Symbol ids `0..symbols` are traded; candles of others are ignored and counted.
+    pub symbols: u32,
+    pub max_open_orders: u32,
+    pub max_open_trades: u32,
+    /// Orders are for whole multiples of this many units (1: whole units, as backtesting.py).
+    pub lot: f64,
+    /// Intents one event may place; more are dropped and counted.
+    pub intents_per_event: u32,
+    /// On SIGTERM/SIGINT, cancel open orders (otherwise they are left as they are).
+    pub cancel_on_shutdown: bool,
+    /// Stop the loop when a finite source (a backtest's data) has delivered its last candle.
+    pub stop_when_data_ends: bool,
+    pub risk: RiskConfig,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            cash: 10_000.0,
+            symbols: 1024,
+            max_open_orders: 256,
+            max_open_trades: 256,
+            lot: 1.0,
+            intents_per_event: 64,
+            cancel_on_shutdown: false,
+            stop_when_data_ends: false,
+            risk: RiskConfig::default(),
+        }
+    }
+}
+
+impl HostConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.cash.is_finite() && self.cash > 0.0) {
+            return Err(format!("cash = {} must be a positive number", self.cash));
+        }
+        if !(self.lot.is_finite() && self.lot > 0.0) {
+            return Err(format!("lot = {} must be a positive number", self.lot));
+        }
+        for (field, v, max) in [
+            ("symbols", self.symbols, 1 << 16),
+            ("max_open_orders", self.max_open_orders, 1 << 16),
+            ("max_open_trades", self.max_open_trades, 1 << 16),
+            ("intents_per_event", self.intents_per_event, 4096),
+        ] {
+            if v == 0 || v > max {
+                return Err(format!("{field} = {v} must be 1 to {max}"));
+            }
+        }
+        self.risk.validate()
+    }
+}
+
+/// What the host records in the journal and `reconfigure` takes: its own config and the
+/// strategy's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSetup<C> {
+    pub host: HostConfig,
+    pub strategy: C,
+}
+
+/// What the host outputs (journaled; the embedding program's sink turns them into telemetry,
+/// adapter requests, trade lists).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum HostOutput {
+    /// An order changed state.
+    Order(OrderUpdate),
+    /// Risk refused an intent (the order id is spent, the order never existed at a venue).
+    Denied {
+        order: OrderId,
+        symbol: u32,
+        side: Side,
+        reason: DenyReason,
+    },
+    /// A fill (also reported as the order's update).
+    Fill(Fill),
+    /// A trade closed.
+    Trade(ClosedTrade),
+    /// At shutdown: a position left open (never closed by shutdown).
+    OpenPosition {
+        symbol: u32,
+        size: f64,
+        avg_entry: f64,
+        last_price: f64,
+        unrealized: f64,
+    },
+    /// Intents beyond `intents_per_event` were dropped at this event.
+    IntentsDropped { dropped: u32 },
+}
+
+impl HostOutput {
+    /// The typed telemetry event for this output (every order transition, fill, denial and
+    /// position left open has one).
+    pub fn telemetry(&self) -> Option<Telemetry> {
+        Some(match *self {
+            HostOutput::Order(u) => match u.state {
+                OrderState::Submitted => Telemetry::OrderSubmitted {
+                    order: u.order,
+                    symbol: u.symbol,
+                    side: u.side,
+                    qty: u.units.abs(),
+                    price: None,
+                },
+                OrderState::Accepted => Telemetry::OrderAccepted { order: u.order },
+                OrderState::Rejected => Telemetry::OrderRejected {
+                    order: u.order,
+                    reason: Text::new("the venue refused it (no margin, or a size of zero)"),
+                },
+                OrderState::Cancelled | OrderState::Expired => {
+                    Telemetry::OrderCancelled { order: u.order }
+                }
+                // Fills have their own output; New and Denied are not venue states.
+                _ => return None,
+            },
+            HostOutput::Fill(f) => Telemetry::Fill {
+                order: f.order,
+                qty: f.units,
+                price: f.price,
+            },
+            HostOutput::Denied { symbol, reason, .. } => Telemetry::RiskDenied {
+                symbol,
+                reason: Text::new(reason.as_str()),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// An open trade (backtesting.py's `Trade`): positions are made of these, FIFO.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Trade {
+    symbol: u32,
+    size: f64,
+    entry_price: f64,
+    entry_bar: u64,
+    entry_ts_ns: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Intent {
+    symbol: u32,
+    side: Side,
+    size: Size,
+    closes: bool,
+}
+
+/// The host's books, read-only to the strategy through [`StrategyCx`].
+pub struct Book {
+    cash: f64,
+    trades: Vec<Trade>,
+    /// Per symbol: Σ size of open trades, Σ size × entry (in trade order), last close, and
+    /// the signed units of orders not yet filled.
+    pos_size: Vec<f64>,
+    pos_cost: Vec<f64>,
+    last: Vec<f64>,
+    pending: Vec<f64>,
+    /// Symbols with open trades, in the order they were opened.
+    held: Vec<u32>,
+    orders: Vec<Order>,
+    next_id: OrderId,
+}
+
+impl Book {
+    pub fn cash(&self) -> f64 {
+        self.cash
+    }
+
+    /// The signed position of `symbol` in units (filled trades only).
+    pub fn position(&self, symbol: u32) -> f64 {
+        self.pos_size.get(symbol as usize).copied().unwrap_or(0.0)
+    }
+
+    /// Signed units of `symbol`'s orders not yet filled.
+    pub fn pending(&self, symbol: u32) -> f64 {
+        self.pending.get(symbol as usize).copied().unwrap_or(0.0)
+    }
+
+    /// The average entry price of `symbol`'s position (NaN when flat).
+    pub fn avg_entry(&self, symbol: u32) -> f64 {
+        let size = self.position(symbol);
+        if size == 0.0 {
+            f64::NAN
+        } else {
+            self.pos_cost[symbol as usize] / size
+        }
+    }
+
+    /// The last close seen of `symbol`.
+    pub fn last_price(&self, symbol: u32) -> Option<f64> {
+        self.last
+            .get(symbol as usize)
+            .copied()
+            .filter(|p| !p.is_nan())
+    }
+
+    /// Cash plus open trades marked at their symbols' last closes, in backtesting.py's form:
+    /// `cash + (close × Σ size − Σ size × entry)`.
+    pub fn equity(&self) -> f64 {
+        let mut unrealized = 0.0;
+        for &s in &self.held {
+            let s = s as usize;
+            unrealized += self.last[s] * self.pos_size[s] - self.pos_cost[s];
+        }
+        self.cash + unrealized
+    }
+
+    /// Symbols with a position or an order that opens one.
+    pub fn open_positions(&self) -> u32 {
+        let mut n = self.held.len() as u32;
+        for o in &self.orders {
+            let s = o.symbol as usize;
+            if self.pos_size[s] == 0.0
+                && !o.closes
+                && !self
+                    .orders
+                    .iter()
+                    .take_while(|x| x.id != o.id)
+                    .any(|x| x.symbol == o.symbol && !x.closes)
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn open_orders(&self) -> &[Order] {
+        &self.orders
+    }
+
+    /// Margin left for new exposure (leverage 1): equity less the open trades' value.
+    fn margin_available(&self) -> f64 {
+        let mut used = 0.0;
+        for t in &self.trades {
+            used += t.size.abs() * self.last[t.symbol as usize];
+        }
+        (self.equity() - used).max(0.0)
+    }
+
+    fn recompute(&mut self, symbol: u32) {
+        let s = symbol as usize;
+        let (mut size, mut cost) = (0.0, 0.0);
+        for t in self.trades.iter().filter(|t| t.symbol == symbol) {
+            size += t.size;
+            cost += t.size * t.entry_price;
+        }
+        self.pos_size[s] = size;
+        self.pos_cost[s] = cost;
+        let held = self.held.iter().position(|&h| h == symbol);
+        match (held, size != 0.0) {
+            (None, true) => self.held.push(symbol),
+            (Some(i), false) => {
+                self.held.remove(i);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The strategy's side of an event: the time, the book, and intents to place.
+pub struct StrategyCx<'a, 'b> {
+    cx: &'a mut Context<'b, HostOutput>,
+    book: &'a Book,
+    intents: &'a mut Vec<Intent>,
+    dropped: &'a mut u32,
+}
+
+impl StrategyCx<'_, '_> {
+    pub fn now(&self) -> Nanos {
+        self.cx.now()
+    }
+    pub fn book(&self) -> &Book {
+        self.book
+    }
+    pub fn position(&self, symbol: u32) -> f64 {
+        self.book.position(symbol)
+    }
+    pub fn equity(&self) -> f64 {
+        self.book.equity()
+    }
+
+    fn intent(&mut self, intent: Intent) {
+        if self.intents.len() < self.intents.capacity() {
+            self.intents.push(intent);
+        } else {
+            *self.dropped += 1;
+        }
+    }
+
+    /// A market buy, filled at the next candle's open (paper) or sent to the venue.
+    pub fn buy(&mut self, symbol: u32, size: Size) {
+        self.intent(Intent {
+            symbol,
+            side: Side::Buy,
+            size,
+            closes: false,
+        });
+    }
+
+    pub fn sell(&mut self, symbol: u32, size: Size) {
+        self.intent(Intent {
+            symbol,
+            side: Side::Sell,
+            size,
+            closes: false,
+        });
+    }
+
+    /// Close the symbol's whole position (nothing happens when it is flat). Queued ahead of
+    /// the other orders, so `close` then `buy` reverses at one price.
+    pub fn close(&mut self, symbol: u32) {
+        self.intent(Intent {
+            symbol,
+            side: Side::Sell,
+            size: Size::Position,
+            closes: true,
+        });
+    }
+
+    pub fn set_timer(&mut self, timer: TimerId, deadline: Nanos) {
+        self.cx.set_timer(timer, deadline);
+    }
+
+    pub fn every(&mut self, timer: TimerId, period: Nanos, budget: Nanos) {
+        self.cx.every(timer, period, budget);
+    }
+
+    pub fn stop(&mut self) {
+        self.cx.stop();
+    }
+}
+
+/// Counters and results of a run, read after it (or by tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct HostStats {
+    pub candles: u64,
+    pub ignored: u64,
+    pub orders: u64,
+    pub fills: u64,
+    pub denied: u64,
+    pub rejected: u64,
+    pub cancelled: u64,
+    pub trades: u64,
+    pub intents_dropped: u64,
+    /// Fills or order updates not told to the strategy (more than the buffers hold, or
+    /// still coming after the settle rounds).
+    pub updates_dropped: u64,
+    /// Equity at the last mark, its peak, and the largest drawdown from a peak (a fraction).
+    pub equity: f64,
+    pub peak: f64,
+    pub max_drawdown: f64,
+}
+
+pub struct StrategyHost<S: Strategy> {
+    config: HostConfig,
+    strategy: S,
+    strategy_config: S::Config,
+    risk: Risk,
+    book: Book,
+    intents: Vec<Intent>,
+    /// Fills and order updates the strategy has yet to hear about, and a second buffer of
+    /// each to deliver from (so delivering allocates nothing).
+    fills: Vec<Fill>,
+    fills_out: Vec<Fill>,
+    updates: Vec<OrderUpdate>,
+    updates_out: Vec<OrderUpdate>,
+    stopping: bool,
+    stats: HostStats,
+}
+
+impl<S: Strategy> StrategyHost<S> {
+    pub fn new(setup: HostSetup<S::Config>) -> Result<Self, String> {
+        let HostSetup { host, strategy } = setup;
+        host.validate()?;
+        let n = host.symbols as usize;
+        let book = Book {
+            cash: host.cash,
+            trades: Vec::with_capacity(host.max_open_trades as usize),
+            pos_size: vec![0.0; n],
+            pos_cost: vec![0.0; n],
+            last: vec![f64::NAN; n],
+            pending: vec![0.0; n],
+            held: Vec::with_capacity(host.max_open_trades as usize),
+            orders: Vec::with_capacity(host.max_open_orders as usize),
+            next_id: 1,
+        };
+        Ok(StrategyHost {
+            strategy: S::new(strategy.clone(), host.symbols)?,
+            strategy_config: strategy,
+            risk: Risk::new(host.risk.clone()),
+            intents: Vec::with_capacity(host.intents_per_event as usize),
+            fills: Vec::with_capacity(host.max_open_orders as usize),
+            fills_out: Vec::with_capacity(host.max_open_orders as usize),
+            updates: Vec::with_capacity(UPDATES_PER_ORDER * host.max_open_orders as usize),
+            updates_out: Vec::with_capacity(UPDATES_PER_ORDER * host.max_open_orders as usize),
+            stopping: false,
+            stats: HostStats {
+                equity: host.cash,
+                peak: host.cash,
+                ..HostStats::default()
+            },
+            book,
+            config: host,
+        })
+    }
+
+    pub fn book(&self) -> &Book {
+        &self.book
+    }
+    pub fn stats(&self) -> HostStats {
+        self.stats
+    }
+    pub fn strategy(&self) -> &S {
+        &self.strategy
+    }
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Run one strategy callback with a context, then act on its intents.
+    fn call(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        f: impl FnOnce(&mut S, &mut StrategyCx<'_, '_>),
+    ) {
+        let mut dropped = 0;
+        {
+            let mut scx = StrategyCx {
+                cx: &mut *cx,
+                book: &self.book,
+                intents: &mut self.intents,
+                dropped: &mut dropped,
+            };
+            f(&mut self.strategy, &mut scx);
+        }
+        if dropped > 0 {
+            self.stats.intents_dropped += dropped as u64;
+            cx.emit(HostOutput::IntentsDropped { dropped });
+        }
+        for i in 0..self.intents.len() {
+            let intent = self.intents[i];
+            self.place(cx, intent);
+        }
+        self.intents.clear();
+    }
+
+    fn transition(&mut self, cx: &mut Context<'_, HostOutput>, index: usize, next: OrderState) {
+        let order = &mut self.book.orders[index];
+        assert!(
+            order.state.can_become(next),
+            "order {} cannot go from {:?} to {:?}",
+            order.id,
+            order.state,
+            next
+        );
+        order.state = next;
+        let update = order.update();
+        cx.emit(HostOutput::Order(update));
+        self.tell(update);
+    }
+
+    /// Queue an update for the strategy's `on_order_update`.
+    fn tell(&mut self, update: OrderUpdate) {
+        if self.updates.len() < self.updates.capacity() {
+            self.updates.push(update);
+        } else {
+            self.stats.updates_dropped += 1;
+        }
+    }
+
+    /// Tell the strategy about fills and order updates, and act on what it answers, until
+    /// nothing is left (at most [`SETTLE_ROUNDS`] rounds; what remains is counted, not lost
+    /// silently).
+    fn settle(&mut self, cx: &mut Context<'_, HostOutput>) {
+        for _ in 0..SETTLE_ROUNDS {
+            if self.fills.is_empty() && self.updates.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut self.fills, &mut self.fills_out);
+            std::mem::swap(&mut self.updates, &mut self.updates_out);
+            for k in 0..self.fills_out.len() {
+                let fill = self.fills_out[k];
+                self.call(cx, |st, scx| st.on_fill(scx, &fill));
+            }
+            for k in 0..self.updates_out.len() {
+                let update = self.updates_out[k];
+                self.call(cx, |st, scx| st.on_order_update(scx, &update));
+            }
+            self.fills_out.clear();
+            self.updates_out.clear();
+        }
+        self.stats.updates_dropped += (self.fills.len() + self.updates.len()) as u64;
+        self.fills.clear();
+        self.updates.clear();
+    }
+
+    fn deny(&mut self, cx: &mut Context<'_, HostOutput>, intent: Intent, reason: DenyReason) {
+        let order = self.book.next_id;
+        self.book.next_id += 1;
+        self.stats.denied += 1;
+        cx.emit(HostOutput::Denied {
+            order,
+            symbol: intent.symbol,
+            side: intent.side,
+            reason,
+        });
+        self.tell(OrderUpdate {
+            order,
+            symbol: intent.symbol,
+            side: intent.side,
+            state: OrderState::Denied,
+            units: 0.0,
+            filled: 0.0,
+            avg_price: 0.0,
+        });
+    }
+
+    /// Risk, then an order in the table (Submitted to the paper broker).
+    fn place(&mut self, cx: &mut Context<'_, HostOutput>, mut intent: Intent) {
+        if intent.symbol >= self.config.symbols {
+            return self.deny(cx, intent, DenyReason::UnknownSymbol);
+        }
+        if self.stopping {
+            return self.deny(cx, intent, DenyReason::ShuttingDown);
+        }
+        let s = intent.symbol;
+        let position = self.book.position(s);
+        let committed = position + self.book.pending(s);
+        let price = self.book.last_price(s);
+        if intent.closes {
+            if position == 0.0 {
+                return; // backtesting.py: closing a flat position does nothing
+            }
+            intent.side = if position > 0.0 {
+                Side::Sell
+            } else {
+                Side::Buy
+            };
+        }
+        let units = match (intent.size, price) {
+            (Size::Units(u), _) => u.abs(),
+            (Size::Position, _) => position.abs(),
+            (Size::Quote(q), Some(p)) => q.abs() / p,
+            (Size::AllEquity, Some(p)) => self.book.equity() / p,
+            (_, None) => 0.0,
+        };
+        let signed = intent.side.sign() * units;
+        let reduces = intent.closes
+            || (committed != 0.0
+                && committed.signum() != intent.side.sign()
+                && units <= committed.abs());
+        let proposed = Proposed {
+            reduces,
+            units,
+            price,
+            position_after: committed + signed,
+            opens_symbol: committed == 0.0,
+            open_positions: self.book.open_positions(),
+        };
+        if let Err(reason) = self.risk.check(cx.now(), &proposed) {
+            return self.deny(cx, intent, reason);
+        }
+        if self.book.orders.len() == self.book.orders.capacity() {
+            return self.deny(cx, intent, DenyReason::TooManyOrders);
+        }
+        let order = Order {
+            id: self.book.next_id,
+            symbol: s,
+            side: intent.side,
+            size: intent.size,
+            closes: intent.closes,
+            state: OrderState::New,
+            units: signed,
+            filled: 0.0,
+            avg_price: 0.0,
+            created_at: cx.now(),
+        };
+        self.book.next_id += 1;
+        self.book.pending[s as usize] += signed;
+        self.stats.orders += 1;
+        // Closes go to the front of the queue (backtesting.py inserts each at index 0).
+        let index = if intent.closes {
+            self.book.orders.insert(0, order);
+            0
+        } else {
+            self.book.orders.push(order);
+            self.book.orders.len() - 1
+        };
+        self.transition(cx, index, OrderState::Submitted);
+    }
+
+    fn remove_order(&mut self, index: usize) -> Order {
+        let order = self.book.orders.remove(index);
+        self.book.pending[order.symbol as usize] -= order.units;
+        if self.book.orders.iter().all(|o| o.symbol != order.symbol) {
+            self.book.pending[order.symbol as usize] = 0.0; // no float residue
+        }
+        order
+    }
+
+    /// Whole lots of `units` (rounded toward zero); backtesting.py's floor division when
+    /// the lot is one unit.
+    fn lots(&self, amount: f64, price: f64) -> f64 {
+        if self.config.lot == 1.0 {
+            python_floor_div(amount, price)
+        } else {
+            (amount / price / self.config.lot).floor() * self.config.lot
+        }
+    }
+
+    /// The paper broker: fill `symbol`'s queued orders at `candle.open`, in queue order.
+    fn fill_paper(&mut self, cx: &mut Context<'_, HostOutput>, pos: u64, candle: &Candle) {
+        let price = candle.open;
+        let mut i = 0;
+        while i < self.book.orders.len() {
+            let order = self.book.orders[i];
+            if order.symbol != candle.symbol || order.state != OrderState::Submitted {
+                i += 1;
+                continue;
+            }
+            self.transition(cx, i, OrderState::Accepted);
+            let position = self.book.position(order.symbol);
+            let margin = self.book.margin_available();
+            let units = match order.size {
+                _ if order.closes => -position,
+                Size::Position => -position,
+                Size::Units(u) => {
+                    order.side.sign() * (u.abs() / self.config.lot).floor() * self.config.lot
+                }
+                Size::Quote(q) => order.side.sign() * self.lots(q.abs(), price),
+                Size::AllEquity => order.side.sign() * self.lots(margin * FULL_EQUITY, price),
+            };
+            // The part that adds exposure must be paid for from the margin left.
+            let reducing = if position != 0.0 && position.signum() != units.signum() {
+                units.abs().min(position.abs())
+            } else {
+                0.0
+            };
+            let adding = units.abs() - reducing;
+            let next = if units == 0.0 {
+                if order.closes {
+                    OrderState::Cancelled
+                } else {
+                    OrderState::Rejected
+                }
+            } else if adding * price > margin {
+                OrderState::Rejected
+            } else {
+                OrderState::Filled
+            };
+            if next != OrderState::Filled {
+                if next == OrderState::Rejected {
+                    self.stats.rejected += 1;
+                } else {
+                    self.stats.cancelled += 1;
+                }
+                self.transition(cx, i, next);
+                self.remove_order(i);
+                continue;
+            }
+            {
+                let o = &mut self.book.orders[i];
+                o.filled = units;
+                o.avg_price = price;
+            }
+            self.book.pending[order.symbol as usize] -= order.units;
+            self.book.orders[i].units = units;
+            self.book.pending[order.symbol as usize] += units;
+            self.transition(cx, i, OrderState::Filled);
+            self.remove_order(i);
+            let fill = Fill {
+                order: order.id,
+                symbol: order.symbol,
+                units,
+                price,
+                pos,
+                ts_ns: candle.ts_ns,
+            };
+            self.apply_fill(cx, &fill);
+            cx.emit(HostOutput::Fill(fill));
+            self.stats.fills += 1;
+            if self.fills.len() < self.fills.capacity() {
+                self.fills.push(fill);
+            } else {
+                self.stats.updates_dropped += 1;
+            }
+        }
+    }
+
+    /// Net a fill against the symbol's opposite trades (FIFO), then open a trade with the rest.
+    fn apply_fill(&mut self, cx: &mut Context<'_, HostOutput>, fill: &Fill) {
+        let mut rest = fill.units;
+        let mut i = 0;
+        while rest != 0.0 && i < self.book.trades.len() {
+            let t = self.book.trades[i];
+            if t.symbol != fill.symbol || t.size.signum() == rest.signum() {
+                i += 1;
+                continue;
+            }
+            let closed = if rest.abs() >= t.size.abs() {
+                t.size
+            } else {
+                -rest
+            };
+            let pnl = closed * (fill.price - t.entry_price);
+            self.book.cash += pnl;
+            rest += closed;
+            self.stats.trades += 1;
+            cx.emit(HostOutput::Trade(ClosedTrade {
+                symbol: t.symbol,
+                size: closed,
+                entry_bar: t.entry_bar,
+                exit_bar: fill.pos,
+                entry_ts_ns: t.entry_ts_ns,
+                exit_ts_ns: fill.ts_ns,
+                entry_price: t.entry_price,
+                exit_price: fill.price,
+                pnl,
+            }));
+            if closed == t.size {
+                self.book.trades.remove(i);
+            } else {
+                self.book.trades[i].size -= closed;
+                i += 1;
+            }
+        }
+        if rest != 0.0 {
+            if self.book.trades.len() < self.book.trades.capacity() {
+                self.book.trades.push(Trade {
+                    symbol: fill.symbol,
+                    size: rest,
+                    entry_price: fill.price,
+                    entry_bar: fill.pos,
+                    entry_ts_ns: fill.ts_ns,
+                });
+            } else {
+                // Capacity is checked by risk's position limits in practice; never lose a
+                // trade silently: fold it into the oldest trade of the symbol at its price.
+                tracing::error!(
+                    "max_open_trades = {} reached: a fill of symbol {} was merged",
+                    self.config.max_open_trades,
+                    fill.symbol
+                );
+                if let Some(t) = self
+                    .book
+                    .trades
+                    .iter_mut()
+                    .find(|t| t.symbol == fill.symbol)
+                {
+                    let size = t.size + rest;
+                    t.entry_price = (t.size * t.entry_price + rest * fill.price) / size;
+                    t.size = size;
+                }
+            }
+        }
+        self.book.recompute(fill.symbol);
+    }
+
+    fn mark(&mut self) {
+        let equity = self.book.equity();
+        let s = &mut self.stats;
+        s.equity = equity;
+        if equity > s.peak {
+            s.peak = equity;
+        }
+        let dd = 1.0 - equity / s.peak;
+        if dd > s.max_drawdown {
+            s.max_drawdown = dd;
+        }
+    }
+
+    fn on_candle(&mut self, cx: &mut Context<'_, HostOutput>, pos: u64, candle: &Candle) {
+        self.stats.candles += 1;
+        let s = candle.symbol as usize;
+        if candle.symbol >= self.config.symbols || !candle.close.is_finite() {
+            self.stats.ignored += 1;
+            return;
+        }
+        // Margin and marks use this bar's close (backtesting.py's broker sees `Close[i]`).
+        self.book.last[s] = candle.close;
+        self.fill_paper(cx, pos, candle);
+        self.mark();
+        self.settle(cx);
+        self.call(cx, |st, scx| st.on_candle(scx, pos, candle));
+        self.settle(cx);
+    }
+}
+
+/// CPython's float `//` (`float_floor_div`), for backtesting.py's unit counts.
+pub fn python_floor_div(a: f64, b: f64) -> f64 {
+    let m = a % b;
+    let mut d = (a - m) / b;
+    if m != 0.0 && ((b < 0.0) != (m < 0.0)) {
+        d -= 1.0;
+    }
+    if d != 0.0 {
+        let mut q = d.floor();
+        if d - q > 0.5 {
+            q += 1.0;
+        }
+        q
+    } else {
+        0.0f64.copysign(a / b)
+    }
+}
+
+impl<S: Strategy> App for StrategyHost<S> {
+    type Output = HostOutput;
+
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn on_event(&mut self, event: &Event, cx: &mut Context<'_, HostOutput>) {
+        match event.kind {
+            EventKind::Started => {
+                self.call(cx, |st, scx| st.on_start(scx));
+                self.settle(cx);
+            }
+            EventKind::Candle { pos, candle, .. } => self.on_candle(cx, pos, &candle),
+            EventKind::Timer { timer, .. } => {
+                self.call(cx, |st, scx| st.on_timer(scx, timer));
+                self.settle(cx);
+            }
+            EventKind::Signal(SignalKind::Stop { .. }) => {
+                // No new orders from here on; open ones are left alone unless configured.
+                self.stopping = true;
+                if self.config.cancel_on_shutdown {
+                    while !self.book.orders.is_empty() {
+                        self.transition(cx, 0, OrderState::Cancelled);
+                        self.stats.cancelled += 1;
+                        self.remove_order(0);
+                    }
+                }
+            }
+            EventKind::SourceEnded { .. } if self.config.stop_when_data_ends => cx.stop(),
+            EventKind::Shutdown => {
+                self.stopping = true;
+                for i in 0..self.book.held.len() {
+                    let s = self.book.held[i];
+                    let size = self.book.position(s);
+                    let last = self.book.last[s as usize];
+                    cx.emit(HostOutput::OpenPosition {
+                        symbol: s,
+                        size,
+                        avg_entry: self.book.avg_entry(s),
+                        last_price: last,
+                        unrealized: last * size - self.book.pos_cost[s as usize],
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn reconfigure(&mut self, config: &[u8]) -> Result<(), String> {
+        let setup: HostSetup<S::Config> = postcard::from_bytes(config)
+            .map_err(|e| format!("the new {} config does not decode: {e}", S::NAME))?;
+        setup.host.validate()?;
+        self.strategy.on_config(setup.strategy.clone())?;
+        self.strategy_config = setup.strategy;
+        // Sizes are fixed for the run; risk limits and the shutdown policy apply now.
+        self.risk.reconfigure(setup.host.risk.clone());
+        self.config.risk = setup.host.risk;
+        self.config.cancel_on_shutdown = setup.host.cancel_on_shutdown;
+        Ok(())
+    }
+}
