@@ -22,8 +22,6 @@ use tickloop_strategy::host::{
 };
 use tickloop_strategy::orders::ClosedTrade;
 
-pub const STRATEGIES: &[&str] = &[SmaCross::NAME, DropTrigger::NAME];
-
 #[derive(Args, Clone)]
 pub struct BacktestArgs {
     /// The data file: backtesting.py CSV, Binance klines CSV, or Databento DBN (.zst too).
@@ -60,7 +58,7 @@ pub struct BacktestArgs {
 
 /// `k=v` pairs into a TOML table, each value read as TOML (numbers, booleans, quoted
 /// strings) or, failing that, as a bare string.
-fn table(pairs: &[String], what: &str) -> anyhow::Result<toml::Table> {
+pub fn table(pairs: &[String], what: &str) -> anyhow::Result<toml::Table> {
     let mut t = toml::Table::new();
     for pair in pairs {
         let Some((k, v)) = pair.split_once('=') else {
@@ -76,7 +74,7 @@ fn table(pairs: &[String], what: &str) -> anyhow::Result<toml::Table> {
     Ok(t)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(pairs: &[String], what: &str) -> anyhow::Result<T> {
+pub fn parse<T: serde::de::DeserializeOwned>(pairs: &[String], what: &str) -> anyhow::Result<T> {
     table(pairs, what)?
         .try_into()
         .map_err(|e: toml::de::Error| anyhow::anyhow!("--{what}: {}", e.message().trim()))
@@ -146,18 +144,15 @@ pub fn run(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     match args.strategy.as_str() {
         SmaCross::NAME => backtest::<SmaCross>(args),
         DropTrigger::NAME => backtest::<DropTrigger>(args),
-        other => bail!(
-            "--strategy {other:?} is not a strategy tickloop has: use one of {}",
-            STRATEGIES.join(", ")
-        ),
+        other => bail!("--strategy {}", crate::strategies::unknown(other)),
     }
 }
 
 fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
-    let strategy: S::Config = parse(&args.params, "param")?;
-    let risk = parse(&args.risk, "risk")?;
     // Check everything before the data is read.
-    S::new(strategy.clone(), 1).map_err(|e| anyhow::anyhow!("--param: {e}"))?;
+    let strategy = crate::strategies::params::<S>(&table(&args.params, "param")?)
+        .map_err(|e| anyhow::anyhow!("--param: {e}"))?;
+    let risk = parse(&args.risk, "risk")?;
     let mut trades_file = match &args.trades_out {
         Some(path) => Some(std::io::BufWriter::new(
             std::fs::OpenOptions::new()
@@ -186,15 +181,19 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
             cash: args.cash,
             symbols: dataset.symbols.len() as u32,
             stop_when_data_ends: true,
-            risk,
             ..HostConfig::default()
         },
+        risk,
         strategy,
     };
     setup
         .host
         .validate()
-        .map_err(|e| anyhow::anyhow!("--cash/--risk: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--cash: {e}"))?;
+    setup
+        .risk
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--risk: {e}"))?;
     let app_config = postcard::to_allocvec(&setup)?;
     let host = StrategyHost::<S>::new(setup).map_err(anyhow::Error::msg)?;
     let config = LoopConfig {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use tickloop_runtime::event_loop::{LoopConfig, LoopView};
 use tickloop_runtime::metrics::MetricsConfig;
 use tickloop_runtime::telemetry::{Telemetry, TelemetryConfig, Text};
+use tickloop_strategy::host::HostConfig;
+use tickloop_strategy::risk::RiskConfig;
 use tickloop_strategy::sma::SmaConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,8 +33,26 @@ pub struct EngineConfig {
     pub config: ConfigSection,
     #[serde(default)]
     pub log: LogSection,
+    /// The strategy to run (with the order host and risk below); without it the engine runs
+    /// the `[sma]` signal app, which places no orders.
+    #[serde(default)]
+    pub strategy: Option<StrategySection>,
+    #[serde(default)]
+    pub orders: HostConfig,
+    #[serde(default)]
+    pub risk: RiskConfig,
     #[serde(default)]
     pub sma: SmaConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StrategySection {
+    /// sma_cross or drop_trigger.
+    pub name: String,
+    /// The strategy's parameters (see examples/tickloop.toml).
+    #[serde(default)]
+    pub params: toml::Table,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -139,6 +159,15 @@ fn at(path: &Path, text: &str, key: &str) -> String {
 }
 
 impl EngineConfig {
+    /// The app's config as the journal records it and `App::reconfigure` takes it: the
+    /// strategy host's setup, or the signal app's `[sma]`.
+    pub fn app_config(&self) -> Result<Vec<u8>, String> {
+        match &self.strategy {
+            Some(s) => crate::strategies::setup_bytes(&s.name, &self.orders, &self.risk, &s.params),
+            None => postcard::to_allocvec(&self.sma).map_err(|e| e.to_string()),
+        }
+    }
+
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> anyhow::Result<EngineConfig> {
         let text = std::fs::read_to_string(path).with_context(|| {
@@ -207,6 +236,22 @@ impl EngineConfig {
         }
         if let Err(why) = self.sma.validate() {
             anyhow::bail!("config {}: {why}", at(path, text, "[sma"));
+        }
+        if let Err(why) = self.orders.validate() {
+            anyhow::bail!("config {}: orders.{why}", at(path, text, "[orders"));
+        }
+        if let Err(why) = self.risk.validate() {
+            anyhow::bail!("config {}: {why}", at(path, text, "[risk"));
+        }
+        if let Some(strategy) = &self.strategy {
+            if let Err(why) = self.app_config() {
+                let key = if crate::strategies::NAMES.contains(&strategy.name.as_str()) {
+                    "[strategy.params"
+                } else {
+                    "name"
+                };
+                anyhow::bail!("config {}: strategy: {why}", at(path, text, key));
+            }
         }
         if let Err(why) = crate::logging::check_level(&self.log.level) {
             anyhow::bail!("config {}: log.level = {why}", at(path, text, "level"));
@@ -386,11 +431,10 @@ impl ConfigWatcher {
                         )
                     }
                 );
-                if new.sma != self.current.sma {
-                    match postcard::to_allocvec(&new.sma) {
-                        Ok(bytes) => view.reconfigure_app(generation, bytes),
-                        Err(e) => tracing::error!("config: cannot encode the sma section: {e}"),
-                    }
+                match (self.current.app_config(), new.app_config()) {
+                    (Ok(old), Ok(bytes)) if old != bytes => view.reconfigure_app(generation, bytes),
+                    (_, Err(e)) => tracing::error!("config: cannot encode the app's config: {e}"),
+                    _ => {}
                 }
                 if new.log != self.current.log && !crate::logging::set_level(&new.log.level) {
                     tracing::info!(
@@ -440,7 +484,8 @@ fn line_in(message: &str) -> u32 {
 }
 
 /// The sections of `new` that differ from `old` and are not applied while running (all but
-/// the app's parameters, the log level and the poll interval).
+/// the app's parameters (`[sma]`, `[strategy.params]`), `[risk]`, `orders.cancel_on_shutdown`,
+/// the log level and the poll interval).
 fn restart_needed(old: &EngineConfig, new: &EngineConfig) -> Vec<&'static str> {
     let same = |a: &dyn erased::Ser, b: &dyn erased::Ser| a.json() == b.json();
     let mut fields = Vec::new();
@@ -464,6 +509,16 @@ fn restart_needed(old: &EngineConfig, new: &EngineConfig) -> Vec<&'static str> {
     }
     if !same(&old.metrics, &new.metrics) {
         fields.push("metrics");
+    }
+    if old.strategy.as_ref().map(|s| &s.name) != new.strategy.as_ref().map(|s| &s.name) {
+        fields.push("strategy.name");
+    }
+    let sizes = |o: &HostConfig| HostConfig {
+        cancel_on_shutdown: false,
+        ..o.clone()
+    };
+    if sizes(&old.orders) != sizes(&new.orders) {
+        fields.push("orders");
     }
     fields
 }

@@ -9,6 +9,7 @@ mod logging;
 mod ring_cmd;
 mod run_cmd;
 mod status_cmd;
+mod strategies;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;

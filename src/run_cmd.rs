@@ -9,6 +9,7 @@ use serde::Serialize;
 use std::io::{BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tickloop_runtime::app::App;
 use tickloop_runtime::app::OutputSink;
 use tickloop_runtime::clock::{Nanos, MICROS, SECONDS};
 use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions};
@@ -18,14 +19,18 @@ use tickloop_runtime::lock::{self, InstanceLock};
 use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
 use tickloop_runtime::ring::{self, Start};
 use tickloop_runtime::status::StatusWriter;
+use tickloop_runtime::status::{SharedTrading, TradingStatus};
 use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
-use tickloop_strategy::host::Strategy as _;
+use tickloop_strategy::crossover;
+use tickloop_strategy::drop_trigger::DropTrigger;
+use tickloop_strategy::host::{HostOutput, HostSetup, Strategy, StrategyHost};
+use tickloop_strategy::orders::OrderState;
 use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
     /// Run from this TOML config file (see examples/tickloop.toml) instead of the flags below.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["rings", "driver", "mode", "core", "sched_fifo", "mlock", "cpu_dma_latency", "timer_capacity", "batch", "journal", "status", "telemetry", "account", "lock_dir", "fast", "slow", "tick_us"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rings", "driver", "mode", "core", "sched_fifo", "mlock", "cpu_dma_latency", "timer_capacity", "batch", "journal", "status", "telemetry", "account", "lock_dir", "fast", "slow", "tick_us", "strategy"])]
     pub config: Option<PathBuf>,
     /// Write the status file here (every second, atomically).
     #[arg(long, value_name = "FILE")]
@@ -80,6 +85,16 @@ pub struct RunArgs {
     pub fast: u32,
     #[arg(long, default_value_t = SmaConfig::default().slow)]
     pub slow: u32,
+    /// Run this strategy (sma_cross, drop_trigger) with the paper broker instead of the
+    /// signal app.
+    #[arg(long, value_name = "NAME")]
+    pub strategy: Option<String>,
+    /// A strategy parameter, e.g. `--param n1=10`.
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "strategy")]
+    pub params: Vec<String>,
+    /// A risk limit, e.g. `--risk max_order_notional=5000`.
+    #[arg(long = "risk", value_name = "KEY=VALUE", requires = "strategy")]
+    pub risk: Vec<String>,
     /// Period of the app's summary timer, in microseconds.
     #[arg(long, default_value_t = 1000)]
     pub tick_us: u64,
@@ -108,7 +123,14 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
-/// Counts the app's outputs (the order router takes this place later).
+/// What a run's output sink tells the final report.
+trait SinkReport {
+    /// `(label, value)` lines for a person, and the same as JSON.
+    fn lines(&self) -> Vec<(&'static str, String)>;
+    fn json(&self) -> serde_json::Value;
+}
+
+/// Counts the signal app's outputs.
 #[derive(Default)]
 struct Tally {
     crosses: u64,
@@ -121,6 +143,91 @@ impl OutputSink<SmaOutput> for Tally {
             SmaOutput::Cross { .. } => self.crosses += 1,
             SmaOutput::Tick { .. } => self.summaries += 1,
         }
+    }
+}
+
+impl SinkReport for Tally {
+    fn lines(&self) -> Vec<(&'static str, String)> {
+        vec![("crosses", self.crosses.to_string())]
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "crosses": self.crosses })
+    }
+}
+
+/// The strategy host's outputs: kept for the status file, open positions logged at
+/// shutdown. (Orders go to the paper broker inside the host; adapters take this place for
+/// live venues.)
+struct HostSink {
+    trading: SharedTrading,
+}
+
+impl OutputSink<HostOutput> for HostSink {
+    fn output(&mut self, _at: Nanos, output: &HostOutput) {
+        let mut t = self.trading.borrow_mut();
+        match *output {
+            HostOutput::Order(u) => match u.state {
+                OrderState::Submitted => {
+                    t.orders += 1;
+                    t.open_orders += 1;
+                }
+                s if s.is_final() => t.open_orders = t.open_orders.saturating_sub(1),
+                _ => {}
+            },
+            HostOutput::Denied {
+                symbol,
+                side,
+                reason,
+                ..
+            } => {
+                t.denied += 1;
+                tracing::debug!("risk denied a {side:?} of symbol {symbol}: {}", reason.as_str());
+            }
+            HostOutput::Fill(f) => {
+                t.fills += 1;
+                if let Some(p) = t.positions.get_mut(f.symbol as usize) {
+                    *p += f.units;
+                }
+            }
+            HostOutput::Trade(trade) => {
+                t.trades += 1;
+                t.realized_pnl += trade.pnl;
+            }
+            HostOutput::OpenPosition {
+                symbol,
+                size,
+                avg_entry,
+                last_price,
+                unrealized,
+            } => tracing::info!(
+                "open position left as it is: symbol {symbol}, {size} units from {avg_entry} (last {last_price}, unrealized {unrealized:+.2})"
+            ),
+            HostOutput::IntentsDropped { dropped } => {
+                tracing::warn!("{dropped} order intents dropped (intents_per_event)")
+            }
+        }
+    }
+}
+
+impl SinkReport for HostSink {
+    fn lines(&self) -> Vec<(&'static str, String)> {
+        let t = self.trading.borrow();
+        vec![
+            (
+                "orders",
+                format!(
+                    "{} ({} open, {} fills, {} denied by risk)",
+                    t.orders, t.open_orders, t.fills, t.denied
+                ),
+            ),
+            (
+                "trades",
+                format!("{} closed, realized PnL {:+.2}", t.trades, t.realized_pnl),
+            ),
+        ]
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.trading.borrow()).unwrap_or_default()
     }
 }
 
@@ -162,10 +269,21 @@ struct RunReport {
     host: tickloop_runtime::host::HostReport,
     stats: tickloop_runtime::event_loop::LoopStats,
     periodic: Vec<PeriodicReport>,
-    crosses: u64,
+    app: String,
+    outputs: serde_json::Value,
+    #[serde(skip)]
+    output_lines: Vec<(&'static str, String)>,
     journal: Option<PathBuf>,
     journal_failure: Option<String>,
     telemetry: String,
+}
+
+/// The app a run hosts, with its config as the journal records it.
+enum AppChoice {
+    /// The `[sma]` signal app (no orders).
+    Signals(SmaConfig),
+    /// A strategy with the order host and risk (postcard `HostSetup`).
+    Strategy { name: String, config: Vec<u8> },
 }
 
 /// Everything a run needs, from the command line or from a config file.
@@ -173,7 +291,7 @@ struct Plan {
     config: LoopConfig,
     rings: Vec<RingSpec>,
     journal: Option<PathBuf>,
-    sma: SmaConfig,
+    app: AppChoice,
     status: Option<(PathBuf, u64)>,
     telemetry: TelemetryConfig,
     metrics: MetricsConfig,
@@ -217,11 +335,29 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
             })
         })
         .collect::<Result<Vec<_>, ring::RingError>>()?;
+    let app = match &args.strategy {
+        None => AppChoice::Signals(sma),
+        Some(name) => {
+            let table = crate::backtest_cmd::table(&args.params, "param")?;
+            let risk = crate::backtest_cmd::parse(&args.risk, "risk")?;
+            let config = crate::strategies::setup_bytes(
+                name,
+                &tickloop_strategy::host::HostConfig::default(),
+                &risk,
+                &table,
+            )
+            .map_err(|e| anyhow::anyhow!("--strategy {name}: {e}"))?;
+            AppChoice::Strategy {
+                name: name.clone(),
+                config,
+            }
+        }
+    };
     Ok(Plan {
         config,
         rings,
         journal: args.journal.clone(),
-        sma,
+        app,
         status: args.status.clone().map(|p| (p, 1000)),
         telemetry: TelemetryConfig {
             dir: args.telemetry.clone(),
@@ -242,6 +378,13 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
     let file = EngineConfig::load(path)?;
     crate::logging::set_level(&file.log.level);
     let loaded = file.clone();
+    let app = match &file.strategy {
+        None => AppChoice::Signals(file.sma.clone()),
+        Some(st) => AppChoice::Strategy {
+            name: st.name.clone(),
+            config: file.app_config().map_err(anyhow::Error::msg)?,
+        },
+    };
     let lock_dir_cfg = file.engine.lock_dir.clone();
     let rings = file
         .rings
@@ -260,7 +403,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         config: file.event_loop,
         rings,
         journal: file.journal.path,
-        sma: file.sma,
+        app,
         status: file.status.path.map(|p| (p, file.status.interval_ms)),
         telemetry: file.telemetry,
         metrics: file.metrics,
@@ -276,11 +419,56 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => plan_from_file(path)?,
         None => plan_from_args(args)?,
     };
+    match &plan.app {
+        AppChoice::Signals(sma) => {
+            let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
+            let config = postcard::to_allocvec(sma)?;
+            run_with(args, plan, app, config, Tally::default(), None)
+        }
+        AppChoice::Strategy { name, config } => {
+            let config = config.clone();
+            match name.as_str() {
+                crossover::SmaCross::NAME => {
+                    run_strategy::<crossover::SmaCross>(args, plan, config)
+                }
+                DropTrigger::NAME => run_strategy::<DropTrigger>(args, plan, config),
+                other => bail!("{}", crate::strategies::unknown(other)),
+            }
+        }
+    }
+}
+
+fn run_strategy<S: Strategy>(
+    args: &RunArgs,
+    plan: Plan,
+    config: Vec<u8>,
+) -> anyhow::Result<ExitCode> {
+    let setup: HostSetup<S::Config> = postcard::from_bytes(&config)?;
+    let trading = std::rc::Rc::new(std::cell::RefCell::new(TradingStatus {
+        strategy: S::NAME.into(),
+        positions: vec![0.0; setup.host.symbols as usize],
+        ..TradingStatus::default()
+    }));
+    let host = StrategyHost::<S>::new(setup).map_err(anyhow::Error::msg)?;
+    let sink = HostSink {
+        trading: trading.clone(),
+    };
+    run_with(args, plan, host, config, sink, Some(trading))
+}
+
+fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
+    args: &RunArgs,
+    plan: Plan,
+    app: A,
+    app_config: Vec<u8>,
+    sink: K,
+    trading: Option<SharedTrading>,
+) -> anyhow::Result<ExitCode> {
     let Plan {
         config,
         rings,
         journal,
-        sma,
+        app: _,
         status,
         telemetry,
         metrics,
@@ -303,7 +491,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let telemetry = TelemetrySink::open(&telemetry)?;
     let metrics = MetricsServer::bind(&metrics)?.map(SharedMetrics::new);
-    let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
     if let Some(d) = args.duration {
         if !(d > 0.0 && d.is_finite()) {
             bail!("--duration {d} must be a positive number of seconds");
@@ -313,13 +500,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // startup error, not a surprise an hour later).
     let extra = tickloop_runtime::status::SharedExtra::default();
     let status_writer = match &status {
-        Some((path, interval_ms)) => Some(StatusWriter::new(
-            path,
-            interval_ms.saturating_mul(1_000_000),
-            &component,
-            &account,
-            extra.clone(),
-        )?),
+        Some((path, interval_ms)) => {
+            let writer = StatusWriter::new(
+                path,
+                interval_ms.saturating_mul(1_000_000),
+                &component,
+                &account,
+                extra.clone(),
+            )?;
+            Some(match trading {
+                Some(t) => writer.with_trading(t),
+                None => writer,
+            })
+        }
         None => None,
     };
     let ring_count = rings.len();
@@ -329,9 +522,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         config: &config,
         rings,
         journal: journal.clone(),
-        app_config: postcard::to_allocvec(&sma)?,
+        app_config,
     };
-    let mut event_loop = EventLoop::new(builder, app, Tally::default())?;
+    let mut event_loop = EventLoop::new(builder, app, sink)?;
     event_loop.set_telemetry(telemetry);
     if let Some(m) = metrics {
         if !args.json {
@@ -398,7 +591,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 skipped: p.skipped,
             })
             .collect(),
-        crosses: event_loop.sink().crosses,
+        app: event_loop.app().name().to_string(),
+        outputs: event_loop.sink().json(),
+        output_lines: event_loop.sink().lines(),
         journal,
         journal_failure: event_loop.journal_failure().map(str::to_string),
         telemetry: event_loop.telemetry().stats().summary(),
@@ -431,7 +626,10 @@ fn print_run(r: &RunReport) {
         "backlog         {} iterations left candles for the next one (max backlog {})",
         s.backlog_iterations, s.max_backlog
     );
-    println!("crosses         {}", r.crosses);
+    println!("app             {}", r.app);
+    for (label, value) in &r.output_lines {
+        println!("{label:<15} {value}");
+    }
     for p in &r.periodic {
         println!(
             "timer {}         every {} µs: {} firings, lateness p50 {} p99 {} max {} ns, run p99 {} ns, {} overruns",

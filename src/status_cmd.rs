@@ -117,6 +117,30 @@ pub fn status(args: &StatusArgs) -> ExitCode {
                 }
             );
         }
+        let tr = &doc["trading"];
+        if tr.is_object() {
+            let positions: Vec<String> = tr["positions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("symbol {} {}", p["symbol"], p["size"]))
+                .collect();
+            println!(
+                "trading: {} with {} orders ({} open), {} fills, {} denied, {} trades, realized {:+.2}; positions: {}",
+                tr["strategy"].as_str().unwrap_or("?"),
+                tr["orders"],
+                tr["open_orders"],
+                tr["fills"],
+                tr["denied"],
+                tr["trades"],
+                tr["realized_pnl"].as_f64().unwrap_or(0.0),
+                if positions.is_empty() {
+                    "none".to_string()
+                } else {
+                    positions.join(", ")
+                }
+            );
+        }
         let t = &doc["telemetry"];
         if t["degraded"] == true {
             println!("telemetry degraded: {} events dropped", t["dropped"]);

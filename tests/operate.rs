@@ -741,3 +741,80 @@ fn a_second_stop_signal_ends_a_stuck_shutdown_at_once() {
     );
     drop(read);
 }
+
+#[test]
+fn a_strategy_run_trades_shows_its_book_logs_open_positions_and_replays() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 13);
+    let dir = TempDir::new("strategy-run");
+    let (cfg, status, journal) = (
+        dir.file("engine.toml"),
+        dir.file("s.json"),
+        dir.file("run.tlj"),
+    );
+    let telemetry = dir.file("telemetry");
+    std::fs::create_dir(&telemetry).unwrap();
+    write_config(
+        &cfg,
+        &ring.0,
+        &status,
+        &format!(
+            "[journal]\npath = \"{journal}\"\n[telemetry]\ndir = \"{telemetry}\"\n\
+             [strategy]\nname = \"sma_cross\"\n[strategy.params]\nn1 = 3\nn2 = 7\n\
+             [orders]\ncash = 10000\n[risk]\nmax_order_notional = 1000000\n"
+        ),
+    );
+    let checked = tickloop(&["config", "check", &cfg]);
+    assert!(checked.status.success(), "{}", clear_failure(&checked));
+    let run = Command::new(TICKLOOP)
+        .args(["run", "--config", &cfg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&status);
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data/EURUSD.csv");
+    let fed = tickloop(&["feed", "replay", "--data", data, "--ring", &ring.0]);
+    assert!(fed.status.success(), "{}", clear_failure(&fed));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&status).unwrap_or_default())
+                .unwrap_or_default();
+        if doc["candles"] == 5000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine never read all 5000: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // one more status write
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+    let trading = &doc["trading"];
+    assert_eq!(trading["strategy"], "sma_cross", "{doc}");
+    assert!(trading["fills"].as_u64().unwrap() > 100, "{trading}");
+    assert!(trading["trades"].as_u64().unwrap() > 50, "{trading}");
+    assert_eq!(
+        trading["positions"].as_array().unwrap().len(),
+        1,
+        "{trading}"
+    );
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("open position left as it is"), "{err}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("app             sma_cross"), "{report}");
+    // Typed telemetry for every kind of order event.
+    for kind in ["order_submitted", "order_accepted", "fill"] {
+        assert!(!telemetry_of(&telemetry, kind).is_empty(), "no {kind}");
+    }
+    // The recorded run replays to identical decisions.
+    let r = tickloop(&["replay", "--journal", &journal, "--verify"]);
+    assert!(r.status.success(), "{}", clear_failure(&r));
+}

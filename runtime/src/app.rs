@@ -184,6 +184,11 @@ pub trait App {
     /// journal's header). On `Ok` the loop delivers [`EventKind::Reconfigured`] next; on
     /// `Err` the app must be unchanged. It may allocate (this is not per event). The call is
     /// journaled, so replay makes it at the same point.
+    /// The typed telemetry event an output stands for (an order's transition, a fill...), if
+    /// any: the loop emits it when it performs the output.
+    fn telemetry_of(&self, _output: &Self::Output) -> Option<crate::telemetry::Telemetry> {
+        None
+    }
     fn reconfigure(&mut self, _config: &[u8]) -> Result<(), String> {
         Err(format!(
             "app {} takes no new config while running",

@@ -1274,7 +1274,12 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             Action::Stop => {
                 self.stop.get_or_insert(StopReason::App);
             }
-            Action::Output(output) => self.sink.output(self.now, &output),
+            Action::Output(output) => {
+                if let Some(event) = self.app.telemetry_of(&output) {
+                    self.emit_telemetry(event);
+                }
+                self.sink.output(self.now, &output);
+            }
         }
     }
 }

@@ -30,6 +30,43 @@ pub struct StatusExtra {
 /// Shared between the status writer and whoever updates the extras (single-threaded).
 pub type SharedExtra = std::rc::Rc<std::cell::Cell<StatusExtra>>;
 
+/// The order side of a running strategy, kept by whoever sees its outputs (the run's output
+/// sink) and shown in the status file. Sized at startup: `positions` has one entry per
+/// symbol the strategy may trade.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TradingStatus {
+    pub strategy: String,
+    /// Orders submitted and not yet final; all orders; fills; risk denials; closed trades.
+    pub open_orders: u64,
+    pub orders: u64,
+    pub fills: u64,
+    pub denied: u64,
+    pub trades: u64,
+    pub realized_pnl: f64,
+    /// Signed units held per symbol id (only the non-zero ones are written).
+    #[serde(serialize_with = "held")]
+    pub positions: Vec<f64>,
+}
+
+fn held<S: Serializer>(positions: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(None)?;
+    for (symbol, &size) in positions.iter().enumerate() {
+        if size != 0.0 {
+            seq.serialize_element(&Held { symbol, size })?;
+        }
+    }
+    seq.end()
+}
+
+#[derive(Serialize)]
+struct Held {
+    symbol: usize,
+    size: f64,
+}
+
+pub type SharedTrading = std::rc::Rc<std::cell::RefCell<TradingStatus>>;
+
 pub struct StatusWriter {
     path: PathBuf,
     tmp: CString,
@@ -42,6 +79,7 @@ pub struct StatusWriter {
     pid: u32,
     started_unix_ns: i64,
     extra: SharedExtra,
+    trading: Option<SharedTrading>,
     failures: u64,
     last_error: Option<String>,
 }
@@ -99,9 +137,16 @@ impl StatusWriter {
             pid: std::process::id(),
             started_unix_ns: crate::sys::realtime_ns(),
             extra,
+            trading: None,
             failures: 0,
             last_error: None,
         })
+    }
+
+    /// Show a strategy's orders and positions (otherwise `trading` is null: no strategy runs).
+    pub fn with_trading(mut self, trading: SharedTrading) -> Self {
+        self.trading = Some(trading);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -369,10 +414,10 @@ impl Serialize for Doc<'_, '_> {
                 degraded,
             },
         )?;
-        // The order layer and adapters come later; the fields are fixed now.
-        m.serialize_entry("adapters", &[(); 0])?;
-        m.serialize_entry("open_orders", &0)?;
-        m.serialize_entry("positions", &[(); 0])?;
+        match &w.trading {
+            Some(t) => m.serialize_entry("trading", &*t.borrow())?,
+            None => m.serialize_entry("trading", &())?,
+        }
         m.serialize_entry("status_write_failures", &w.failures)?;
         m.end()
     }

@@ -43,8 +43,8 @@ pub trait Strategy: Sized {
     fn on_config(&mut self, config: Self::Config) -> Result<(), String>;
 }
 
-/// The host's limits and its paper broker's settings. Sizes are fixed for the run; `risk`
-/// and `cancel_on_shutdown` may change while running.
+/// The host's limits and its paper broker's settings. Sizes are fixed for the run;
+/// `cancel_on_shutdown` may change while running.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
@@ -62,7 +62,6 @@ pub struct HostConfig {
     pub cancel_on_shutdown: bool,
     /// Stop the loop when a finite source (a backtest's data) has delivered its last candle.
     pub stop_when_data_ends: bool,
-    pub risk: RiskConfig,
 }
 
 impl Default for HostConfig {
@@ -76,7 +75,6 @@ impl Default for HostConfig {
             intents_per_event: 64,
             cancel_on_shutdown: false,
             stop_when_data_ends: false,
-            risk: RiskConfig::default(),
         }
     }
 }
@@ -99,15 +97,16 @@ impl HostConfig {
                 return Err(format!("{field} = {v} must be 1 to {max}"));
             }
         }
-        self.risk.validate()
+        Ok(())
     }
 }
 
-/// What the host records in the journal and `reconfigure` takes: its own config and the
-/// strategy's.
+/// What the host records in the journal and `reconfigure` takes: its own config, the risk
+/// limits and the strategy's config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostSetup<C> {
     pub host: HostConfig,
+    pub risk: RiskConfig,
     pub strategy: C,
 }
 
@@ -421,8 +420,13 @@ pub struct StrategyHost<S: Strategy> {
 
 impl<S: Strategy> StrategyHost<S> {
     pub fn new(setup: HostSetup<S::Config>) -> Result<Self, String> {
-        let HostSetup { host, strategy } = setup;
+        let HostSetup {
+            host,
+            risk,
+            strategy,
+        } = setup;
         host.validate()?;
+        risk.validate()?;
         let n = host.symbols as usize;
         let book = Book {
             cash: host.cash,
@@ -438,7 +442,7 @@ impl<S: Strategy> StrategyHost<S> {
         Ok(StrategyHost {
             strategy: S::new(strategy.clone(), host.symbols)?,
             strategy_config: strategy,
-            risk: Risk::new(host.risk.clone()),
+            risk: Risk::new(risk),
             intents: Vec::with_capacity(host.intents_per_event as usize),
             fills: Vec::with_capacity(host.max_open_orders as usize),
             fills_out: Vec::with_capacity(host.max_open_orders as usize),
@@ -904,15 +908,19 @@ impl<S: Strategy> App for StrategyHost<S> {
         }
     }
 
+    fn telemetry_of(&self, output: &HostOutput) -> Option<Telemetry> {
+        output.telemetry()
+    }
+
     fn reconfigure(&mut self, config: &[u8]) -> Result<(), String> {
         let setup: HostSetup<S::Config> = postcard::from_bytes(config)
             .map_err(|e| format!("the new {} config does not decode: {e}", S::NAME))?;
         setup.host.validate()?;
+        setup.risk.validate()?;
         self.strategy.on_config(setup.strategy.clone())?;
         self.strategy_config = setup.strategy;
         // Sizes are fixed for the run; risk limits and the shutdown policy apply now.
-        self.risk.reconfigure(setup.host.risk.clone());
-        self.config.risk = setup.host.risk;
+        self.risk.reconfigure(setup.risk);
         self.config.cancel_on_shutdown = setup.host.cancel_on_shutdown;
         Ok(())
     }

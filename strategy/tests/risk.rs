@@ -54,9 +54,9 @@ impl Run {
                 cash: 1_000_000.0,
                 symbols: 4,
                 max_open_orders,
-                risk,
                 ..HostConfig::default()
             },
+            risk,
             strategy: NoConfig {},
         })
         .unwrap();
@@ -212,11 +212,11 @@ fn every_denial_reason_is_a_typed_event() {
         host: HostConfig {
             cash: 1_000_000.0,
             symbols: 4,
-            risk: RiskConfig {
-                trading_enabled: false,
-                ..RiskConfig::default()
-            },
             ..HostConfig::default()
+        },
+        risk: RiskConfig {
+            trading_enabled: false,
+            ..RiskConfig::default()
         },
         strategy: NoConfig {},
     };
