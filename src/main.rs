@@ -3,10 +3,11 @@
 
 mod backtest_cmd;
 mod config;
-mod demo;
+mod demo_cmd;
 mod feed_cmd;
 mod logging;
 mod ring_cmd;
+mod ring_demo;
 mod run_cmd;
 mod status_cmd;
 mod strategies;
@@ -29,6 +30,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole system on built-in defaults: feeds, rings, two engines with strategies and
+    /// the paper broker, a summary (about 10 s).
+    Demo(demo_cmd::DemoArgs),
     /// Shared-memory candle rings: create, inspect, remove, read, demonstrate.
     #[command(subcommand)]
     Ring(RingCommand),
@@ -76,7 +80,7 @@ pub enum RingCommand {
     /// Read candles from a ring; with --verify, check every one and end with a JSON summary.
     Tail(TailArgs),
     /// Create a ring, run a synthetic writer and a verifying reader process, report, clean up.
-    Demo(demo::DemoArgs),
+    Demo(ring_demo::DemoArgs),
 }
 
 #[derive(Args, Clone)]
@@ -221,6 +225,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
     let result = match cli.command {
+        Command::Demo(args) => demo_cmd::run(&args),
         Command::Ring(cmd) => ring_cmd::run(cmd),
         Command::Feed(FeedCommand::Synthetic(args)) => ring_cmd::synthetic(&args),
         Command::Feed(FeedCommand::Replay(args)) => feed_cmd::replay(&args),

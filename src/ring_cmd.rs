@@ -58,7 +58,7 @@ pub fn run(command: RingCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RingCommand::Tail(args) => tail(&args),
-        RingCommand::Demo(args) => crate::demo::run(&args),
+        RingCommand::Demo(args) => crate::ring_demo::run(&args),
     }
 }
 

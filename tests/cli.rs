@@ -370,3 +370,40 @@ fn a_feed_with_more_symbols_than_the_ring_holds_is_refused_before_taking_over() 
     assert_eq!(info["writer"]["epoch"], 0, "no take-over happened");
     assert_eq!(info["symbols"], 0, "no symbol was registered");
 }
+
+#[test]
+fn tickloop_demo_runs_two_engines_to_a_clean_summary() {
+    let dir = TempDir::new("demo");
+    let files = format!("{}/run", dir.0.display());
+    let child = std::process::Command::new(TICKLOOP)
+        .args(["demo", "--dir", &files])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", clear_failure(&o));
+    assert!(out.contains("5000 read, 0 lost"), "{out}");
+    assert!(out.contains("100000 read, 0 lost"), "{out}");
+    // The EURUSD engine's sma_cross is the backtest's: the same 262 trades (its PnL is the
+    // backtest's final cash less 10000).
+    assert!(
+        out.contains("262 trades closed, realized PnL +40.87"),
+        "{out}"
+    );
+    assert_eq!(out.matches("every decision reproduced").count(), 2, "{out}");
+    assert!(out.contains("result:  OK, 0 candles lost"), "{out}");
+    let prefix = format!("tickloop-demo-{pid}-");
+    assert!(
+        !demo_rings().iter().any(|r| r.starts_with(&prefix)),
+        "the demo's rings were removed"
+    );
+    for f in ["eurusd.status.json", "synthetic.journal", "eurusd.toml"] {
+        assert!(
+            std::path::Path::new(&files).join(f).exists(),
+            "{f} kept for inspection"
+        );
+    }
+}

@@ -88,7 +88,10 @@ fn a_recorded_run_replays_byte_identically_on_every_driver() {
     let report = run_json(run);
     assert_eq!(report["stopped_by"], "Signal(15)");
     assert_eq!(report["stats"]["candles"], 200_000, "{report}");
-    assert!(report["outputs"]["crosses"].as_u64().unwrap() > 100, "{report}");
+    assert!(
+        report["outputs"]["crosses"].as_u64().unwrap() > 100,
+        "{report}"
+    );
 
     let mut outputs = Vec::new();
     for driver in drivers() {
