@@ -193,6 +193,9 @@ pub struct SyntheticArgs {
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// The tiered polling schedule in simulated time, swept over requests in flight: the
+    /// smallest concurrency that meets the cycle target.
+    Poll(tickloop_bench::poll::PollBenchArgs),
     /// Ring latency and throughput between two pinned processes, with the cache-line round trip
     /// and the Python ring users build today measured in the same run.
     Ring(tickloop_bench::ring::RingBenchArgs),
@@ -236,6 +239,9 @@ fn main() -> ExitCode {
         Command::Status(args) => Ok(status_cmd::status(&args)),
         Command::Config(ConfigCommand::Check { file }) => status_cmd::config_check(&file),
         Command::Locks(args) => status_cmd::locks(&args),
+        Command::Bench(BenchCommand::Poll(args)) => tickloop_bench::poll::main(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::msg),
         Command::Bench(BenchCommand::Ring(args)) => tickloop_bench::ring::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),

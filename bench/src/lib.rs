@@ -6,6 +6,7 @@
 pub mod cyclictest;
 mod harness;
 pub mod loop_bench;
+pub mod poll;
 pub mod report;
 pub mod ring;
 pub mod timers;

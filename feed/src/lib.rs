@@ -15,6 +15,7 @@ mod dbn_file;
 pub mod ingest;
 pub mod replay;
 pub mod synthetic;
+pub mod tiered;
 
 pub use csv_file::parse_time;
 pub use dataset::{
