@@ -30,7 +30,7 @@ pub struct BacktestArgs {
     /// sma_cross or drop_trigger.
     #[arg(long, value_name = "NAME")]
     pub strategy: String,
-    /// A strategy parameter, e.g. `--param n1=10 --param n2=20` (see `examples/strategies/`).
+    /// A strategy parameter, e.g. `--param n1=10 --param n2=20` (see `examples/strategies/*.toml`).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
     /// A risk limit, e.g. `--risk max_order_notional=5000` (all off by default).

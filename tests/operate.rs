@@ -93,6 +93,37 @@ fn bad_configs_are_one_clear_error_each_before_anything_starts() {
     let o = tickloop(&["config", "check", example]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("account = \"paper\""));
+    for strategy in ["sma_cross", "drop_trigger"] {
+        let example = format!(
+            "{}/examples/strategies/{strategy}.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let o = tickloop(&["config", "check", &example]);
+        assert!(o.status.success(), "{example}: {}", clear_failure(&o));
+        assert!(stdout(&o).contains(&format!("name = \"{strategy}\"")));
+    }
+    // A strategy's parameters are checked like everything else.
+    let bad = dir.file("bad-strategy.toml");
+    std::fs::write(
+        &bad,
+        "[engine]\naccount = \"x\"\n[strategy]\nname = \"sma_cross\"\n[strategy.params]\nn1 = 30\n",
+    )
+    .unwrap();
+    let err = clear_failure(&tickloop(&["config", "check", &bad]));
+    assert!(
+        err.contains("line 5") && err.contains("n1 = 30 and n2 = 20"),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        "[engine]\naccount = \"x\"\n[strategy]\nname = \"nope\"\n",
+    )
+    .unwrap();
+    let err = clear_failure(&tickloop(&["config", "check", &bad]));
+    assert!(
+        err.contains("line 4") && err.contains("is not a strategy"),
+        "{err}"
+    );
 }
 
 #[test]
