@@ -1,6 +1,7 @@
 //! The `tickloop` command line: parses arguments, wires the libraries together, runs. It holds
 //! no logic of its own beyond presenting results; errors leave as one line on stderr.
 
+mod adapter_cmd;
 mod config;
 mod demo;
 mod ring_cmd;
@@ -45,6 +46,9 @@ enum Command {
     /// Benchmarks, measured against their physical limits and peers in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Adapter programs speaking docs/adapter-protocol.md (run by the engine, not by hand).
+    #[command(subcommand)]
+    Adapter(adapter_cmd::AdapterCommand),
 }
 
 #[derive(Subcommand)]
@@ -217,6 +221,7 @@ fn main() -> ExitCode {
         Command::Status(args) => Ok(status_cmd::status(&args)),
         Command::Config(ConfigCommand::Check { file }) => status_cmd::config_check(&file),
         Command::Locks(args) => status_cmd::locks(&args),
+        Command::Adapter(cmd) => adapter_cmd::run(cmd),
         Command::Bench(BenchCommand::Ring(args)) => tickloop_bench::ring::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
