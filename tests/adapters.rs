@@ -21,6 +21,7 @@ use tickloop_runtime::app::{App, Context, Event, EventKind, TimerId};
 use tickloop_runtime::clock::{Nanos, MILLIS, SECONDS};
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode};
+use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
 use tickloop_runtime::status::{SharedExtra, StatusWriter};
 
 mod common;
@@ -74,6 +75,9 @@ struct Run {
     /// The status file's worst age seen by a watcher thread while the loop ran.
     worst_status_age: Duration,
     status_reads: u64,
+    /// The status file as the loop left it, and the adapters the metrics snapshot last had.
+    final_status: serde_json::Value,
+    metrics_adapters: Vec<(String, u8)>,
     /// How long `run` took after the app asked to stop (the adapters' shutdown).
     shutdown: Option<Duration>,
 }
@@ -215,17 +219,27 @@ fn run_with(
     )
     .unwrap();
     host.install(&mut lp).unwrap();
-    lp.add_service(Box::new(
-        StatusWriter::new(
-            &status,
-            50 * MILLIS,
-            "engine",
-            "test",
-            SharedExtra::default(),
-        )
-        .unwrap(),
-    ))
+    let mut writer = StatusWriter::new(
+        &status,
+        50 * MILLIS,
+        "engine",
+        "test",
+        SharedExtra::default(),
+    )
     .unwrap();
+    writer.set_adapters(host.handle());
+    lp.add_service(Box::new(writer)).unwrap();
+    let metrics = SharedMetrics::new(
+        MetricsServer::bind(&MetricsConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..MetricsConfig::default()
+        })
+        .unwrap()
+        .unwrap(),
+    );
+    metrics.0.borrow_mut().set_adapters(host.handle());
+    lp.add_fd_source(Box::new(metrics.clone())).unwrap();
+    lp.add_service(Box::new(metrics.clone())).unwrap();
     lp.stop_after(limit.as_nanos() as Nanos);
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
@@ -237,6 +251,21 @@ fn run_with(
     let elapsed = started.elapsed();
     done.store(true, Ordering::Relaxed);
     let samples = watcher.join().unwrap();
+    let final_status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status_file.0).unwrap()).unwrap();
+    let metrics_adapters: Vec<(String, u8)> = metrics
+        .0
+        .borrow()
+        .snapshot()
+        .adapters()
+        .iter()
+        .map(|a| {
+            (
+                String::from_utf8_lossy(a.name.as_bytes()).into_owned(),
+                a.state,
+            )
+        })
+        .collect();
     let (firings, worst_lateness) = lp
         .periodic()
         .find(|p| p.timer == Some(TICK))
@@ -274,6 +303,8 @@ fn run_with(
         worst_status_age,
         status_reads,
         shutdown,
+        final_status,
+        metrics_adapters,
     }
 }
 
@@ -530,6 +561,16 @@ fn field_scenario(config: AdapterConfig, burst: u64) {
     assert_eq!(
         (s.failed, s.refused, s.unmatched, s.events_lost),
         (0, 0, 0, 0)
+    );
+    // The status file and the metrics snapshot show the adapter.
+    let listed = &r.final_status["adapters"][0];
+    assert_eq!(listed["name"], r.stats[0].0, "{}", r.final_status);
+    assert_eq!(listed["done"], sent.len() as u64);
+    assert_eq!(listed["state"], "closed");
+    assert_eq!(
+        r.metrics_adapters,
+        [(r.stats[0].0.clone(), 2)],
+        "ready (2) at the last tick"
     );
     r.assert_live("field scenario");
 }
@@ -976,7 +1017,45 @@ fn shutdown_stops_every_adapter_within_its_grace_and_reaps_them_all() {
     let host = host_config(&[], adapters);
     let mut ready = 0;
     let app = probe(move |e, cx| {
-        if let EventKind::Adapter(AdapterEvent::Ready { .. }) = e.kind {
+        if let EventKind::Adapter(AdapterEvent::Ready { adapter, pid, .. }) = e.kind {
+            if adapter == 0 {
+                // The echo adapter, spawned by a loop that blocks SIGTERM/SIGINT/SIGHUP and
+                // (as root) runs SCHED_FIFO: none of that reaches it, nor any fd but 0, 1, 2.
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+                let field = |name: &str| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap()
+                        .trim()
+                        .to_string()
+                };
+                assert_eq!(
+                    field("SigBlk:"),
+                    "0000000000000000",
+                    "blocked signals inherited"
+                );
+                let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .map(|e| {
+                        let e = e.unwrap();
+                        format!(
+                            "{}{}",
+                            e.file_name().to_string_lossy(),
+                            std::fs::read_link(e.path())
+                                .map(|l| format!(" -> {}", l.display()))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                let mut fds = fds;
+                fds.sort();
+                assert_eq!(fds.len(), 3, "descriptors inherited: {fds:?}");
+                assert!(fds.iter().all(|f| f.contains("pipe:")), "{fds:?}");
+                // SAFETY: plain query of another process's policy.
+                let policy = unsafe { libc::sched_getscheduler(pid as i32) };
+                assert_eq!(policy, libc::SCHED_OTHER, "the adapter runs real-time");
+            }
             ready += 1;
             if ready == n {
                 cx.stop();

@@ -97,6 +97,8 @@ pub struct AdapterHost {
     in_round: bool,
     /// Adapters with requests queued during the round (bit i: adapter i).
     unflushed: u32,
+    /// The private epoll may hold readiness not taken yet (its batches were all full).
+    readiness_pending: bool,
     orphans: VecDeque<AdapterEvent>,
     orphans_lost: u64,
     scratch: Box<[u8]>,
@@ -181,6 +183,7 @@ impl AdapterHost {
             closed: false,
             in_round: false,
             unflushed: 0,
+            readiness_pending: false,
             orphans: VecDeque::with_capacity(ORPHANS),
             orphans_lost: 0,
             scratch: vec![0u8; 64 << 10].into_boxed_slice(),
@@ -488,7 +491,7 @@ impl AdapterHost {
         self.in_round = true;
         process::drain(&self.doorbell);
         self.rung = false;
-        let _complete = self.take_readiness();
+        self.readiness_pending = !self.take_readiness();
         for i in 0..self.slots.len() {
             self.slots[i].read_budget = READ_BUDGET;
             self.slots[i].session.handle_timeout(now);
@@ -549,6 +552,9 @@ impl AdapterHost {
                     &mut self.scratch[..]
                 };
                 let room = buf.len().min(slot.read_budget);
+                // Never 0: the input buffer holds a whole frame of max_frame and more, so it
+                // has room whenever no whole frame waits in it.
+                assert!(room > 0, "no room to read into");
                 match process::read(fd, &mut buf[..room]) {
                     Io::Done(n) => {
                         slot.read_budget -= n;
@@ -604,7 +610,8 @@ impl AdapterHost {
 
     /// After a call of the fd source: is there more to do (a budget ran out)?
     fn more(&self) -> bool {
-        self.has_events()
+        self.readiness_pending
+            || self.has_events()
             || self
                 .slots
                 .iter()
@@ -974,6 +981,14 @@ impl AdapterHandle {
         self.0.borrow().stats(adapter)
     }
 
+    /// Call `f` with each adapter's name and stats, in id order (no allocation).
+    pub fn for_each(&self, mut f: impl FnMut(&str, &AdapterStats)) {
+        let host = self.0.borrow();
+        for slot in &host.slots {
+            f(&slot.config.name, &slot.session.stats());
+        }
+    }
+
     /// Each adapter's name and stats, in id order.
     pub fn all_stats(&self) -> Vec<(String, AdapterStats)> {
         let host = self.0.borrow();
@@ -981,19 +996,6 @@ impl AdapterHandle {
             .iter()
             .map(|s| (s.config.name.clone(), s.session.stats()))
             .collect()
-    }
-
-    /// Fill `out` with each adapter's name and stats without allocating; returns how many.
-    pub fn fill_stats(&self, out: &mut [(crate::metrics::Label, AdapterStats)]) -> usize {
-        let host = self.0.borrow();
-        let n = host.slots.len().min(out.len());
-        for (o, s) in out.iter_mut().zip(&host.slots) {
-            *o = (
-                crate::metrics::Label::new(&s.config.name),
-                s.session.stats(),
-            );
-        }
-        n
     }
 }
 

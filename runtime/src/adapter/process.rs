@@ -3,13 +3,14 @@
 //! pidfds, signals, reaping.
 //!
 //! It owns the parent's ends of the pipes and the pidfd of each child ([`Process`]), closed
-//! when it is dropped. Every pipe end is close-on-exec (so no adapter inherits another's) and
+//! when it is dropped. Every pipe end is close-on-exec, and so is every descriptor the engine
+//! inherited (marked before each spawn), so an adapter gets its three pipes and nothing else;
 //! the parent's ends are non-blocking: no call here ever waits, except [`reap_blocking`],
 //! which only runs after SIGKILL at shutdown. Children are spawned with `posix_spawn` (no copy
 //! of the engine's page tables, so a restart costs the loop little), in a process group of
 //! their own (a Ctrl-C in the engine's terminal reaches the engine, which then stops its
-//! adapters in order), with an empty signal mask and default signal dispositions. It keeps no state
-//! between calls and never decides anything: the session decides, this performs.
+//! adapters in order), with an empty signal mask and default signal dispositions. It keeps no
+//! state between calls and never decides anything: the session decides, this performs.
 
 use super::config::AdapterConfig;
 use super::event::ExitStatus;
@@ -196,6 +197,10 @@ pub(crate) fn spawn(
     let mut envp_ptrs: Vec<*mut libc::c_char> = envp.iter().map(|a| a.as_ptr() as *mut _).collect();
     envp_ptrs.push(std::ptr::null_mut());
 
+    // Descriptors the engine inherited without close-on-exec (from a shell, a supervisor, a
+    // build tool) would leak into every adapter: mark them all first. The engine's own are
+    // close-on-exec already.
+    cloexec_from(3);
     let (in_r, in_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -294,6 +299,44 @@ pub(crate) fn spawn(
         stderr: Some(err_r),
         pidfd,
     })
+}
+
+/// Mark every descriptor from `first` up close-on-exec: one `close_range` (Linux 5.11+), else
+/// a walk of /proc/self/fd.
+fn cloexec_from(first: u32) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on our own descriptors.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if fd >= first as i32 {
+            // SAFETY: fcntl on a descriptor number; one that closed meanwhile fails harmlessly.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
 }
 
 /// A close-on-exec pipe (read end, write end), both above fd 2 (so the child's dup2 onto

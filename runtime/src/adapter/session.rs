@@ -561,7 +561,7 @@ impl Session {
                     {
                         c.stats.pings_unsent += 1;
                     }
-                    c.ping_key = Some(c.arm(now + c.limits.ping_interval, Timer::Ping));
+                    c.ping_key = Some(c.arm(c.now + c.limits.ping_interval, Timer::Ping));
                 }
                 Timer::Handshake => {
                     c.handshake_key = None;
