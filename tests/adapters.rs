@@ -163,7 +163,7 @@ impl Run {
 /// builds sharing the machine. (Adapters always run SCHED_OTHER.)
 fn loop_config() -> LoopConfig {
     let mut config = LoopConfig {
-        driver: DriverChoice::Epoll,
+        driver: DRIVER.with(|d| d.get()),
         mode: Mode::Park,
         housekeeping_ns: 10 * MILLIS,
         ..LoopConfig::default()
@@ -172,6 +172,11 @@ fn loop_config() -> LoopConfig {
         config.host.sched_fifo = Some(10);
     }
     config
+}
+
+thread_local! {
+    /// The driver of this test's loops (epoll unless a test says otherwise).
+    static DRIVER: std::cell::Cell<DriverChoice> = const { std::cell::Cell::new(DriverChoice::Epoll) };
 }
 
 /// Whether the loop may run SCHED_FIFO here; said once when it may not.
@@ -587,6 +592,20 @@ fn field_scenario_with_the_python_example_adapter() {
 
 #[test]
 fn field_scenario_with_the_rust_echo_adapter() {
+    field_scenario(
+        adapter("echo", &[TICKLOOP, "adapter", "echo", "--bars", "100"]),
+        10_000,
+    );
+}
+
+#[test]
+fn field_scenario_on_io_uring() {
+    use tickloop_runtime::driver::{AnyDriver, DriverOptions};
+    if let Err(e) = AnyDriver::open(DriverChoice::IoUring, DriverOptions::default()) {
+        eprintln!("SKIPPING io_uring here: {e}");
+        return;
+    }
+    DRIVER.with(|d| d.set(DriverChoice::IoUring));
     field_scenario(
         adapter("echo", &[TICKLOOP, "adapter", "echo", "--bars", "100"]),
         10_000,
