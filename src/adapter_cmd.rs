@@ -78,6 +78,8 @@ pub enum FaultMode {
     Stubborn,
     /// Answer normally but ignore end-of-file (SIGTERM ends it).
     IgnoreEof,
+    /// Answer pings, never requests.
+    Mute,
 }
 
 #[derive(Args, Clone)]
@@ -437,6 +439,16 @@ fn fault(args: &FaultArgs) -> anyhow::Result<ExitCode> {
             }
             echo_shared(&mut input, &stdout)?;
             sleep_forever();
+        }
+        FaultMode::Mute => {
+            while let Some(f) = input.next()? {
+                let m = parse(&f)?;
+                if m.kind == "ping" {
+                    let mut o = stdout.lock().unwrap();
+                    frame(&mut *o, &json!({"type": "pong", "seq": m.seq.unwrap_or(0)}))?;
+                    o.flush()?;
+                }
+            }
         }
         FaultMode::ExitAtOnce | FaultMode::NoRead => unreachable!("handled above"),
     }

@@ -896,6 +896,49 @@ fn a_hung_adapter_misses_pings_and_is_restarted_with_its_requests_failed() {
 }
 
 #[test]
+fn requests_an_adapter_never_answers_time_out_and_it_stays_up() {
+    let mut config = fault("mute");
+    config.request_timeout_ms = 300;
+    let host = host_config(&[], vec![config]);
+    let mut failed = 0;
+    let app = probe(move |e, cx| match e.kind {
+        EventKind::Adapter(AdapterEvent::Ready { .. }) => {
+            for id in 1..=3 {
+                cx.emit(request(id, Request::GetAccounts));
+            }
+        }
+        EventKind::Adapter(AdapterEvent::Failed { .. }) => {
+            failed += 1;
+            if failed == 3 {
+                // Pings are still answered: it stays up for a few more intervals.
+                cx.set_timer(2, e.at + 500 * MILLIS);
+            }
+        }
+        EventKind::Timer { timer: 2, .. } => cx.stop(),
+        _ => {}
+    });
+    let r = run(&host, Duration::from_secs(30), app);
+    let events = r.adapter();
+    let ends = assert_each_once(&events, &[1, 2, 3]);
+    let ready_at = r.readies()[0].0;
+    for (at, e) in &events {
+        if let AdapterEvent::Failed { reason, .. } = e {
+            assert_eq!(*reason, FailReason::Timeout);
+            let after = at - ready_at;
+            assert!(
+                (300 * MILLIS..300 * MILLIS + 200 * MILLIS).contains(&after),
+                "timed out {} ms after sending (timeout 300 ms, tick 10 ms)",
+                after / MILLIS
+            );
+        }
+    }
+    assert_eq!(ends.len(), 3);
+    assert!(r.downs().is_empty(), "{:?}", r.downs());
+    assert_eq!(r.stats[0].1.timeouts, 3);
+    r.assert_live("mute");
+}
+
+#[test]
 fn an_adapter_dying_mid_frame_is_named_and_its_requests_fail() {
     let host = host_config(&[], vec![fault("die-mid-frame")]);
     let mut readies = 0;
