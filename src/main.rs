@@ -192,6 +192,9 @@ pub enum BenchCommand {
     /// Feed-to-handler latency through the whole loop (busy and park modes) next to the ring's
     /// own one-way latency.
     Loop(tickloop_bench::loop_bench::LoopBenchArgs),
+    /// A request's round trip through the adapter host and the echo adapter, next to a raw
+    /// pipe ping-pong between the same two programs on the same cores.
+    Adapter(tickloop_bench::adapter::AdapterBenchArgs),
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -229,6 +232,9 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
         Command::Bench(BenchCommand::Loop(args)) => tickloop_bench::loop_bench::main(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::msg),
+        Command::Bench(BenchCommand::Adapter(args)) => tickloop_bench::adapter::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
     };
