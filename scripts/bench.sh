@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench.sh NAME [ARGS...]   (NAME: ring, timers or loop)
+# Usage: scripts/bench.sh NAME [ARGS...]   (NAME: ring, timers, loop or adapter)
 # Runs `tickloop bench NAME --save bench/results ARGS...`, which saves bench/results/NAME.{json,md},
 # and puts the table into README.md (between the NAME-bench markers), so the README always shows
 # the committed run.
 set -euo pipefail
 if [[ $# -lt 1 || $1 == -* ]]; then
-    echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: ring, timers or loop)" >&2
+    echo "usage: scripts/bench.sh NAME [ARGS...]  (NAME: ring, timers, loop or adapter)" >&2
     exit 2
 fi
 name=$1

@@ -1,6 +1,7 @@
 //! The `tickloop` command line: parses arguments, wires the libraries together, runs. It holds
 //! no logic of its own beyond presenting results; errors leave as one line on stderr.
 
+mod adapter_cmd;
 mod backtest_cmd;
 mod config;
 mod demo_cmd;
@@ -55,6 +56,9 @@ enum Command {
     /// Benchmarks, measured against their physical limits and peers in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Adapter programs speaking docs/adapter-protocol.md (run by the engine, not by hand).
+    #[command(subcommand)]
+    Adapter(adapter_cmd::AdapterCommand),
 }
 
 #[derive(Subcommand)]
@@ -205,6 +209,9 @@ pub enum BenchCommand {
     /// Feed-to-handler latency through the whole loop (busy and park modes) next to the ring's
     /// own one-way latency.
     Loop(tickloop_bench::loop_bench::LoopBenchArgs),
+    /// A request's round trip through the adapter host and the echo adapter, next to a raw
+    /// pipe ping-pong between the same two programs on the same cores.
+    Adapter(tickloop_bench::adapter::AdapterBenchArgs),
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -242,6 +249,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Poll(args)) => tickloop_bench::poll::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
+        Command::Adapter(cmd) => adapter_cmd::run(cmd),
         Command::Bench(BenchCommand::Ring(args)) => tickloop_bench::ring::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
@@ -249,6 +257,9 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
         Command::Bench(BenchCommand::Loop(args)) => tickloop_bench::loop_bench::main(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::msg),
+        Command::Bench(BenchCommand::Adapter(args)) => tickloop_bench::adapter::main(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
     };

@@ -1,4 +1,4 @@
-//! Quick runs of `tickloop bench timers` and `tickloop bench loop` through the command line:
+//! Quick runs of `tickloop bench timers`, `bench loop` and `bench adapter` through the command line:
 //! the JSON has every row, the numbers are sane (samples counted, p50 <= p99 <= p99.9 <= max),
 //! nothing is lost, and a missing cyclictest gives an explained row, not a failure. They never
 //! assert speed: that belongs to the committed reports.
@@ -173,6 +173,39 @@ fn bench_loop_quick_reports_every_row_as_json() {
 }
 
 #[test]
+fn bench_adapter_quick_reports_every_row_as_json() {
+    let r = report(&tickloop(&["bench", "adapter", "--quick", "--json"], None));
+    assert_machine(&r);
+    assert_eq!(r["machine"]["adapter_core"], 0);
+    assert_eq!(r["machine"]["engine_core"], 1);
+    assert_eq!(r["rows"].as_array().unwrap().len(), 5);
+    for name in [
+        "raw pipe round trip",
+        "adapter host, loop in park mode (epoll): request -> Done",
+        "adapter host, loop in busy mode",
+        "raw pipe, 64 messages in flight",
+        "adapter host, loop in park mode, 64 requests in flight",
+    ] {
+        let row = row(&r, name);
+        assert_measured(row);
+        assert_eq!(row["lost"], 0, "{row}");
+        assert!(row["requests_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["rounds_p50_ns"].as_array().unwrap().len(), 3, "{row}");
+    }
+    let checks = assert_checks(&r, 2);
+    let ratio = checks
+        .iter()
+        .find(|c| c["target"].as_str().unwrap().contains("within 2x"))
+        .unwrap();
+    assert!(ratio["pass"].is_boolean(), "{ratio}");
+    let lost = checks
+        .iter()
+        .find(|c| c["target"].as_str().unwrap().contains("answered"))
+        .unwrap();
+    assert_eq!(lost["pass"], true, "{lost}");
+}
+
+#[test]
 fn bench_arguments_are_checked_with_one_clear_line() {
     for args in [
         &["bench", "timers", "--core", "4096"][..],
@@ -180,6 +213,8 @@ fn bench_arguments_are_checked_with_one_clear_line() {
         &["bench", "timers", "--fifo", "100"],
         &["bench", "loop", "--cpus", "1,1"],
         &["bench", "loop", "--cpus", "0,4096"],
+        &["bench", "adapter", "--cpus", "1,1"],
+        &["bench", "adapter", "--cpus", "0"],
     ] {
         let o = tickloop(args, None);
         let err = String::from_utf8_lossy(&o.stderr);

@@ -3,6 +3,7 @@
 //! Benchmarks print results; they never assert speed (that belongs to committed reports).
 //! `report` is what they all print and save; `harness` is how they measure.
 
+pub mod adapter;
 pub mod cyclictest;
 mod harness;
 pub mod loop_bench;

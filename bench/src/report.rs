@@ -15,7 +15,7 @@ pub struct OutputArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Also write NAME.json and NAME.md (NAME: ring, timers or loop) into this directory.
+    /// Also write NAME.json and NAME.md (NAME: ring, timers, loop or adapter) into this directory.
     #[arg(long, value_name = "DIR")]
     pub save: Option<PathBuf>,
 }
@@ -325,14 +325,14 @@ pub(crate) fn machine(quick: bool, fields: serde_json::Value) -> serde_json::Val
 }
 
 /// The cpuidle driver ("none" where there is none), for the machine description.
-fn cpuidle() -> String {
+pub(crate) fn cpuidle() -> String {
     std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "none".into())
 }
 
 /// What the rest of the machine did meanwhile, in one sentence.
-fn background_note(percent: f64) -> String {
+pub(crate) fn background_note(percent: f64) -> String {
     format!(
         "Other tasks on this machine (everything but this benchmark and its children: builds, tests, kernel threads) used {percent:.1}% of a core during the run{}.",
         if percent >= 10.0 {
@@ -409,5 +409,10 @@ mod tests {
     #[test]
     fn committed_loop_report_renders_the_same() {
         committed("loop", crate::loop_bench::markdown);
+    }
+
+    #[test]
+    fn committed_adapter_report_renders_the_same() {
+        committed("adapter", crate::adapter::markdown);
     }
 }

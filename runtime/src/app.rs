@@ -6,6 +6,7 @@
 //! iterates a randomly-seeded map and never allocates per event. Then the same events give
 //! the same actions, byte for byte, which is what `tickloop replay --verify` checks.
 
+use crate::adapter::AdapterEvent;
 use crate::clock::Nanos;
 use crate::ring::Candle;
 use crate::signals::SignalKind;
@@ -76,6 +77,9 @@ pub enum EventKind {
     Reconfigured { generation: u64 },
     /// The last event: the loop stops after performing the actions the app returns now.
     Shutdown,
+    /// From a broker or exchange adapter (see [`crate::adapter`]): an answer, a live candle,
+    /// an order update or fill, or a change in the adapter's life.
+    Adapter(AdapterEvent),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

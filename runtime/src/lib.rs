@@ -8,6 +8,8 @@
 //! It never contains trading logic: strategies, orders and risk live in `tickloop-strategy`.
 
 #[cfg(not(loom))]
+pub mod adapter;
+#[cfg(not(loom))]
 pub mod alloc_count;
 #[cfg(not(loom))]
 pub mod app;

@@ -943,6 +943,8 @@ pub struct MetricsServer {
     accept_retry_at: Option<Nanos>,
     snapshot: Snapshot,
     stats: MetricsServerStats,
+    /// Where the snapshot's adapter list comes from (see [`MetricsServer::set_adapters`]).
+    adapters: Option<crate::adapter::AdapterHandle>,
 }
 
 impl MetricsServer {
@@ -1016,7 +1018,14 @@ impl MetricsServer {
             accept_retry_at: None,
             snapshot: Snapshot::default(),
             stats: MetricsServerStats::default(),
+            adapters: None,
         }))
+    }
+
+    /// Export the adapters of this host (name and state), refreshed with the rest of the
+    /// snapshot on every tick of [`SharedMetrics`].
+    pub fn set_adapters(&mut self, adapters: crate::adapter::AdapterHandle) {
+        self.adapters = Some(adapters);
     }
 
     /// The address it listens on (with the port the kernel chose for port 0).
@@ -1569,6 +1578,14 @@ impl crate::event_loop::Service for SharedMetrics {
             snap.telemetry_dropped,
             snap.telemetry_degraded,
         ) = view.telemetry;
+        if let Some(adapters) = &server.adapters {
+            adapters.for_each(|name, stats| {
+                snap.push_adapter(AdapterSnapshot {
+                    name: Label::new(name),
+                    state: stats.state.code(),
+                });
+            });
+        }
         server.set_snapshot(&snap);
     }
 }

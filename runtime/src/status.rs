@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 /// Bumped when a field changes meaning; readers check it.
 pub const STATUS_FORMAT: u32 = 1;
 
-/// Extra facts other services contribute to the status (config; adapters later).
+/// Extra facts other services contribute to the status (config; adapters have their own
+/// [`StatusWriter::set_adapters`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatusExtra {
     /// Config files applied since start (0: the one the engine started with).
@@ -82,6 +83,7 @@ pub struct StatusWriter {
     trading: Option<SharedTrading>,
     failures: u64,
     last_error: Option<String>,
+    adapters: Option<crate::adapter::AdapterHandle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,7 @@ impl StatusWriter {
             trading: None,
             failures: 0,
             last_error: None,
+            adapters: None,
         })
     }
 
@@ -147,6 +150,12 @@ impl StatusWriter {
     pub fn with_trading(mut self, trading: SharedTrading) -> Self {
         self.trading = Some(trading);
         self
+    }
+
+    /// List these adapters in the status (`"adapters"`: name, state, pid, starts, requests
+    /// in flight and their counters, the last time each went down and why).
+    pub fn set_adapters(&mut self, adapters: crate::adapter::AdapterHandle) {
+        self.adapters = Some(adapters);
     }
 
     pub fn path(&self) -> &Path {
@@ -418,9 +427,35 @@ impl Serialize for Doc<'_, '_> {
             Some(t) => m.serialize_entry("trading", &*t.borrow())?,
             None => m.serialize_entry("trading", &())?,
         }
+        match &w.adapters {
+            Some(adapters) => m.serialize_entry("adapters", &Adapters(adapters))?,
+            None => m.serialize_entry("adapters", &[(); 0])?,
+        }
         m.serialize_entry("status_write_failures", &w.failures)?;
         m.end()
     }
+}
+
+struct Adapters<'a>(&'a crate::adapter::AdapterHandle);
+impl Serialize for Adapters<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        let mut result = Ok(());
+        self.0.for_each(|name, stats| {
+            if result.is_ok() {
+                result = seq.serialize_element(&AdapterDoc { name, stats });
+            }
+        });
+        result?;
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct AdapterDoc<'a> {
+    name: &'a str,
+    #[serde(flatten)]
+    stats: &'a crate::adapter::AdapterStats,
 }
 
 #[derive(Serialize)]

@@ -33,6 +33,7 @@
 //! `{"at_ns":<loop clock>,"unix_ns":<wall clock>,"kind":"<snake_case variant>",<fields>}`, e.g.
 //! `{"at_ns":1200,"unix_ns":1754000000000000000,"kind":"timer_overrun","timer":3,"late_ns":80000,"took_ns":1000,"budget_ns":50000,"skipped":0}`.
 
+use crate::adapter::{AdapterEvent, FailReason, OrderStatus, RequestKind};
 use crate::app::EventKind;
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
@@ -322,13 +323,22 @@ pub enum Telemetry {
         reason: Text,
     },
 
-    // --- adapters ---
+    // --- adapters (`adapter` is the adapter's id: its position in the configuration) ---
+    /// An adapter became ready (`Ready`), or is stopping for good (`Stopped`).
     AdapterState {
-        adapter: Text,
+        adapter: u16,
         state: AdapterStateKind,
     },
+    /// An adapter went down: why, how its process ended, and when it restarts (0: never).
+    AdapterDown {
+        adapter: u16,
+        cause: Text,
+        status: Text,
+        restart_in_ms: u32,
+    },
+    /// A request failed, an adapter reported an error, or adapter events were lost.
     AdapterError {
-        adapter: Text,
+        adapter: u16,
         reason: Text,
     },
 
@@ -361,6 +371,7 @@ impl Telemetry {
             Telemetry::Fill { .. } => "fill",
             Telemetry::RiskDenied { .. } => "risk_denied",
             Telemetry::AdapterState { .. } => "adapter_state",
+            Telemetry::AdapterDown { .. } => "adapter_down",
             Telemetry::AdapterError { .. } => "adapter_error",
             Telemetry::Dropped { .. } => "dropped",
         }
@@ -388,8 +399,73 @@ impl Telemetry {
                 budget_ns,
                 skipped,
             }),
+            EventKind::Adapter(a) => Telemetry::from_adapter(&a),
             _ => None,
         }
+    }
+
+    /// Adapter events worth reporting: life (ready, down), failures, order updates, fills.
+    fn from_adapter(event: &AdapterEvent) -> Option<Telemetry> {
+        Some(match *event {
+            AdapterEvent::Ready { adapter, .. } => Telemetry::AdapterState {
+                adapter,
+                state: AdapterStateKind::Ready,
+            },
+            AdapterEvent::Down {
+                adapter,
+                cause,
+                status,
+                restart_in_ms,
+            } => Telemetry::AdapterDown {
+                adapter,
+                cause: Text::from_fmt(format_args!("{cause}")),
+                status: Text::from_fmt(format_args!("{status}")),
+                restart_in_ms,
+            },
+            AdapterEvent::Failed {
+                adapter,
+                request,
+                kind,
+                reason,
+            } => match (kind, reason) {
+                (RequestKind::PlaceOrder, FailReason::Adapter(code)) => Telemetry::OrderRejected {
+                    order: request,
+                    reason: Text::new(code.as_str()),
+                },
+                _ => Telemetry::AdapterError {
+                    adapter,
+                    reason: Text::from_fmt(format_args!(
+                        "request {request} ({kind}) failed: {reason}"
+                    )),
+                },
+            },
+            AdapterEvent::Error { adapter, code } => Telemetry::AdapterError {
+                adapter,
+                reason: Text::from_fmt(format_args!("adapter error {}", code.as_str())),
+            },
+            AdapterEvent::EventsLost { adapter, count } => Telemetry::AdapterError {
+                adapter,
+                reason: Text::from_fmt(format_args!("{count} events lost (event queue full)")),
+            },
+            AdapterEvent::OrderUpdate { order, status, .. } => match status {
+                OrderStatus::Accepted => Telemetry::OrderAccepted { order },
+                OrderStatus::Cancelled | OrderStatus::Expired => {
+                    Telemetry::OrderCancelled { order }
+                }
+                OrderStatus::Rejected => Telemetry::OrderRejected {
+                    order,
+                    reason: Text::new("rejected"),
+                },
+                OrderStatus::PartiallyFilled | OrderStatus::Filled => return None,
+            },
+            AdapterEvent::Fill {
+                order, qty, price, ..
+            } => Telemetry::Fill { order, qty, price },
+            AdapterEvent::Account { .. }
+            | AdapterEvent::Bar { .. }
+            | AdapterEvent::Done { .. }
+            | AdapterEvent::Candle { .. } => return None,
+        })
     }
 }
 
@@ -1143,11 +1219,17 @@ mod tests {
                 reason: worst_text,
             },
             Telemetry::AdapterState {
-                adapter: worst_text,
+                adapter: u16::MAX,
                 state: AdapterStateKind::Restarting,
             },
+            Telemetry::AdapterDown {
+                adapter: u16::MAX,
+                cause: worst_text,
+                status: worst_text,
+                restart_in_ms: u32::MAX,
+            },
             Telemetry::AdapterError {
-                adapter: worst_text,
+                adapter: u16::MAX,
                 reason: worst_text,
             },
             Telemetry::Dropped { count: u64::MAX },

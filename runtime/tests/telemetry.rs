@@ -211,7 +211,7 @@ fn expected_fields(event: &Telemetry) -> Value {
             json!({"kind": "risk_denied", "symbol": symbol, "reason": reason.as_str()})
         }
         Telemetry::AdapterState { adapter, state } => {
-            json!({"kind": "adapter_state", "adapter": adapter.as_str(),
+            json!({"kind": "adapter_state", "adapter": adapter,
             "state": match state {
                 AdapterStateKind::Starting => "starting",
                 AdapterStateKind::Ready => "ready",
@@ -220,8 +220,17 @@ fn expected_fields(event: &Telemetry) -> Value {
                 AdapterStateKind::Stopped => "stopped",
             }})
         }
+        Telemetry::AdapterDown {
+            adapter,
+            cause,
+            status,
+            restart_in_ms,
+        } => {
+            json!({"kind": "adapter_down", "adapter": adapter, "cause": cause.as_str(),
+            "status": status.as_str(), "restart_in_ms": restart_in_ms})
+        }
         Telemetry::AdapterError { adapter, reason } => {
-            json!({"kind": "adapter_error", "adapter": adapter.as_str(), "reason": reason.as_str()})
+            json!({"kind": "adapter_error", "adapter": adapter, "reason": reason.as_str()})
         }
         Telemetry::Dropped { count } => json!({"kind": "dropped", "count": count}),
     }
@@ -309,27 +318,33 @@ fn every_variant() -> Vec<Telemetry> {
             reason: Text::from_fmt(format_args!("position {} over limit {}", 12.5, 10)),
         },
         Telemetry::AdapterState {
-            adapter: Text::new("binance-ws"),
+            adapter: 3,
             state: AdapterStateKind::Starting,
         },
         Telemetry::AdapterState {
-            adapter: Text::new("binance-ws"),
+            adapter: 3,
             state: AdapterStateKind::Ready,
         },
         Telemetry::AdapterState {
-            adapter: Text::new("binance-ws"),
+            adapter: 3,
             state: AdapterStateKind::Faulty,
         },
         Telemetry::AdapterState {
-            adapter: Text::new("binance-ws"),
+            adapter: 3,
             state: AdapterStateKind::Restarting,
         },
         Telemetry::AdapterState {
-            adapter: Text::new("binance-ws"),
+            adapter: 3,
             state: AdapterStateKind::Stopped,
         },
+        Telemetry::AdapterDown {
+            adapter: 3,
+            cause: Text::new("fault: malformed frame"),
+            status: Text::new("killed by signal 9"),
+            restart_in_ms: 400,
+        },
         Telemetry::AdapterError {
-            adapter: Text::new("binance-ws"),
+            adapter: 3,
             reason: Text::new("websocket closed: 1006 \u{2014} «abnormal»"),
         },
         Telemetry::Dropped { count: 9 },

@@ -61,11 +61,11 @@ fn events(i: u64) -> [Telemetry; 12] {
             price: 1e300,
         },
         Telemetry::AdapterState {
-            adapter: Text::new("ws"),
+            adapter: 1,
             state: AdapterStateKind::Restarting,
         },
         Telemetry::AdapterError {
-            adapter: Text::new("ws"),
+            adapter: 1,
             reason: Text::new("closed"),
         },
         Telemetry::Dropped { count: i },

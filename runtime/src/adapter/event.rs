@@ -1,0 +1,594 @@
+//! What crosses between the app and the adapter host: the requests an app makes
+//! ([`AdapterRequest`]) and the events it gets back ([`AdapterEvent`]), with the small enums
+//! they carry (reasons, codes, statuses).
+//!
+//! It owns no state. Everything here is `Copy`, fixed-size and serde, because events are
+//! journaled inputs and requests are journaled outputs: no `String`, no `Vec`, no pointer.
+//! Free text (an adapter's error message, a broker's order reference) never enters an event;
+//! it goes to `tracing`. Symbols are `u32` ids into the host's symbol table, candles are
+//! [`Candle`]s, and reasons are enums.
+
+use crate::ring::Candle;
+pub use crate::telemetry::Side;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An adapter's index, in the order of the host's configuration.
+pub type AdapterId = u16;
+
+/// A request's id, chosen by the app: unique among that adapter's requests in flight, from 1
+/// to [`MAX_REQUEST_ID`] (2^53 - 1, so it survives a trip through any JSON library). An order
+/// is named by the id of the `place_order` request that placed it.
+pub type RequestId = u64;
+
+/// The largest request id: 2^53 - 1.
+pub const MAX_REQUEST_ID: RequestId = (1 << 53) - 1;
+
+/// A short name carried inline: an account's id. At most [`Name::CAPACITY`] bytes of UTF-8,
+/// cut at a char boundary when made.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Name {
+    len: u8,
+    bytes: [u8; Name::CAPACITY],
+}
+
+impl Name {
+    pub const CAPACITY: usize = 31;
+
+    /// `s`, cut to [`Name::CAPACITY`] bytes at a char boundary.
+    pub fn new(s: &str) -> Name {
+        let mut end = s.len().min(Name::CAPACITY);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut name = Name::default();
+        name.bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
+        name.len = end as u8;
+        name
+    }
+
+    pub fn as_str(&self) -> &str {
+        let len = (self.len as usize).min(Name::CAPACITY);
+        // Only `new` fills it, at a char boundary; a damaged journal gives "".
+        std::str::from_utf8(&self.bytes[..len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an adapter says it can do in its `hello` (a bit set).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Capabilities(pub u32);
+
+impl Capabilities {
+    /// `get_accounts`.
+    pub const ACCOUNTS: Capabilities = Capabilities(1);
+    /// `get_historical_bars`.
+    pub const BARS: Capabilities = Capabilities(2);
+    /// `subscribe` and unsolicited `candle`s.
+    pub const SUBSCRIBE: Capabilities = Capabilities(4);
+    /// `place_order`, `cancel_order`, unsolicited `order_update` and `fill`.
+    pub const ORDERS: Capabilities = Capabilities(8);
+
+    const NAMES: [(&'static str, Capabilities); 4] = [
+        ("accounts", Capabilities::ACCOUNTS),
+        ("bars", Capabilities::BARS),
+        ("subscribe", Capabilities::SUBSCRIBE),
+        ("orders", Capabilities::ORDERS),
+    ];
+
+    pub fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The capability a wire name stands for; `None` for names this engine does not know
+    /// (they are ignored, so a newer adapter can announce more).
+    pub fn from_name(name: &str) -> Option<Capabilities> {
+        Capabilities::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, c)| c)
+    }
+
+    pub fn union(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 | other.0)
+    }
+}
+
+impl fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_set();
+        for (name, c) in Capabilities::NAMES {
+            if self.contains(c) {
+                list.entry(&name);
+            }
+        }
+        list.finish()
+    }
+}
+
+/// The kinds of request, named as on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    GetAccounts,
+    GetHistoricalBars,
+    Subscribe,
+    PlaceOrder,
+    CancelOrder,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::GetAccounts => "get_accounts",
+            RequestKind::GetHistoricalBars => "get_historical_bars",
+            RequestKind::Subscribe => "subscribe",
+            RequestKind::PlaceOrder => "place_order",
+            RequestKind::CancelOrder => "cancel_order",
+        }
+    }
+
+    /// The capability an adapter must announce for this request.
+    pub fn capability(self) -> Capabilities {
+        match self {
+            RequestKind::GetAccounts => Capabilities::ACCOUNTS,
+            RequestKind::GetHistoricalBars => Capabilities::BARS,
+            RequestKind::Subscribe => Capabilities::SUBSCRIBE,
+            RequestKind::PlaceOrder | RequestKind::CancelOrder => Capabilities::ORDERS,
+        }
+    }
+}
+
+impl fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request to an adapter, as the app makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// The accounts the adapter trades: answered by one [`AdapterEvent::Account`] each, then
+    /// [`AdapterEvent::Done`].
+    GetAccounts,
+    /// Bars of `symbol` with `from_ns <= ts_ns < to_ns` (Unix epoch ns), each `bar_ns` long:
+    /// answered by [`AdapterEvent::Bar`]s in time order, then [`AdapterEvent::Done`].
+    GetHistoricalBars {
+        symbol: u32,
+        from_ns: i64,
+        to_ns: i64,
+        bar_ns: u64,
+    },
+    /// Live candles of `symbol`: answered by [`AdapterEvent::Done`], then unsolicited
+    /// [`AdapterEvent::Candle`]s.
+    Subscribe { symbol: u32 },
+    /// An order; `limit: None` is a market order. Answered by [`AdapterEvent::Done`] when the
+    /// broker accepted it; its life follows as [`AdapterEvent::OrderUpdate`] and
+    /// [`AdapterEvent::Fill`] naming this request's id as `order`.
+    PlaceOrder {
+        symbol: u32,
+        side: Side,
+        qty: f64,
+        limit: Option<f64>,
+    },
+    /// Cancel the order placed by request `order`: [`AdapterEvent::Done`] when the broker
+    /// accepted the cancel (the order's `OrderUpdate { status: Cancelled }` follows).
+    CancelOrder { order: RequestId },
+}
+
+impl Request {
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            Request::GetAccounts => RequestKind::GetAccounts,
+            Request::GetHistoricalBars { .. } => RequestKind::GetHistoricalBars,
+            Request::Subscribe { .. } => RequestKind::Subscribe,
+            Request::PlaceOrder { .. } => RequestKind::PlaceOrder,
+            Request::CancelOrder { .. } => RequestKind::CancelOrder,
+        }
+    }
+}
+
+/// A request addressed to one adapter, with the app's id for it. An app whose output is
+/// `AdapterRequest` (or contains one) has it journaled like any other action.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdapterRequest {
+    pub adapter: AdapterId,
+    pub id: RequestId,
+    pub request: Request,
+}
+
+/// Why the host refused a request before sending it. Returned to the caller of
+/// `AdapterHandle::request` and delivered to the app as
+/// `AdapterEvent::Failed { reason: FailReason::Refused(..) }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestError {
+    /// No adapter has this id.
+    UnknownAdapter,
+    /// The adapter is starting, restarting or faulty: not connected now.
+    NotReady,
+    /// The engine is shutting down.
+    ShuttingDown,
+    /// The adapter's outbound queue is full (it is not reading its stdin fast enough).
+    Backpressure,
+    /// `max_in_flight` requests are already waiting for answers.
+    TooManyInFlight,
+    /// A request with this id is already in flight.
+    DuplicateId,
+    /// The id is 0 or above [`MAX_REQUEST_ID`].
+    BadId,
+    /// The symbol id is not in the host's symbol table.
+    UnknownSymbol,
+    /// A field is out of range: a quantity or price not finite and positive, an empty time
+    /// range, a zero bar size.
+    BadRequest,
+    /// The adapter did not announce the capability this request needs.
+    Unsupported,
+}
+
+impl RequestError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestError::UnknownAdapter => "unknown adapter",
+            RequestError::NotReady => "adapter not ready",
+            RequestError::ShuttingDown => "shutting down",
+            RequestError::Backpressure => "backpressure: the adapter's outbound queue is full",
+            RequestError::TooManyInFlight => "too many requests in flight",
+            RequestError::DuplicateId => "a request with this id is in flight",
+            RequestError::BadId => "request id must be 1 to 2^53-1",
+            RequestError::UnknownSymbol => "symbol id not in the host's symbol table",
+            RequestError::BadRequest => "bad request field",
+            RequestError::Unsupported => "the adapter did not announce this capability",
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// An adapter's error code (the `code` of an `error` message). Unknown codes read as
+/// [`ErrorCode::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    UnknownSymbol,
+    UnknownOrder,
+    Rejected,
+    InsufficientFunds,
+    NotSupported,
+    BadRequest,
+    NotConnected,
+    RateLimited,
+    Internal,
+    Other,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 10] = [
+        ErrorCode::UnknownSymbol,
+        ErrorCode::UnknownOrder,
+        ErrorCode::Rejected,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::NotSupported,
+        ErrorCode::BadRequest,
+        ErrorCode::NotConnected,
+        ErrorCode::RateLimited,
+        ErrorCode::Internal,
+        ErrorCode::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownSymbol => "unknown_symbol",
+            ErrorCode::UnknownOrder => "unknown_order",
+            ErrorCode::Rejected => "rejected",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::NotSupported => "not_supported",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::NotConnected => "not_connected",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other => "other",
+        }
+    }
+
+    /// The code a wire string names; anything else is [`ErrorCode::Other`].
+    pub fn from_wire(code: &str) -> ErrorCode {
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == code)
+            .unwrap_or(ErrorCode::Other)
+    }
+}
+
+/// Why a request ended without success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailReason {
+    /// Refused by the host before it was sent.
+    Refused(RequestError),
+    /// The adapter answered with an `error` message carrying this code.
+    Adapter(ErrorCode),
+    /// No final answer within the adapter's `request_timeout_ms`.
+    Timeout,
+    /// The adapter went down (exit, hang, fault) with the request in flight.
+    AdapterRestarted,
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::Refused(e) => write!(f, "refused: {e}"),
+            FailReason::Adapter(code) => write!(f, "adapter error {}", code.as_str()),
+            FailReason::Timeout => f.write_str("timeout"),
+            FailReason::AdapterRestarted => f.write_str("adapter went down"),
+        }
+    }
+}
+
+/// A breach of the protocol that makes the host kill an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// A frame's length prefix is above `max_frame_bytes`.
+    OversizedFrame,
+    /// A frame that is empty, not a JSON object, has an unknown `type`, or lacks a field its
+    /// type requires.
+    Malformed,
+    /// The first message was not a `hello` of protocol version 1.
+    BadHandshake,
+    /// The process ended with a partial frame on its stdout.
+    TruncatedFrame,
+    /// It closed its stdout but kept running.
+    StdoutClosed,
+    /// It closed its stdin (the engine's requests) but kept running.
+    StdinClosed,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::OversizedFrame => "oversized frame",
+            Fault::Malformed => "malformed frame",
+            Fault::BadHandshake => "bad handshake",
+            Fault::TruncatedFrame => "died in the middle of a frame",
+            Fault::StdoutClosed => "closed its stdout but kept running",
+            Fault::StdinClosed => "closed its stdin but kept running",
+        }
+    }
+}
+
+/// Why an adapter went down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownCause {
+    /// The process ended on its own (see the [`ExitStatus`]).
+    Exited,
+    /// It answered no ping for `missed_pings` ping intervals: killed.
+    Hung,
+    /// It sent no `hello` within `handshake_timeout_ms`: killed.
+    HandshakeTimeout,
+    /// It broke the protocol: killed.
+    Fault(Fault),
+    /// The program could not be started (the errno of the spawn).
+    SpawnFailed { errno: i32 },
+}
+
+impl fmt::Display for DownCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownCause::Exited => f.write_str("exited"),
+            DownCause::Hung => f.write_str("hung (missed pings)"),
+            DownCause::HandshakeTimeout => f.write_str("no hello in time"),
+            DownCause::Fault(fault) => write!(f, "fault: {}", fault.as_str()),
+            DownCause::SpawnFailed { errno } => write!(
+                f,
+                "could not start: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+        }
+    }
+}
+
+/// How an adapter's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+    /// It never started (spawn failed).
+    NotStarted,
+    /// It was reaped by someone else (the embedding program set SIGCHLD to SIG_IGN).
+    Unknown,
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+            ExitStatus::NotStarted => f.write_str("not started"),
+            ExitStatus::Unknown => f.write_str("exit status unknown"),
+        }
+    }
+}
+
+/// An order's state, as the adapter reports it in `order_update`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Accepted,
+    PartiallyFilled,
+    Filled,
+    Cancelled,
+    Rejected,
+    Expired,
+}
+
+impl OrderStatus {
+    pub fn from_wire(s: &str) -> Option<OrderStatus> {
+        Some(match s {
+            "accepted" => OrderStatus::Accepted,
+            "partially_filled" => OrderStatus::PartiallyFilled,
+            "filled" => OrderStatus::Filled,
+            "cancelled" => OrderStatus::Cancelled,
+            "rejected" => OrderStatus::Rejected,
+            "expired" => OrderStatus::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// What the adapter host tells the app, as `EventKind::Adapter`. Every request the host
+/// accepted ends in exactly one `Done` or `Failed`; every request it refused gets a `Failed`
+/// with `FailReason::Refused` too. An adapter's life is `Ready` (handshake done) .. `Down`
+/// (exit, hang or fault; then, after `restart_in_ms`, it starts again).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum AdapterEvent {
+    /// The adapter started and completed the handshake; requests are accepted from now.
+    /// `starts` counts its processes so far (1 for the first).
+    Ready {
+        adapter: AdapterId,
+        pid: u32,
+        protocol: u16,
+        capabilities: Capabilities,
+        starts: u32,
+    },
+    /// The adapter is gone: why, how its process ended, and when it starts again (0: it
+    /// does not; the engine is stopping). Its requests in flight follow as `Failed {
+    /// reason: AdapterRestarted }`.
+    Down {
+        adapter: AdapterId,
+        cause: DownCause,
+        status: ExitStatus,
+        restart_in_ms: u32,
+    },
+    /// One account, in answer to `GetAccounts`. A number the adapter did not give is NaN.
+    Account {
+        adapter: AdapterId,
+        request: RequestId,
+        account: Name,
+        cash: f64,
+        equity: f64,
+        buying_power: f64,
+    },
+    /// One bar, in answer to `GetHistoricalBars` (its symbol is the request's).
+    Bar {
+        adapter: AdapterId,
+        request: RequestId,
+        candle: Candle,
+    },
+    /// Request `request` succeeded; `count` items (accounts, bars) came before it.
+    Done {
+        adapter: AdapterId,
+        request: RequestId,
+        kind: RequestKind,
+        count: u32,
+    },
+    /// Request `request` failed.
+    Failed {
+        adapter: AdapterId,
+        request: RequestId,
+        kind: RequestKind,
+        reason: FailReason,
+    },
+    /// A live candle of a subscribed symbol.
+    Candle { adapter: AdapterId, candle: Candle },
+    /// The order placed by request `order` changed state. NaN where the adapter did not say.
+    OrderUpdate {
+        adapter: AdapterId,
+        order: RequestId,
+        status: OrderStatus,
+        filled: f64,
+        remaining: f64,
+        avg_price: f64,
+    },
+    /// The order placed by request `order` (partly) filled.
+    Fill {
+        adapter: AdapterId,
+        order: RequestId,
+        qty: f64,
+        price: f64,
+        fee: f64,
+        ts_ns: i64,
+    },
+    /// An error the adapter reported outside any request (its message went to the log).
+    Error { adapter: AdapterId, code: ErrorCode },
+    /// `count` events of this adapter could not be queued for the app (its event queue was
+    /// full) and are lost. Counted in the adapter's stats too.
+    EventsLost { adapter: AdapterId, count: u32 },
+}
+
+impl AdapterEvent {
+    pub fn adapter(&self) -> AdapterId {
+        match *self {
+            AdapterEvent::Ready { adapter, .. }
+            | AdapterEvent::Down { adapter, .. }
+            | AdapterEvent::Account { adapter, .. }
+            | AdapterEvent::Bar { adapter, .. }
+            | AdapterEvent::Done { adapter, .. }
+            | AdapterEvent::Failed { adapter, .. }
+            | AdapterEvent::Candle { adapter, .. }
+            | AdapterEvent::OrderUpdate { adapter, .. }
+            | AdapterEvent::Fill { adapter, .. }
+            | AdapterEvent::Error { adapter, .. }
+            | AdapterEvent::EventsLost { adapter, .. } => adapter,
+        }
+    }
+
+    /// The request this event ends (`Done` or `Failed`), if any.
+    pub fn completes(&self) -> Option<RequestId> {
+        match *self {
+            AdapterEvent::Done { request, .. } | AdapterEvent::Failed { request, .. } => {
+                Some(request)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cut_at_a_char_boundary() {
+        assert_eq!(Name::new("DU1234567").as_str(), "DU1234567");
+        let long = "é".repeat(20); // 40 bytes
+        let n = Name::new(&long);
+        assert_eq!(n.as_str().len(), 30);
+        assert!(long.starts_with(n.as_str()));
+    }
+
+    #[test]
+    fn error_codes_round_trip_and_unknown_is_other() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_wire(code.as_str()), code);
+        }
+        assert_eq!(ErrorCode::from_wire("martian"), ErrorCode::Other);
+    }
+
+    #[test]
+    fn events_are_small_and_copy() {
+        fn copy<T: Copy>() {}
+        copy::<AdapterEvent>();
+        assert!(std::mem::size_of::<AdapterEvent>() <= 96);
+    }
+}

@@ -1,0 +1,795 @@
+//! `tickloop adapter echo|paper|fault`: adapter programs written in Rust that speak the
+//! protocol of docs/adapter-protocol.md on their stdin and stdout (the other side of
+//! `tickloop_runtime::adapter`). `echo` answers every request at once (the benchmark's
+//! peer); `paper` is a paper broker that reads candles from a ring and fills market orders at
+//! the next candle's open; `fault` (hidden) misbehaves in one chosen way, for the tests.
+//!
+//! Each is a plain blocking program, as an adapter in any language would be: it reads frames
+//! from stdin, writes frames to stdout, logs to stderr, and exits when stdin ends.
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, BufWriter, Read, Write};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tickloop_runtime::ring::{self, Candle, ReadResult, Reader, ReaderOptions, Start};
+
+#[derive(Subcommand)]
+pub enum AdapterCommand {
+    /// An adapter that answers every request at once (one account, a few bars, immediate
+    /// fills); `--raw` echoes 8-byte messages instead (the benchmark's pipe reference).
+    Echo(EchoArgs),
+    /// A paper broker over a ring: market orders fill at the open of the next candle.
+    Paper(PaperArgs),
+    /// An adapter that misbehaves in one way, for tests.
+    #[command(hide = true)]
+    Fault(FaultArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct EchoArgs {
+    /// Bars per get_historical_bars answer at most.
+    #[arg(long, default_value_t = 3)]
+    pub bars: u64,
+    /// Echo raw 8-byte messages instead of speaking the protocol.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct PaperArgs {
+    /// The ring to read candles from (a name under /dev/shm or a path).
+    #[arg(long = "ring", value_name = "NAME")]
+    pub ring: String,
+    /// Starting cash of the one account, PAPER.
+    #[arg(long, default_value_t = 100_000.0)]
+    pub cash: f64,
+    /// Candles kept per symbol for get_historical_bars.
+    #[arg(long, default_value_t = 10_000)]
+    pub history: usize,
+    /// Fee per fill, in basis points of its value.
+    #[arg(long, default_value_t = 0.0)]
+    pub fee_bps: f64,
+}
+
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FaultMode {
+    /// Handshake, then `--count` candles to stdout as fast as it can (answering meanwhile).
+    FloodStdout,
+    /// Handshake, then one 1 MiB line and `--bytes` of stderr lines (answering meanwhile).
+    FloodStderr,
+    /// Write a hello and never read stdin.
+    NoRead,
+    /// Handshake, then stop reading and answering forever.
+    Hang,
+    /// Handshake; on the first request write half a frame and exit 1.
+    DieMidFrame,
+    /// Exit 3 at once, every time.
+    ExitAtOnce,
+    /// Handshake, then a frame header over the engine's max_frame.
+    Oversized,
+    /// Handshake, then a frame that is not JSON.
+    Garbage,
+    /// Answer normally, ignore SIGTERM and end-of-file: only SIGKILL ends it.
+    Stubborn,
+    /// Answer normally but ignore end-of-file (SIGTERM ends it).
+    IgnoreEof,
+    /// Answer pings, never requests.
+    Mute,
+}
+
+#[derive(Args, Clone)]
+pub struct FaultArgs {
+    #[arg(long, value_enum)]
+    pub mode: FaultMode,
+    /// flood-stdout: candles to send.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+    /// flood-stderr: bytes of lines to write.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub bytes: u64,
+    /// flood-stdout: the candles' symbol.
+    #[arg(long, default_value = "SYN0000")]
+    pub symbol: String,
+}
+
+pub fn run(command: AdapterCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AdapterCommand::Echo(args) if args.raw => raw_echo(),
+        AdapterCommand::Echo(args) => echo(&args),
+        AdapterCommand::Paper(args) => paper(&args),
+        AdapterCommand::Fault(args) => fault(&args),
+    }
+}
+
+// ---------------------------------------------------------------- the wire, blocking
+
+/// Frames from stdin (blocking reads, or non-blocking after `set_nonblocking`).
+struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    fn new() -> FrameReader {
+        FrameReader {
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The next whole frame already read, if any (consumed).
+    fn buffered(&mut self) -> Option<Vec<u8>> {
+        let avail = &self.buf[self.start..self.end];
+        if avail.len() < 4 {
+            return None;
+        }
+        let len = u32::from_le_bytes(avail[..4].try_into().unwrap()) as usize;
+        if avail.len() < 4 + len {
+            return None;
+        }
+        let frame = avail[4..4 + len].to_vec();
+        self.start += 4 + len;
+        Some(frame)
+    }
+
+    /// Read once from stdin; false at end-of-file. `WouldBlock` is passed through.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                let n = self.buf.len();
+                self.buf.resize(n * 2, 0);
+            }
+        }
+        let n = io::stdin().lock().read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n > 0)
+    }
+
+    /// The next frame, blocking; `None` at end-of-file.
+    fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(f) = self.buffered() {
+                return Ok(Some(f));
+            }
+            match self.fill() {
+                Ok(false) => return Ok(None),
+                Ok(true) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Append one frame with `message` as JSON to `out`.
+fn frame<W: Write + ?Sized>(out: &mut W, message: &impl Serialize) -> io::Result<()> {
+    let body = serde_json::to_vec(message)?;
+    out.write_all(&(body.len() as u32).to_le_bytes())?;
+    out.write_all(&body)
+}
+
+/// What the engine sends; fields of every request type, all optional.
+#[derive(Deserialize, Debug, Default)]
+struct Msg {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<u64>,
+    seq: Option<u64>,
+    symbol: Option<String>,
+    from_ns: Option<i64>,
+    to_ns: Option<i64>,
+    bar_ns: Option<u64>,
+    side: Option<String>,
+    qty: Option<f64>,
+    order_type: Option<String>,
+    limit_price: Option<f64>,
+    order: Option<u64>,
+    max_frame: Option<u32>,
+}
+
+fn parse(frame: &[u8]) -> anyhow::Result<Msg> {
+    serde_json::from_slice(frame).context("a frame from the engine that is not a message")
+}
+
+fn hello_reply(name: &str, capabilities: &[&str]) -> serde_json::Value {
+    json!({
+        "type": "hello",
+        "protocol": 1,
+        "name": name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "capabilities": capabilities,
+    })
+}
+
+const ALL_CAPS: [&str; 4] = ["accounts", "bars", "subscribe", "orders"];
+
+fn now_ns() -> i64 {
+    tickloop_runtime::sys::realtime_ns()
+}
+
+// ---------------------------------------------------------------- echo
+
+/// The echo adapter's answers to one message (none for unknown types).
+fn echo_answer(m: &Msg, bars: u64, out: &mut impl Write) -> io::Result<()> {
+    let id = m.id.unwrap_or(0);
+    match m.kind.as_str() {
+        "hello" => frame(out, &hello_reply("tickloop-echo", &ALL_CAPS)),
+        "ping" => frame(out, &json!({"type": "pong", "seq": m.seq.unwrap_or(0)})),
+        "get_accounts" => {
+            frame(
+                out,
+                &json!({"type": "account", "id": id, "account": "ECHO", "currency": "USD",
+                        "cash": 1e6, "equity": 1e6, "buying_power": 1e6}),
+            )?;
+            frame(out, &json!({"type": "done", "id": id, "count": 1}))
+        }
+        "get_historical_bars" => {
+            let from = m.from_ns.unwrap_or(0);
+            let to = m.to_ns.unwrap_or(from);
+            let step = m.bar_ns.unwrap_or(1).max(1);
+            let span = (to.saturating_sub(from).max(0) as u64).div_ceil(step);
+            let n = span.min(bars);
+            for i in 0..n {
+                let p = 100.0 + i as f64;
+                frame(
+                    out,
+                    &json!({"type": "bar", "id": id, "ts_ns": from + (i * step) as i64,
+                            "open": p, "high": p + 1.0, "low": p - 1.0, "close": p, "volume": 10}),
+                )?;
+            }
+            frame(out, &json!({"type": "done", "id": id, "count": n}))
+        }
+        "subscribe" => frame(out, &json!({"type": "done", "id": id})),
+        "place_order" => {
+            let qty = m.qty.unwrap_or(0.0);
+            let price = m.limit_price.unwrap_or(100.0);
+            frame(
+                out,
+                &json!({"type": "done", "id": id, "ref": format!("E-{id}")}),
+            )?;
+            frame(
+                out,
+                &json!({"type": "order_update", "order": id, "status": "filled",
+                        "filled": qty, "remaining": 0, "avg_price": price}),
+            )?;
+            frame(
+                out,
+                &json!({"type": "fill", "order": id, "qty": qty, "price": price, "fee": 0,
+                        "ts_ns": now_ns()}),
+            )
+        }
+        "cancel_order" => frame(
+            out,
+            &json!({"type": "error", "id": id, "code": "unknown_order",
+                    "message": "echo fills every order at once; nothing is open"}),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The fields the echo adapter's quick answers need, borrowed from the frame.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    id: Option<u64>,
+    seq: Option<u64>,
+}
+
+/// Answer `ping` and `subscribe` without building JSON values (the benchmark's messages);
+/// false for anything else.
+fn echo_quick(frame: &[u8], out: &mut impl Write) -> anyhow::Result<bool> {
+    let head: Head<'_> = serde_json::from_slice(frame)?;
+    let mut buf = [0u8; 64];
+    let mut w: &mut [u8] = &mut buf;
+    match &*head.kind {
+        "ping" => write!(w, r#"{{"type":"pong","seq":{}}}"#, head.seq.unwrap_or(0))?,
+        "subscribe" => write!(w, r#"{{"type":"done","id":{}}}"#, head.id.unwrap_or(0))?,
+        _ => return Ok(false),
+    }
+    let len = 64 - w.len();
+    out.write_all(&(len as u32).to_le_bytes())?;
+    out.write_all(&buf[..len])?;
+    Ok(true)
+}
+
+fn echo(args: &EchoArgs) -> anyhow::Result<ExitCode> {
+    let mut input = FrameReader::new();
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    while let Some(f) = input.next()? {
+        if !echo_quick(&f, &mut out)? {
+            let m = parse(&f)?;
+            echo_answer(&m, args.bars, &mut out)?;
+        }
+        // Answers to requests that arrived together leave in one write.
+        if input.buffered_len() == 0 {
+            out.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl FrameReader {
+    fn buffered_len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// Echo 8-byte messages until end-of-file: the raw pipe round trip the benchmark compares
+/// the protocol with.
+fn raw_echo() -> anyhow::Result<ExitCode> {
+    let mut stdin = io::stdin().lock();
+    let mut stdout = io::stdout().lock();
+    let mut msg = [0u8; 8];
+    loop {
+        match stdin.read_exact(&mut msg) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(ExitCode::SUCCESS),
+            Err(e) => return Err(e.into()),
+        }
+        stdout.write_all(&msg)?;
+        stdout.flush()?;
+    }
+}
+
+// ---------------------------------------------------------------- fault
+
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Read the engine's hello and answer it; the engine's max_frame.
+fn handshake(input: &mut FrameReader, out: &mut impl Write) -> anyhow::Result<u32> {
+    let Some(f) = input.next()? else {
+        bail!("stdin ended before the hello");
+    };
+    let m = parse(&f)?;
+    if m.kind != "hello" {
+        bail!("the engine's first message was {:?}", m.kind);
+    }
+    frame(out, &hello_reply("tickloop-fault", &ALL_CAPS))?;
+    out.flush()?;
+    Ok(m.max_frame.unwrap_or(1 << 20))
+}
+
+/// Answer like echo until end-of-file, writing through a shared stdout.
+fn echo_shared(input: &mut FrameReader, out: &Mutex<BufWriter<io::Stdout>>) -> anyhow::Result<()> {
+    while let Some(f) = input.next()? {
+        let m = parse(&f)?;
+        let mut o = out.lock().unwrap();
+        echo_answer(&m, 3, &mut *o)?;
+        o.flush()?;
+    }
+    Ok(())
+}
+
+fn fault(args: &FaultArgs) -> anyhow::Result<ExitCode> {
+    let mode = args.mode;
+    if mode == FaultMode::ExitAtOnce {
+        return Ok(ExitCode::from(3));
+    }
+    let mut input = FrameReader::new();
+    let stdout = Arc::new(Mutex::new(BufWriter::with_capacity(1 << 16, io::stdout())));
+    if mode == FaultMode::NoRead {
+        let mut o = stdout.lock().unwrap();
+        frame(&mut *o, &hello_reply("tickloop-fault", &ALL_CAPS))?;
+        o.flush()?;
+        drop(o);
+        sleep_forever();
+    }
+    let max_frame = {
+        let mut o = stdout.lock().unwrap();
+        handshake(&mut input, &mut *o)?
+    };
+    match mode {
+        FaultMode::Hang => sleep_forever(),
+        FaultMode::Oversized => {
+            let mut o = stdout.lock().unwrap();
+            o.write_all(&(max_frame + 1).to_le_bytes())?;
+            o.write_all(b"{\"type\":\"candle\"")?;
+            o.flush()?;
+            drop(o);
+            sleep_forever();
+        }
+        FaultMode::Garbage => {
+            let mut o = stdout.lock().unwrap();
+            o.write_all(&16u32.to_le_bytes())?;
+            o.write_all(b"this is garbage!")?;
+            o.flush()?;
+            drop(o);
+            sleep_forever();
+        }
+        FaultMode::DieMidFrame => {
+            let _ = input.next()?;
+            let mut o = stdout.lock().unwrap();
+            o.write_all(&100u32.to_le_bytes())?;
+            o.write_all(b"{\"type\":\"do")?;
+            o.flush()?;
+            std::process::exit(1);
+        }
+        FaultMode::FloodStdout => {
+            let out = stdout.clone();
+            let (count, symbol) = (args.count, args.symbol.clone());
+            std::thread::spawn(move || -> io::Result<()> {
+                for i in 1..=count {
+                    let mut o = out.lock().unwrap();
+                    frame(
+                        &mut *o,
+                        &json!({"type": "candle", "symbol": symbol, "ts_ns": i,
+                                "open": 1.5, "high": 2.5, "low": 0.5, "close": 2.0, "volume": 100.0}),
+                    )?;
+                }
+                out.lock().unwrap().flush()
+            });
+            echo_shared(&mut input, &stdout)?;
+        }
+        FaultMode::FloodStderr => {
+            let bytes = args.bytes;
+            std::thread::spawn(move || -> io::Result<()> {
+                let mut err = BufWriter::with_capacity(1 << 16, io::stderr());
+                // One line far over any sane limit, first (while the log's rate allows it).
+                err.write_all(&vec![b'y'; 1 << 20])?;
+                err.write_all(b"\n")?;
+                let mut written = 0u64;
+                let mut n = 0u64;
+                while written < bytes {
+                    let line = format!("stderr flood line {n:>10} {}\n", "x".repeat(70));
+                    err.write_all(line.as_bytes())?;
+                    written += line.len() as u64;
+                    n += 1;
+                }
+                err.write_all(b"stderr flood done\n")?;
+                err.flush()
+            });
+            echo_shared(&mut input, &stdout)?;
+        }
+        FaultMode::Stubborn | FaultMode::IgnoreEof => {
+            if mode == FaultMode::Stubborn {
+                // SAFETY: setting a signal disposition to ignore.
+                unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+            }
+            echo_shared(&mut input, &stdout)?;
+            sleep_forever();
+        }
+        FaultMode::Mute => {
+            while let Some(f) = input.next()? {
+                let m = parse(&f)?;
+                if m.kind == "ping" {
+                    let mut o = stdout.lock().unwrap();
+                    frame(&mut *o, &json!({"type": "pong", "seq": m.seq.unwrap_or(0)}))?;
+                    o.flush()?;
+                }
+            }
+        }
+        FaultMode::ExitAtOnce | FaultMode::NoRead => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------- paper
+
+struct Order {
+    id: u64,
+    symbol: u32,
+    buy: bool,
+    qty: f64,
+    limit: Option<f64>,
+}
+
+struct Paper {
+    reader: Reader,
+    fee_bps: f64,
+    cash: f64,
+    positions: BTreeMap<u32, f64>,
+    last: HashMap<u32, f64>,
+    history: HashMap<u32, VecDeque<Candle>>,
+    keep: usize,
+    subscribed: Vec<bool>,
+    open: Vec<Order>,
+    names: HashMap<String, u32>,
+}
+
+impl Paper {
+    /// The ring's id of symbol `name` (the table is re-read when a name is new).
+    fn symbol(&mut self, name: &str) -> Option<u32> {
+        if let Some(&id) = self.names.get(name) {
+            return Some(id);
+        }
+        let mut id = self.names.len() as u32;
+        while let Some(n) = self.reader.symbol_name(id) {
+            self.names.insert(n.to_string(), id);
+            id += 1;
+        }
+        self.names.get(name).copied()
+    }
+
+    fn name(&self, id: u32) -> String {
+        self.reader
+            .symbol_name(id)
+            .map_or_else(|| format!("#{id}"), str::to_string)
+    }
+
+    fn equity(&self) -> f64 {
+        self.cash
+            + self
+                .positions
+                .iter()
+                .map(|(s, q)| q * self.last.get(s).copied().unwrap_or(0.0))
+                .sum::<f64>()
+    }
+
+    fn unknown_symbol(out: &mut impl Write, id: u64, name: &str) -> io::Result<()> {
+        frame(
+            out,
+            &json!({"type": "error", "id": id, "code": "unknown_symbol",
+                    "message": format!("symbol {name:?} is not in the ring's symbol table")}),
+        )
+    }
+
+    fn request(&mut self, m: &Msg, out: &mut impl Write) -> io::Result<()> {
+        let id = m.id.unwrap_or(0);
+        let bad = |out: &mut dyn Write, why: &str| {
+            frame(
+                out,
+                &json!({"type": "error", "id": id, "code": "bad_request", "message": why}),
+            )
+        };
+        match m.kind.as_str() {
+            "hello" => frame(out, &hello_reply("tickloop-paper", &ALL_CAPS)),
+            "ping" => frame(out, &json!({"type": "pong", "seq": m.seq.unwrap_or(0)})),
+            "get_accounts" => {
+                frame(
+                    out,
+                    &json!({"type": "account", "id": id, "account": "PAPER", "currency": "USD",
+                            "cash": self.cash, "equity": self.equity(), "buying_power": self.cash}),
+                )?;
+                frame(out, &json!({"type": "done", "id": id, "count": 1}))
+            }
+            "get_historical_bars" => {
+                let name = m.symbol.clone().unwrap_or_default();
+                let Some(symbol) = self.symbol(&name) else {
+                    return Self::unknown_symbol(out, id, &name);
+                };
+                let (from, to) = (m.from_ns.unwrap_or(i64::MIN), m.to_ns.unwrap_or(i64::MAX));
+                let mut n = 0;
+                if let Some(h) = self.history.get(&symbol) {
+                    for c in h.iter().filter(|c| c.ts_ns >= from && c.ts_ns < to) {
+                        frame(
+                            out,
+                            &json!({"type": "bar", "id": id, "ts_ns": c.ts_ns, "open": c.open,
+                                    "high": c.high, "low": c.low, "close": c.close, "volume": c.volume}),
+                        )?;
+                        n += 1;
+                    }
+                }
+                frame(out, &json!({"type": "done", "id": id, "count": n}))
+            }
+            "subscribe" => {
+                let name = m.symbol.clone().unwrap_or_default();
+                let Some(symbol) = self.symbol(&name) else {
+                    return Self::unknown_symbol(out, id, &name);
+                };
+                if self.subscribed.len() <= symbol as usize {
+                    self.subscribed.resize(symbol as usize + 1, false);
+                }
+                self.subscribed[symbol as usize] = true;
+                frame(out, &json!({"type": "done", "id": id}))
+            }
+            "place_order" => {
+                let name = m.symbol.clone().unwrap_or_default();
+                let Some(symbol) = self.symbol(&name) else {
+                    return Self::unknown_symbol(out, id, &name);
+                };
+                let qty = m.qty.unwrap_or(0.0);
+                if !(qty.is_finite() && qty > 0.0) {
+                    return bad(out, "qty must be a positive number");
+                }
+                let buy = match m.side.as_deref() {
+                    Some("buy") => true,
+                    Some("sell") => false,
+                    _ => return bad(out, "side must be buy or sell"),
+                };
+                let limit = match m.order_type.as_deref() {
+                    Some("market") | None => None,
+                    Some("limit") => match m.limit_price {
+                        Some(p) if p.is_finite() && p > 0.0 => Some(p),
+                        _ => return bad(out, "a limit order needs a positive limit_price"),
+                    },
+                    Some(other) => {
+                        return frame(
+                            out,
+                            &json!({"type": "error", "id": id, "code": "not_supported",
+                                    "message": format!("order type {other:?}")}),
+                        )
+                    }
+                };
+                self.open.push(Order {
+                    id,
+                    symbol,
+                    buy,
+                    qty,
+                    limit,
+                });
+                frame(
+                    out,
+                    &json!({"type": "done", "id": id, "ref": format!("PAPER-{id}")}),
+                )?;
+                frame(
+                    out,
+                    &json!({"type": "order_update", "order": id, "status": "accepted",
+                            "filled": 0, "remaining": qty}),
+                )
+            }
+            "cancel_order" => {
+                let order = m.order.unwrap_or(0);
+                match self.open.iter().position(|o| o.id == order) {
+                    Some(at) => {
+                        let o = self.open.remove(at);
+                        frame(out, &json!({"type": "done", "id": id}))?;
+                        frame(
+                            out,
+                            &json!({"type": "order_update", "order": order, "status": "cancelled",
+                                    "filled": 0, "remaining": o.qty}),
+                        )
+                    }
+                    None => frame(
+                        out,
+                        &json!({"type": "error", "id": id, "code": "unknown_order",
+                                "message": format!("order {order} is not open")}),
+                    ),
+                }
+            }
+            other => {
+                eprintln!("paper: ignoring a message of type {other:?}");
+                Ok(())
+            }
+        }
+    }
+
+    /// A candle read from the ring: fill what it fills, forward it if subscribed, keep it.
+    fn candle(&mut self, c: &Candle, out: &mut impl Write) -> io::Result<()> {
+        let mut k = 0;
+        while k < self.open.len() {
+            let o = &self.open[k];
+            if o.symbol != c.symbol {
+                k += 1;
+                continue;
+            }
+            let price = match o.limit {
+                None => Some(c.open),
+                Some(l) if o.buy && c.low <= l => Some(c.open.min(l)),
+                Some(l) if !o.buy && c.high >= l => Some(c.open.max(l)),
+                Some(_) => None,
+            };
+            let Some(price) = price else {
+                k += 1;
+                continue;
+            };
+            let o = self.open.remove(k);
+            let signed = if o.buy { o.qty } else { -o.qty };
+            let fee = (o.qty * price).abs() * self.fee_bps / 10_000.0;
+            self.cash -= signed * price + fee;
+            *self.positions.entry(o.symbol).or_insert(0.0) += signed;
+            frame(
+                out,
+                &json!({"type": "fill", "order": o.id, "symbol": self.name(o.symbol),
+                        "side": if o.buy { "buy" } else { "sell" }, "qty": o.qty, "price": price,
+                        "fee": fee, "ts_ns": c.ts_ns}),
+            )?;
+            frame(
+                out,
+                &json!({"type": "order_update", "order": o.id, "status": "filled",
+                        "filled": o.qty, "remaining": 0, "avg_price": price}),
+            )?;
+        }
+        self.last.insert(c.symbol, c.close);
+        if self.subscribed.get(c.symbol as usize) == Some(&true) {
+            frame(
+                out,
+                &json!({"type": "candle", "symbol": self.name(c.symbol), "ts_ns": c.ts_ns,
+                        "open": c.open, "high": c.high, "low": c.low, "close": c.close,
+                        "volume": c.volume}),
+            )?;
+        }
+        let h = self.history.entry(c.symbol).or_default();
+        if h.len() == self.keep {
+            h.pop_front();
+        }
+        h.push_back(*c);
+        Ok(())
+    }
+
+    /// Read every candle the ring has now.
+    fn drain(&mut self, out: &mut impl Write) -> io::Result<()> {
+        loop {
+            match self.reader.try_read() {
+                ReadResult::Candle { candle, .. } => self.candle(&candle, out)?,
+                ReadResult::Overrun { lost } => {
+                    eprintln!("paper: lapped by the ring's writer: {lost} candles skipped")
+                }
+                ReadResult::NewWriter { .. } => {}
+                ReadResult::Empty | ReadResult::RingRemoved => return Ok(()),
+            }
+        }
+    }
+}
+
+fn paper(args: &PaperArgs) -> anyhow::Result<ExitCode> {
+    let path = ring::ring_path(&args.ring)?;
+    let reader = Reader::attach(
+        &path,
+        ReaderOptions {
+            start: Start::Oldest,
+            register: false,
+        },
+    )?;
+    let mut p = Paper {
+        reader,
+        fee_bps: args.fee_bps,
+        cash: args.cash,
+        positions: BTreeMap::new(),
+        last: HashMap::new(),
+        history: HashMap::new(),
+        keep: args.history.max(1),
+        subscribed: Vec::new(),
+        open: Vec::new(),
+        names: HashMap::new(),
+    };
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    // What the ring holds now is history: no order is open yet.
+    p.drain(&mut out)?;
+    // SAFETY: fcntl on our own stdin.
+    unsafe {
+        let flags = libc::fcntl(0, libc::F_GETFL);
+        libc::fcntl(0, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut input = FrameReader::new();
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd. A 1 ms timeout: candles are looked for every 1 ms.
+        unsafe { libc::poll(&mut pfd, 1, 1) };
+        if pfd.revents != 0 {
+            loop {
+                match input.fill() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        out.flush()?;
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            while let Some(f) = input.buffered() {
+                let m = parse(&f)?;
+                // Candles that arrived before this request are not "next" for its order.
+                p.drain(&mut out)?;
+                p.request(&m, &mut out)?;
+            }
+        }
+        p.drain(&mut out)?;
+        out.flush()?;
+    }
+}
