@@ -39,6 +39,9 @@ pub struct EngineConfig {
     pub strategy: Option<StrategySection>,
     #[serde(default)]
     pub orders: HostConfig,
+    /// Broker and exchange adapters run as child processes (docs/adapter-protocol.md).
+    #[serde(default)]
+    pub adapters: tickloop_runtime::adapter::AdapterHostConfig,
     #[serde(default)]
     pub risk: RiskConfig,
     #[serde(default)]
@@ -239,6 +242,18 @@ impl EngineConfig {
         }
         if let Err(why) = self.orders.validate() {
             anyhow::bail!("config {}: orders.{why}", at(path, text, "[orders"));
+        }
+        if let Err(e) = self.adapters.validate() {
+            anyhow::bail!("config {}: adapters: {e}", at(path, text, "[adapters"));
+        }
+        if let Some(a) = self.orders.adapter {
+            if a as usize >= self.adapters.adapters.len() {
+                anyhow::bail!(
+                    "config {}: orders.adapter = {a}, but only {} [[adapters.adapter]] are configured (the first is 0)",
+                    at(path, text, "adapter"),
+                    self.adapters.adapters.len()
+                );
+            }
         }
         if let Err(why) = self.risk.validate() {
             anyhow::bail!("config {}: {why}", at(path, text, "[risk"));
@@ -509,6 +524,9 @@ fn restart_needed(old: &EngineConfig, new: &EngineConfig) -> Vec<&'static str> {
     }
     if !same(&old.metrics, &new.metrics) {
         fields.push("metrics");
+    }
+    if !same(&old.adapters, &new.adapters) {
+        fields.push("adapters");
     }
     if old.strategy.as_ref().map(|s| &s.name) != new.strategy.as_ref().map(|s| &s.name) {
         fields.push("strategy.name");

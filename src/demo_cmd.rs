@@ -78,7 +78,7 @@ fn status_of(path: &Path) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-fn write_config(e: &Engine, dir: &Path, params: &str, symbols: u32) -> Result<()> {
+fn write_config(e: &Engine, dir: &Path, params: &str, symbols: u32, extra: &str) -> Result<()> {
     let text = format!(
         "# Written by `tickloop demo`.\n\
          [engine]\ncomponent = \"demo\"\naccount = \"{label}\"\nlock_dir = \"{locks}\"\n\n\
@@ -87,7 +87,7 @@ fn write_config(e: &Engine, dir: &Path, params: &str, symbols: u32) -> Result<()
          [journal]\npath = \"{journal}\"\n\n\
          [telemetry]\ndir = \"{telemetry}\"\n\n\
          [strategy]\nname = \"{strategy}\"\n\n[strategy.params]\n{params}\n\
-         [orders]\ncash = 10000.0\nsymbols = {symbols}\n",
+         [orders]\ncash = 10000.0\nsymbols = {symbols}\n{extra}",
         label = e.label,
         locks = dir.join("locks").display(),
         ring = e.ring,
@@ -151,12 +151,24 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
             child: None,
         });
     }
-    write_config(&engines[0], &dir, "n1 = 10\nn2 = 20\n", 8)?;
+    // The EURUSD engine fills with the strategy host's own paper broker (deterministic:
+    // the same trades as `tickloop backtest`); the synthetic one sends its orders to the
+    // paper adapter, a child process that reads the same ring and fills market orders at the
+    // next candle's open it sees.
+    write_config(&engines[0], &dir, "n1 = 10\nn2 = 20\n", 8, "")?;
+    let synthetic_symbols: Vec<String> = (0..8).map(|i| format!("\"SYN{i:04}\"")).collect();
+    let paper = format!(
+        "adapter = 0\n\n[adapters]\nsymbols = [{}]\n\n[[adapters.adapter]]\nname = \"paper\"\ncommand = [{:?}, \"adapter\", \"paper\", \"--ring\", \"{}\", \"--cash\", \"10000\"]\n",
+        synthetic_symbols.join(", "),
+        exe.display().to_string(),
+        engines[1].ring
+    );
     write_config(
         &engines[1],
         &dir,
         "trigger = 0.99\nlookback = 200\nanchor = \"since_exit\"\ntake_profit = 1.01\nstop_loss = 0.99\nsize_quote = 2000.0\nmax_positions = 4\n",
         8,
+        &paper,
     )?;
     println!(
         "tickloop demo: two engines, each one process on one loop, reading shared-memory rings written by feed processes; files in {}",
@@ -195,7 +207,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         }
     }
     println!(
-        "engines:  {} (sma_cross 10/20 on EURUSD hourly) and {} (drop_trigger on 8 synthetic symbols), paper broker, started",
+        "engines:  {} (sma_cross 10/20 on EURUSD hourly, the host's paper broker) and {} (drop_trigger on 8 synthetic symbols, orders to the paper adapter process), started",
         engines[0].label, engines[1].label
     );
     let feeds = [
@@ -307,10 +319,21 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         lost_total += lost;
         all_verified &= verified;
         println!(
-            "{} engine: {} on {}",
+            "{} engine: {} on {}{}",
             e.label,
             e.strategy,
-            report["driver"].as_str().unwrap_or("?")
+            report["driver"].as_str().unwrap_or("?"),
+            match status["adapters"].as_array().and_then(|a| a.first()) {
+                Some(a) => format!(
+                    ", orders through the {} adapter (pid {}, {} requests, {} failed, started {} time(s))",
+                    a["name"].as_str().unwrap_or("?"),
+                    a["pid"],
+                    a["requests"],
+                    a["failed"],
+                    a["starts"]
+                ),
+                None => ", paper fills in the strategy host".into(),
+            }
         );
         println!("  candles    {} read, {} lost", stats["candles"], lost);
         println!(

@@ -9,6 +9,7 @@ use serde::Serialize;
 use std::io::{BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tickloop_runtime::adapter::{AdapterHandle, AdapterHost, AdapterHostConfig, SharedHost};
 use tickloop_runtime::app::App;
 use tickloop_runtime::app::OutputSink;
 use tickloop_runtime::clock::{Nanos, MICROS, SECONDS};
@@ -160,6 +161,8 @@ impl SinkReport for Tally {
 /// live venues.)
 struct HostSink {
     trading: SharedTrading,
+    /// Where `Send` outputs go (orders for a venue adapter).
+    adapters: Option<AdapterHandle>,
 }
 
 impl OutputSink<HostOutput> for HostSink {
@@ -202,6 +205,19 @@ impl OutputSink<HostOutput> for HostSink {
             } => tracing::info!(
                 "open position left as it is: symbol {symbol}, {size} units from {avg_entry} (last {last_price}, unrealized {unrealized:+.2})"
             ),
+            HostOutput::Send(request) => match &self.adapters {
+                // A refusal also reaches the app as the request's `Failed` event.
+                Some(h) => {
+                    if let Err(e) = h.request(&request) {
+                        tracing::debug!("order {} refused by the adapter host: {e:?}", request.id);
+                    }
+                }
+                None => tracing::error!(
+                    "order {} is for adapter {}, but no [[adapters.adapter]] is configured",
+                    request.id,
+                    request.adapter
+                ),
+            },
             HostOutput::IntentsDropped { dropped } => {
                 tracing::warn!("{dropped} order intents dropped (intents_per_event)")
             }
@@ -292,6 +308,8 @@ struct Plan {
     rings: Vec<RingSpec>,
     journal: Option<PathBuf>,
     app: AppChoice,
+    /// Adapter programs to run (none from the command line).
+    adapters: AdapterHostConfig,
     status: Option<(PathBuf, u64)>,
     telemetry: TelemetryConfig,
     metrics: MetricsConfig,
@@ -358,6 +376,7 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
         rings,
         journal: args.journal.clone(),
         app,
+        adapters: AdapterHostConfig::default(),
         status: args.status.clone().map(|p| (p, 1000)),
         telemetry: TelemetryConfig {
             dir: args.telemetry.clone(),
@@ -404,6 +423,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         rings,
         journal: file.journal.path,
         app,
+        adapters: file.adapters,
         status: file.status.path.map(|p| (p, file.status.interval_ms)),
         telemetry: file.telemetry,
         metrics: file.metrics,
@@ -419,19 +439,25 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => plan_from_file(path)?,
         None => plan_from_args(args)?,
     };
+    // Adapter programs are looked up now: a missing one is an error before anything starts.
+    let adapters = if plan.adapters.adapters.is_empty() {
+        None
+    } else {
+        Some(SharedHost::new(AdapterHost::new(&plan.adapters)?))
+    };
     match &plan.app {
         AppChoice::Signals(sma) => {
             let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
             let config = postcard::to_allocvec(sma)?;
-            run_with(args, plan, app, config, Tally::default(), None)
+            run_with(args, plan, app, config, Tally::default(), None, adapters)
         }
         AppChoice::Strategy { name, config } => {
             let config = config.clone();
             match name.as_str() {
                 crossover::SmaCross::NAME => {
-                    run_strategy::<crossover::SmaCross>(args, plan, config)
+                    run_strategy::<crossover::SmaCross>(args, plan, config, adapters)
                 }
-                DropTrigger::NAME => run_strategy::<DropTrigger>(args, plan, config),
+                DropTrigger::NAME => run_strategy::<DropTrigger>(args, plan, config, adapters),
                 other => bail!("{}", crate::strategies::unknown(other)),
             }
         }
@@ -442,6 +468,7 @@ fn run_strategy<S: Strategy>(
     args: &RunArgs,
     plan: Plan,
     config: Vec<u8>,
+    adapters: Option<SharedHost>,
 ) -> anyhow::Result<ExitCode> {
     let setup: HostSetup<S::Config> = postcard::from_bytes(&config)?;
     let trading = std::rc::Rc::new(std::cell::RefCell::new(TradingStatus {
@@ -452,8 +479,9 @@ fn run_strategy<S: Strategy>(
     let host = StrategyHost::<S>::new(setup).map_err(anyhow::Error::msg)?;
     let sink = HostSink {
         trading: trading.clone(),
+        adapters: adapters.as_ref().map(|h| h.handle()),
     };
-    run_with(args, plan, host, config, sink, Some(trading))
+    run_with(args, plan, host, config, sink, Some(trading), adapters)
 }
 
 fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
@@ -463,12 +491,14 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
     app_config: Vec<u8>,
     sink: K,
     trading: Option<SharedTrading>,
+    adapters: Option<SharedHost>,
 ) -> anyhow::Result<ExitCode> {
     let Plan {
         config,
         rings,
         journal,
         app: _,
+        adapters: _,
         status,
         telemetry,
         metrics,
@@ -525,10 +555,18 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
         app_config,
     };
     let mut event_loop = EventLoop::new(builder, app, sink)?;
+    // Before the status writer: services stop in order, so the status says "running" while
+    // adapters get their grace periods.
+    if let Some(host) = &adapters {
+        host.install(&mut event_loop)?;
+    }
     event_loop.set_telemetry(telemetry);
     if let Some(m) = metrics {
         if !args.json {
             tracing::info!("metrics at http://{}/metrics", m.0.borrow().local_addr());
+        }
+        if let Some(host) = &adapters {
+            m.0.borrow_mut().set_adapters(host.handle());
         }
         event_loop.add_fd_source(Box::new(m.clone()))?;
         event_loop.add_service(Box::new(m))?;
@@ -542,7 +580,10 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
             extra.clone(),
         )))?;
     }
-    if let Some(writer) = status_writer {
+    if let Some(mut writer) = status_writer {
+        if let Some(host) = &adapters {
+            writer.set_adapters(host.handle());
+        }
         event_loop.add_service(Box::new(writer))?;
     }
     if let Some(notifier) = tickloop_runtime::systemd::Notifier::from_env() {

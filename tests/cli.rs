@@ -394,6 +394,19 @@ fn tickloop_demo_runs_two_engines_to_a_clean_summary() {
         "{out}"
     );
     assert_eq!(out.matches("every decision reproduced").count(), 2, "{out}");
+    // The synthetic engine's orders went through the paper adapter, a child process that is
+    // gone (and reaped) once the demo has finished.
+    let adapter = out
+        .split("orders through the paper adapter (pid ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no adapter line: {out}"));
+    let pid: i32 = adapter[..adapter.find(',').unwrap()].parse().unwrap();
+    assert!(adapter.contains(" 0 failed"), "{out}");
+    // SAFETY: kill with signal 0 only asks whether the pid exists.
+    assert!(
+        unsafe { libc::kill(pid, 0) } != 0,
+        "adapter {pid} outlived the demo"
+    );
     assert!(out.contains("result:  OK, 0 candles lost"), "{out}");
     let prefix = format!("tickloop-demo-{pid}-");
     assert!(

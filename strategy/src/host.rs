@@ -14,6 +14,7 @@ use crate::risk::{Proposed, Risk, RiskConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
+use tickloop_runtime::adapter::{AdapterEvent, AdapterRequest, OrderStatus, Request, RequestKind};
 use tickloop_runtime::app::{App, Context, Event, EventKind, TimerId};
 use tickloop_runtime::clock::Nanos;
 use tickloop_runtime::ring::Candle;
@@ -62,6 +63,10 @@ pub struct HostConfig {
     pub cancel_on_shutdown: bool,
     /// Stop the loop when a finite source (a backtest's data) has delivered its last candle.
     pub stop_when_data_ends: bool,
+    /// Send orders to this adapter (its index among the engine's `[[adapters.adapter]]`)
+    /// as market orders, and take their fate from its events; absent: the built-in paper
+    /// broker fills them.
+    pub adapter: Option<u16>,
 }
 
 impl Default for HostConfig {
@@ -75,6 +80,7 @@ impl Default for HostConfig {
             intents_per_event: 64,
             cancel_on_shutdown: false,
             stop_when_data_ends: false,
+            adapter: None,
         }
     }
 }
@@ -137,6 +143,8 @@ pub enum HostOutput {
     },
     /// Intents beyond `intents_per_event` were dropped at this event.
     IntentsDropped { dropped: u32 },
+    /// Send this order to the venue adapter (the order's id is the request's id).
+    Send(AdapterRequest),
 }
 
 impl HostOutput {
@@ -642,6 +650,139 @@ impl<S: Strategy> StrategyHost<S> {
             self.book.orders.len() - 1
         };
         self.transition(cx, index, OrderState::Submitted);
+        if let Some(adapter) = self.config.adapter {
+            // A venue needs the units now: resolved at the last close, whole lots.
+            let qty = match (intent.size, price) {
+                (Size::Units(u), _) => (u.abs() / self.config.lot).floor() * self.config.lot,
+                (Size::Position, _) => position.abs(),
+                (_, Some(p)) => self.lots(units * p, p),
+                (_, None) => 0.0,
+            };
+            let o = &mut self.book.orders[index];
+            self.book.pending[s as usize] += intent.side.sign() * qty - o.units;
+            o.units = intent.side.sign() * qty;
+            cx.emit(HostOutput::Send(AdapterRequest {
+                adapter,
+                id: o.id,
+                request: Request::PlaceOrder {
+                    symbol: s,
+                    side: intent.side,
+                    qty,
+                    limit: None,
+                },
+            }));
+        }
+    }
+
+    fn order_index(&self, id: OrderId) -> Option<usize> {
+        self.book.orders.iter().position(|o| o.id == id)
+    }
+
+    /// An order's fate from the venue adapter.
+    fn on_adapter(&mut self, cx: &mut Context<'_, HostOutput>, event: &AdapterEvent) {
+        if self.config.adapter != Some(event.adapter()) {
+            return;
+        }
+        match *event {
+            AdapterEvent::Done {
+                request,
+                kind: RequestKind::PlaceOrder,
+                ..
+            } => {
+                if let Some(i) = self.order_index(request) {
+                    if self.book.orders[i].state == OrderState::Submitted {
+                        self.transition(cx, i, OrderState::Accepted);
+                    }
+                }
+            }
+            AdapterEvent::Failed {
+                request,
+                kind: RequestKind::PlaceOrder,
+                ..
+            } => {
+                if let Some(i) = self.order_index(request) {
+                    self.stats.rejected += 1;
+                    self.transition(cx, i, OrderState::Rejected);
+                    self.remove_order(i);
+                }
+            }
+            AdapterEvent::OrderUpdate { order, status, .. } => {
+                let Some(i) = self.order_index(order) else {
+                    return;
+                };
+                let next = match status {
+                    OrderStatus::Accepted => OrderState::Accepted,
+                    OrderStatus::Cancelled => OrderState::Cancelled,
+                    OrderStatus::Rejected => OrderState::Rejected,
+                    OrderStatus::Expired => OrderState::Expired,
+                    // Fills move the order forward themselves.
+                    OrderStatus::PartiallyFilled | OrderStatus::Filled => return,
+                };
+                let state = self.book.orders[i].state;
+                if state == next || !state.can_become(next) {
+                    return;
+                }
+                self.transition(cx, i, next);
+                if next.is_final() {
+                    match next {
+                        OrderState::Rejected => self.stats.rejected += 1,
+                        _ => self.stats.cancelled += 1,
+                    }
+                    self.remove_order(i);
+                }
+            }
+            AdapterEvent::Fill {
+                order,
+                qty,
+                price,
+                ts_ns,
+                ..
+            } => {
+                let Some(i) = self.order_index(order) else {
+                    return;
+                };
+                let o = self.book.orders[i];
+                let units = o.side.sign() * qty.abs();
+                let filled = o.filled + units;
+                let avg = if filled == 0.0 {
+                    0.0
+                } else {
+                    (o.filled * o.avg_price + units * price) / filled
+                };
+                {
+                    let m = &mut self.book.orders[i];
+                    m.filled = filled;
+                    m.avg_price = avg;
+                }
+                let fill = Fill {
+                    order,
+                    symbol: o.symbol,
+                    units,
+                    price,
+                    pos: self.stats.candles,
+                    ts_ns,
+                };
+                self.apply_fill(cx, &fill);
+                cx.emit(HostOutput::Fill(fill));
+                self.stats.fills += 1;
+                if self.fills.len() < self.fills.capacity() {
+                    self.fills.push(fill);
+                }
+                self.book.pending[o.symbol as usize] -= units;
+                self.book.orders[i].units -= units;
+                let done = filled.abs() >= (o.units + o.filled).abs() - 1e-9;
+                if o.state == OrderState::Submitted {
+                    self.transition(cx, i, OrderState::Accepted);
+                }
+                if done {
+                    self.transition(cx, i, OrderState::Filled);
+                    self.remove_order(i);
+                } else if self.book.orders[i].state != OrderState::PartiallyFilled {
+                    self.transition(cx, i, OrderState::PartiallyFilled);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn remove_order(&mut self, index: usize) -> Order {
@@ -833,7 +974,9 @@ impl<S: Strategy> StrategyHost<S> {
         }
         // Margin and marks use this bar's close (backtesting.py's broker sees `Close[i]`).
         self.book.last[s] = candle.close;
-        self.fill_paper(cx, pos, candle);
+        if self.config.adapter.is_none() {
+            self.fill_paper(cx, pos, candle);
+        }
         self.mark();
         self.settle(cx);
         self.call(cx, |st, scx| st.on_candle(scx, pos, candle));
@@ -889,6 +1032,10 @@ impl<S: Strategy> App for StrategyHost<S> {
                 }
             }
             EventKind::SourceEnded { .. } if self.config.stop_when_data_ends => cx.stop(),
+            EventKind::Adapter(event) => {
+                self.on_adapter(cx, &event);
+                self.settle(cx);
+            }
             EventKind::Shutdown => {
                 self.stopping = true;
                 for i in 0..self.book.held.len() {
