@@ -400,12 +400,12 @@ fn tickloop_demo_runs_two_engines_to_a_clean_summary() {
         .split("orders through the paper adapter (pid ")
         .nth(1)
         .unwrap_or_else(|| panic!("no adapter line: {out}"));
-    let pid: i32 = adapter[..adapter.find(',').unwrap()].parse().unwrap();
+    let adapter_pid: i32 = adapter[..adapter.find(',').unwrap()].parse().unwrap();
     assert!(adapter.contains(" 0 failed"), "{out}");
     // SAFETY: kill with signal 0 only asks whether the pid exists.
     assert!(
-        unsafe { libc::kill(pid, 0) } != 0,
-        "adapter {pid} outlived the demo"
+        unsafe { libc::kill(adapter_pid, 0) } != 0,
+        "adapter {adapter_pid} outlived the demo"
     );
     assert!(out.contains("result:  OK, 0 candles lost"), "{out}");
     let prefix = format!("tickloop-demo-{pid}-");
