@@ -37,4 +37,8 @@ echo "== aarch64: the runtime's tests (ring, loop, host) under qemu-aarch64"
 # hugetlbfs test runs natively only.
 # TICKLOOP_UNDER_QEMU tells the tests that need the real /proc of other processes (qemu-user
 # emulates a process's own /proc/self/stat, so its start time differs from what others read).
-TICKLOOP_UNDER_QEMU=1 cargo test -p tickloop-runtime --release --target "$target" -- --skip hugetlbfs
+# One test at a time: `cargo test` runs a file's tests as threads of one process, and a child
+# that one test forks holds copies of every fd another test has open until it execs or exits,
+# flocks included (nextest, used natively, runs each test in its own process). Under qemu a
+# fork lasts long enough for a ring writer's lock to look held by a writer that closed it.
+TICKLOOP_UNDER_QEMU=1 cargo test -p tickloop-runtime --release --target "$target" -- --skip hugetlbfs --test-threads=1
