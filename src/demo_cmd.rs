@@ -30,9 +30,10 @@ pub struct DemoArgs {
     /// Replay speed of the EURUSD candles (their 294 days take about 5 s at the default).
     #[arg(long, default_value_t = 5_000_000.0)]
     pub speed: f64,
-    /// Synthetic candles (8 symbols) and their rate per second.
+    /// Synthetic candles (8 symbols) the second engine trades on.
     #[arg(long, default_value_t = 100_000)]
     pub synthetic: u64,
+    /// Synthetic candles per second.
     #[arg(long, default_value_t = 25_000.0)]
     pub synthetic_rate: f64,
 }
