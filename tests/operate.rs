@@ -557,6 +557,23 @@ fn the_metrics_endpoint_answers_while_a_silent_client_cannot_stall_the_loop() {
     assert!(run.wait().unwrap().success());
 }
 
+/// The status file as JSON (null while it does not exist or is being replaced).
+fn status_doc(path: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default()).unwrap_or_default()
+}
+
+/// An engine's files in `dir`: config, status, journal, and a telemetry directory (created).
+fn engine_files(dir: &TempDir) -> (String, String, String, String) {
+    let telemetry = dir.file("telemetry");
+    std::fs::create_dir(&telemetry).unwrap();
+    (
+        dir.file("engine.toml"),
+        dir.file("s.json"),
+        dir.file("run.tlj"),
+        telemetry,
+    )
+}
+
 /// The telemetry events of `kind` in the JSONL files under `dir`.
 fn telemetry_of(dir: &str, kind: &str) -> Vec<serde_json::Value> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -583,13 +600,7 @@ fn a_valid_change_applies_app_parameters_and_log_level_while_running_and_replays
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
     let dir = TempDir::new("hotapply");
-    let (cfg, status, journal) = (
-        dir.file("engine.toml"),
-        dir.file("s.json"),
-        dir.file("run.tlj"),
-    );
-    let telemetry = dir.file("telemetry");
-    std::fs::create_dir(&telemetry).unwrap();
+    let (cfg, status, journal, telemetry) = engine_files(&dir);
     let locks = dir.file("locks");
     let body = |fast: u32, tick_ms: u64, level: &str, batch: u32| {
         format!(
@@ -608,9 +619,7 @@ fn a_valid_change_applies_app_parameters_and_log_level_while_running_and_replays
         std::fs::rename(&tmp, &cfg).unwrap();
     };
     let generation = || -> u64 {
-        let doc: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&status).unwrap_or_default())
-                .unwrap_or_default();
+        let doc = status_doc(&status);
         doc["config_generation"].as_u64().unwrap_or(0)
     };
     let wait_generation = |want: u64| {
@@ -778,13 +787,7 @@ fn a_strategy_run_trades_shows_its_book_logs_open_positions_and_replays() {
     let ring = Name::new();
     create_ring(&ring, 1 << 13);
     let dir = TempDir::new("strategy-run");
-    let (cfg, status, journal) = (
-        dir.file("engine.toml"),
-        dir.file("s.json"),
-        dir.file("run.tlj"),
-    );
-    let telemetry = dir.file("telemetry");
-    std::fs::create_dir(&telemetry).unwrap();
+    let (cfg, status, journal, telemetry) = engine_files(&dir);
     write_config(
         &cfg,
         &ring.0,
@@ -809,9 +812,7 @@ fn a_strategy_run_trades_shows_its_book_logs_open_positions_and_replays() {
     assert!(fed.status.success(), "{}", clear_failure(&fed));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let doc: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&status).unwrap_or_default())
-                .unwrap_or_default();
+        let doc = status_doc(&status);
         if doc["candles"] == 5000 {
             break;
         }
