@@ -515,6 +515,7 @@ pub fn run(args: &AdapterBenchArgs) -> Result<Report<AdapterRow>, String> {
         machine: crate::report::machine(args.output.quick, fields),
         checks,
         notes,
+        distributions: Vec::new(),
     })
 }
 

@@ -134,6 +134,30 @@ pub struct Report<R = Row> {
     /// What the numbers mean on this host, in sentences (also under the Markdown table).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Each measured row's whole distribution, for the `.hgrm` files and the plots (not in
+    /// the JSON, which carries the percentiles).
+    #[serde(skip)]
+    pub distributions: Vec<Distribution>,
+}
+
+/// One row's latency distribution: `hist` holds values in units of `scale` ns (1.0: ns).
+#[derive(Debug, Clone)]
+pub struct Distribution {
+    /// The row's name, as in the table.
+    pub row: String,
+    pub hist: Histogram<u64>,
+    pub scale: f64,
+}
+
+impl Distribution {
+    /// A row's distribution in ns.
+    pub fn ns(row: &str, hist: &Histogram<u64>) -> Distribution {
+        Distribution {
+            row: row.to_string(),
+            hist: hist.clone(),
+            scale: 1.0,
+        }
+    }
 }
 
 impl<R: Serialize> Report<R> {
@@ -237,6 +261,7 @@ impl Report {
             machine: machine(quick, fields),
             checks,
             notes,
+            distributions: Vec::new(),
         }
     }
 

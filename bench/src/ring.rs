@@ -271,6 +271,7 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         ),
         checks,
         notes: Vec::new(),
+        distributions: Vec::new(),
     })
 }
 
