@@ -38,6 +38,10 @@ pub struct EchoArgs {
     /// Echo raw 8-byte messages instead of speaking the protocol.
     #[arg(long)]
     pub raw: bool,
+    /// Answer each request this many milliseconds after it arrived (pings at once), many in
+    /// flight at a time: a slow exchange, for the polling feed's tests.
+    #[arg(long, default_value_t = 0, conflicts_with = "raw")]
+    pub delay_ms: u64,
 }
 
 #[derive(Args, Clone)]
@@ -100,6 +104,7 @@ pub struct FaultArgs {
 pub fn run(command: AdapterCommand) -> anyhow::Result<ExitCode> {
     match command {
         AdapterCommand::Echo(args) if args.raw => raw_echo(),
+        AdapterCommand::Echo(args) if args.delay_ms > 0 => echo_delayed(&args),
         AdapterCommand::Echo(args) => echo(&args),
         AdapterCommand::Paper(args) => paper(&args),
         AdapterCommand::Fault(args) => fault(&args),
@@ -322,6 +327,60 @@ fn echo(args: &EchoArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Echo with every answer but `pong` and `hello` held back `delay_ms`: answers leave in the
+/// order their requests came, each when due, while more requests keep arriving.
+fn echo_delayed(args: &EchoArgs) -> anyhow::Result<ExitCode> {
+    let delay = Duration::from_millis(args.delay_ms);
+    let mut input = FrameReader::new();
+    let mut out = io::stdout().lock();
+    let mut due: VecDeque<(std::time::Instant, Vec<u8>)> = VecDeque::new();
+    loop {
+        let now = std::time::Instant::now();
+        while due.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, answer)) = due.pop_front() {
+                out.write_all(&answer)?;
+            }
+        }
+        while let Some(f) = input.buffered() {
+            let m = parse(&f)?;
+            if matches!(m.kind.as_str(), "hello" | "ping") {
+                echo_answer(&m, args.bars, &mut out)?;
+            } else {
+                let mut answer = Vec::new();
+                echo_answer(&m, args.bars, &mut answer)?;
+                due.push_back((now + delay, answer));
+            }
+        }
+        out.flush()?;
+        let timeout_ms = due.front().map_or(-1, |(t, _)| {
+            t.saturating_duration_since(now).as_micros().div_ceil(1000) as i32
+        });
+        let mut pfd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        if n > 0 {
+            match input.fill() {
+                // The engine closed stdin: it is stopping; answers still due are not wanted.
+                Ok(false) => return Ok(ExitCode::SUCCESS),
+                Ok(true) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 impl FrameReader {

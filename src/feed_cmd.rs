@@ -161,7 +161,12 @@ fn rate(per_second: f64) -> String {
 
 /// Open the ring as its writer, creating it if allowed; refuse before taking over (a take-over
 /// bumps the epoch) if the symbols cannot fit.
-fn open_writer(path: &Path, create: bool, slots: u64, symbols: &[String]) -> Result<Writer> {
+pub(crate) fn open_writer(
+    path: &Path,
+    create: bool,
+    slots: u64,
+    symbols: &[String],
+) -> Result<Writer> {
     match info::inspect(path, usize::MAX) {
         Ok(existing) => {
             let new = symbols

@@ -7,6 +7,7 @@ mod config;
 mod demo_cmd;
 mod feed_cmd;
 mod logging;
+mod poll_cmd;
 mod ring_cmd;
 mod ring_demo;
 mod run_cmd;
@@ -169,6 +170,8 @@ pub enum FeedCommand {
     Replay(feed_cmd::ReplayArgs),
     /// Take candles as JSON lines over loopback TCP or UDP; bad lines are counted and reported.
     Ingest(feed_cmd::IngestArgs),
+    /// Poll an exchange adapter for N symbols on a hot/warm/cold schedule, bars into the ring.
+    Poll(poll_cmd::PollArgs),
 }
 
 #[derive(Args, Clone)]
@@ -240,6 +243,7 @@ fn main() -> ExitCode {
         Command::Feed(FeedCommand::Synthetic(args)) => ring_cmd::synthetic(&args),
         Command::Feed(FeedCommand::Replay(args)) => feed_cmd::replay(&args),
         Command::Feed(FeedCommand::Ingest(args)) => feed_cmd::ingest(&args),
+        Command::Feed(FeedCommand::Poll(args)) => poll_cmd::poll(&args),
         Command::Run(args) => run_cmd::run(&args),
         Command::Replay(args) => run_cmd::replay(&args),
         Command::Backtest(args) => backtest_cmd::run(&args),

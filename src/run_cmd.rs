@@ -761,6 +761,19 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let result = match header.app.as_str() {
+        tickloop_feed::poll::PollFeed::NAME => {
+            let config: tickloop_feed::poll::PollConfig = postcard::from_bytes(&header.app_config)
+                .context("the journal's poll feed config does not decode")?;
+            let mut app = tickloop_feed::poll::PollFeed::new(config).map_err(anyhow::Error::msg)?;
+            tickloop_runtime::replay::replay(
+                &mut journal,
+                &mut app,
+                &mut driver,
+                header.actions_per_event as usize,
+                out.as_mut().map(|w| w as &mut dyn std::io::Write),
+                &mut progress,
+            )?
+        }
         "sma" => {
             let config: SmaConfig = postcard::from_bytes(&header.app_config)
                 .context("the journal's sma config does not decode")?;

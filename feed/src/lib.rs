@@ -5,6 +5,8 @@
 //!   API a backtest or demo uses; [`replay`] feeds a dataset into a ring, paced.
 //! * [`ingest`]: JSON lines from external producers over TCP or UDP on loopback.
 //! * [`synthetic`]: a seeded random walk over N symbols.
+//! * [`tiered`]: the hot/warm/cold polling schedule (sans IO); [`poll`]: the live polling feed,
+//!   an app that runs the schedule against an exchange adapter on the loop.
 //!
 //! A feed owns its pacing and its symbols; it never reads from the ring it writes, and nothing
 //! from a bad file ever reaches a ring (files are checked whole first).
@@ -13,6 +15,7 @@ mod csv_file;
 pub mod dataset;
 mod dbn_file;
 pub mod ingest;
+pub mod poll;
 pub mod replay;
 pub mod synthetic;
 pub mod tiered;

@@ -98,7 +98,7 @@ struct Symbol {
 }
 
 /// A cycle that did not finish before the next was due.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Overrun {
     pub cycle: u64,
     /// Requests of it still queued or in flight when the next cycle was due.

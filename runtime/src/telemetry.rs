@@ -292,6 +292,12 @@ pub enum Telemetry {
         budget_ns: u64,
         skipped: u32,
     },
+    /// A polling feed's cycle `cycle` was still unfinished when the next one was due:
+    /// `pending` of its requests were still queued or in flight (they carry over).
+    PollOverrun {
+        cycle: u64,
+        pending: u32,
+    },
 
     // --- orders and fills ---
     /// `price` is `None` (JSON `null`) for a market order.
@@ -364,6 +370,7 @@ impl Telemetry {
             Telemetry::NewWriter { .. } => "new_writer",
             Telemetry::RingRemoved { .. } => "ring_removed",
             Telemetry::TimerOverrun { .. } => "timer_overrun",
+            Telemetry::PollOverrun { .. } => "poll_overrun",
             Telemetry::OrderSubmitted { .. } => "order_submitted",
             Telemetry::OrderAccepted { .. } => "order_accepted",
             Telemetry::OrderRejected { .. } => "order_rejected",

@@ -191,6 +191,9 @@ fn expected_fields(event: &Telemetry) -> Value {
         } => {
             json!({"kind": "timer_overrun", "timer": timer, "late_ns": late_ns, "took_ns": took_ns, "budget_ns": budget_ns, "skipped": skipped})
         }
+        Telemetry::PollOverrun { cycle, pending } => {
+            json!({"kind": "poll_overrun", "cycle": cycle, "pending": pending})
+        }
         Telemetry::OrderSubmitted {
             order,
             symbol,
@@ -287,6 +290,10 @@ fn every_variant() -> Vec<Telemetry> {
             took_ns: 1_000,
             budget_ns: 50_000,
             skipped: 1,
+        },
+        Telemetry::PollOverrun {
+            cycle: 12,
+            pending: 30,
         },
         Telemetry::OrderSubmitted {
             order: 1,
