@@ -694,19 +694,20 @@ fn print_run(r: &RunReport) {
     }
 }
 
-/// Replay a journal of a strategy host running `S`.
-fn replay_host<S: tickloop_strategy::host::Strategy>(
+/// Replay a journal of the app `build` makes from the journal's config (postcard `C`; `what`
+/// names it in an error).
+fn replay_app<C: serde::de::DeserializeOwned, A: App>(
+    what: &str,
+    build: impl FnOnce(C) -> Result<A, String>,
     header: &tickloop_runtime::journal::JournalHeader,
     journal: &mut JournalReader,
     driver: &mut AnyDriver,
     out: Option<&mut BufWriter<std::fs::File>>,
     progress: &mut dyn FnMut(u64),
 ) -> anyhow::Result<tickloop_runtime::replay::ReplayReport> {
-    let setup: tickloop_strategy::host::HostSetup<S::Config> =
-        postcard::from_bytes(&header.app_config)
-            .with_context(|| format!("the journal's {} config does not decode", S::NAME))?;
-    let mut app =
-        tickloop_strategy::host::StrategyHost::<S>::new(setup).map_err(anyhow::Error::msg)?;
+    let config: C = postcard::from_bytes(&header.app_config)
+        .with_context(|| format!("the journal's {what} config does not decode"))?;
+    let mut app = build(config).map_err(anyhow::Error::msg)?;
     Ok(tickloop_runtime::replay::replay(
         journal,
         &mut app,
@@ -715,6 +716,25 @@ fn replay_host<S: tickloop_strategy::host::Strategy>(
         out.map(|w| w as &mut dyn std::io::Write),
         progress,
     )?)
+}
+
+/// Replay a journal of a strategy host running `S`.
+fn replay_host<S: tickloop_strategy::host::Strategy>(
+    header: &tickloop_runtime::journal::JournalHeader,
+    journal: &mut JournalReader,
+    driver: &mut AnyDriver,
+    out: Option<&mut BufWriter<std::fs::File>>,
+    progress: &mut dyn FnMut(u64),
+) -> anyhow::Result<tickloop_runtime::replay::ReplayReport> {
+    replay_app(
+        S::NAME,
+        tickloop_strategy::host::StrategyHost::<S>::new,
+        header,
+        journal,
+        driver,
+        out,
+        progress,
+    )
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -761,32 +781,24 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let result = match header.app.as_str() {
-        tickloop_feed::poll::PollFeed::NAME => {
-            let config: tickloop_feed::poll::PollConfig = postcard::from_bytes(&header.app_config)
-                .context("the journal's poll feed config does not decode")?;
-            let mut app = tickloop_feed::poll::PollFeed::new(config).map_err(anyhow::Error::msg)?;
-            tickloop_runtime::replay::replay(
-                &mut journal,
-                &mut app,
-                &mut driver,
-                header.actions_per_event as usize,
-                out.as_mut().map(|w| w as &mut dyn std::io::Write),
-                &mut progress,
-            )?
-        }
-        "sma" => {
-            let config: SmaConfig = postcard::from_bytes(&header.app_config)
-                .context("the journal's sma config does not decode")?;
-            let mut app = SmaCross::new(config).map_err(anyhow::Error::msg)?;
-            tickloop_runtime::replay::replay(
-                &mut journal,
-                &mut app,
-                &mut driver,
-                header.actions_per_event as usize,
-                out.as_mut().map(|w| w as &mut dyn std::io::Write),
-                &mut progress,
-            )?
-        }
+        tickloop_feed::poll::PollFeed::NAME => replay_app(
+            "poll feed",
+            tickloop_feed::poll::PollFeed::new,
+            &header,
+            &mut journal,
+            &mut driver,
+            out.as_mut(),
+            &mut progress,
+        )?,
+        "sma" => replay_app(
+            "sma",
+            SmaCross::new,
+            &header,
+            &mut journal,
+            &mut driver,
+            out.as_mut(),
+            &mut progress,
+        )?,
         tickloop_strategy::crossover::SmaCross::NAME => {
             replay_host::<tickloop_strategy::crossover::SmaCross>(
                 &header,
