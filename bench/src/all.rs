@@ -98,6 +98,14 @@ impl Start {
 }
 
 pub fn main(args: &AllBenchArgs) -> Result<(), String> {
+    run_all(args, run_scenario)
+}
+
+/// The sequence, with `scenario(name, quick)` running each one (a stand-in in the tests).
+fn run_all(
+    args: &AllBenchArgs,
+    scenario: impl Fn(&str, bool) -> Result<Rendered, String> + std::panic::RefUnwindSafe,
+) -> Result<(), String> {
     let quick = args.output.quick;
     if let Some(dir) = &args.output.save {
         report::check_out_dir(dir)?;
@@ -114,15 +122,14 @@ pub fn main(args: &AllBenchArgs) -> Result<(), String> {
         );
         start.restore();
         let t = Instant::now();
-        let result =
-            std::panic::catch_unwind(|| run_scenario(name, quick)).unwrap_or_else(|panic| {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown".into());
-                Err(format!("panicked: {why}"))
-            });
+        let result = std::panic::catch_unwind(|| scenario(name, quick)).unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown".into());
+            Err(format!("panicked: {why}"))
+        });
         let seconds = t.elapsed().as_secs_f64();
         match &result {
             Ok(r) => {
@@ -422,6 +429,69 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["a"][0]["report"]["z"], 1);
         assert!(text.find("\"z\"").unwrap() < text.find("\"b\"").unwrap());
+    }
+
+    /// A scenario that fails or panics is reported, the others still run and write their
+    /// files, and the whole run fails at the end naming it.
+    #[test]
+    fn a_failed_scenario_does_not_stop_the_others() {
+        let dir = std::env::temp_dir().join(format!("tickloop-all-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let args = AllBenchArgs {
+            output: OutputArgs {
+                quick: true,
+                json: true,
+                save: Some(dir.clone()),
+            },
+        };
+        let fake = |name: &str, _quick: bool| -> Result<Rendered, String> {
+            match name {
+                "timers" => Err("cyclictest exploded".into()),
+                "adapter" => panic!("adapter went wrong"),
+                _ => {
+                    let mut h = crate::harness::histogram();
+                    h.record(1000).unwrap();
+                    Ok(Rendered {
+                        name: name.into(),
+                        markdown: format!("{name} table\n"),
+                        json: "{\n  \"rows\": [],\n  \"checks\": []\n}\n".into(),
+                        machine: report::machine(true, serde_json::json!({"core": 0})),
+                        distributions: vec![report::Distribution::ns("one row", &h)],
+                        what: "latency".into(),
+                    })
+                }
+            }
+        };
+        let err = run_all(&args, fake).unwrap_err();
+        assert!(err.starts_with("2 of 5 scenarios failed"), "{err}");
+        assert!(err.contains("timers (cyclictest exploded)"), "{err}");
+        assert!(
+            err.contains("adapter (panicked: adapter went wrong)"),
+            "{err}"
+        );
+        for name in ["ring", "loop", "poll"] {
+            for ext in ["md", "json", "svg", "png"] {
+                assert!(dir.join(format!("{name}.{ext}")).exists(), "{name}.{ext}");
+            }
+            assert!(dir.join(format!("{name}-one-row.hgrm")).exists(), "{name}");
+        }
+        assert!(!dir.join("timers.md").exists());
+        let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+        assert!(summary.contains("3 of 5 scenarios ran"), "{summary}");
+        assert!(
+            summary.contains("| timers | FAILED: cyclictest exploded |"),
+            "{summary}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["scenarios"][1]["status"], "failed");
+        assert_eq!(
+            json["scenarios"][2]["report"]["rows"],
+            serde_json::json!([])
+        );
+        assert!(dir.join("machine.md").exists() && dir.join("machine.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
