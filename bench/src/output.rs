@@ -221,8 +221,8 @@ impl plotters::coord::ranged1d::Ranged for Nines {
     }
 }
 
-/// The y axis: `lo` to `hi` on a log scale, labelled at 1, 2 and 5 times the powers of ten
-/// in range (only at the powers where that would be too many).
+/// The y axis: `lo` to `hi` on a log scale, labelled at the powers of ten in range, or where
+/// those are fewer than four, at 1, 2 and 5 times them, or at 1, 2, 3, 5 and 7 times them.
 struct Log {
     lo: f64,
     hi: f64,
@@ -234,7 +234,7 @@ impl Log {
         let lo = lo.max(1e-12);
         let hi = hi.max(lo * 10f64.powf(0.1));
         let mut keys = Vec::new();
-        for steps in [&[1.0, 2.0, 5.0][..], &[1.0]] {
+        for steps in [&[1.0][..], &[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 5.0, 7.0]] {
             keys.clear();
             let mut decade = 10f64.powf(lo.log10().floor());
             while decade <= hi {
@@ -246,7 +246,7 @@ impl Log {
                 }
                 decade *= 10.0;
             }
-            if keys.len() <= 12 {
+            if keys.len() >= 4 {
                 break;
             }
         }
@@ -404,7 +404,7 @@ pub fn plot(
         return Ok(false);
     }
     register_font()?;
-    let height = CHART_HEIGHT + 16 + LEGEND_LINE * measured.len() as u32;
+    let height = CHART_HEIGHT + 32 + LEGEND_LINE * measured.len() as u32;
     let in_file = |path: &Path, e: String| format!("plotting {}: {e}", path.display());
     draw(
         SVGBackend::new(svg, (WIDTH, height)).into_drawing_area(),
@@ -604,6 +604,7 @@ mod tests {
     fn log_axis_keys() {
         assert_eq!(Log::new(80.0, 1200.0).keys, [100.0, 200.0, 500.0, 1000.0]);
         assert_eq!(Log::new(0.5, 1e9).keys.len(), 10);
+        assert_eq!(Log::new(240.0, 1900.0).keys, [300.0, 500.0, 700.0, 1000.0]);
     }
 
     #[test]
