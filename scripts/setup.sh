@@ -38,6 +38,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 command -v mount >/dev/null || apt_install mount
 # cyclictest (rt-tests) is the timer-lateness reference of `tickloop bench timers`.
 command -v cyclictest >/dev/null || apt_install rt-tests
+# The benchmarks' PNG plots need no font package or fontconfig: their font is compiled in
+# (bench/fonts/DejaVuSans.ttf, drawn by plotters' ab_glyph feature).
 
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

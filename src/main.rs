@@ -215,6 +215,9 @@ pub enum BenchCommand {
     /// A request's round trip through the adapter host and the echo adapter, next to a raw
     /// pipe ping-pong between the same two programs on the same cores.
     Adapter(tickloop_bench::adapter::AdapterBenchArgs),
+    /// Every benchmark in turn (ring, timers, loop, adapter, poll), then a summary; a failed
+    /// one is reported and the rest still run (the exit code says one failed).
+    All(tickloop_bench::all::AllBenchArgs),
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -234,6 +237,32 @@ pub fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
+/// Run a benchmark; `--out DIR` is checked before it starts, not after minutes of measuring.
+fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    use tickloop_bench as b;
+    let output = match &cmd {
+        BenchCommand::Poll(a) => &a.output,
+        BenchCommand::Ring(a) => &a.output,
+        BenchCommand::Timers(a) => &a.output,
+        BenchCommand::Loop(a) => &a.output,
+        BenchCommand::Adapter(a) => &a.output,
+        BenchCommand::All(a) => &a.output,
+    };
+    if let Some(dir) = &output.save {
+        b::report::check_out_dir(dir).map_err(anyhow::Error::msg)?;
+    }
+    match &cmd {
+        BenchCommand::Poll(a) => b::poll::main(a),
+        BenchCommand::Ring(a) => b::ring::main(a),
+        BenchCommand::Timers(a) => b::timers::main(a),
+        BenchCommand::Loop(a) => b::loop_bench::main(a),
+        BenchCommand::Adapter(a) => b::adapter::main(a),
+        BenchCommand::All(a) => b::all::main(a),
+    }
+    .map(|()| ExitCode::SUCCESS)
+    .map_err(anyhow::Error::msg)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
@@ -250,22 +279,8 @@ fn main() -> ExitCode {
         Command::Status(args) => Ok(status_cmd::status(&args)),
         Command::Config(ConfigCommand::Check { file }) => status_cmd::config_check(&file),
         Command::Locks(args) => status_cmd::locks(&args),
-        Command::Bench(BenchCommand::Poll(args)) => tickloop_bench::poll::main(&args)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(anyhow::Error::msg),
+        Command::Bench(cmd) => bench(cmd),
         Command::Adapter(cmd) => adapter_cmd::run(cmd),
-        Command::Bench(BenchCommand::Ring(args)) => tickloop_bench::ring::main(&args)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(anyhow::Error::msg),
-        Command::Bench(BenchCommand::Timers(args)) => tickloop_bench::timers::main(&args)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(anyhow::Error::msg),
-        Command::Bench(BenchCommand::Loop(args)) => tickloop_bench::loop_bench::main(&args)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(anyhow::Error::msg),
-        Command::Bench(BenchCommand::Adapter(args)) => tickloop_bench::adapter::main(&args)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(anyhow::Error::msg),
     };
     match result {
         Ok(code) => code,

@@ -224,3 +224,58 @@ fn bench_arguments_are_checked_with_one_clear_line() {
         assert!(err.starts_with("tickloop: error: "), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn bench_poll_quick_out_writes_the_table_json_hgrm_files_and_plots() {
+    let dir = std::env::temp_dir().join(format!("tickloop-bench-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = tickloop(
+        &["bench", "poll", "--quick", "--out", dir.to_str().unwrap()],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = |name: &str| dir.join(name);
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(file("poll.json")).unwrap()).unwrap();
+    assert!(json["machine"]["cpu"].is_string(), "{json}");
+    assert!(json["machine"]["smt"].is_string(), "{json}");
+    let md = std::fs::read_to_string(file("poll.md")).unwrap();
+    assert!(md.contains("\nMachine:\n"), "{md}");
+    for plot in ["poll.svg", "poll.png"] {
+        assert!(
+            std::fs::metadata(file(plot)).unwrap().len() > 1000,
+            "{plot}"
+        );
+    }
+    let png = std::fs::read(file("poll.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // The smallest concurrency that meets the target has its own distribution file, in the
+    // HdrHistogram text format, its total count the cycles finished.
+    let best = json["smallest_concurrency"].as_u64().unwrap();
+    let hgrm = std::fs::read_to_string(file(&format!("poll-{best}-in-flight.hgrm"))).unwrap();
+    assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)\n\n"));
+    let total: u64 = hgrm
+        .lines()
+        .find_map(|l| l.split("Total count    =").nth(1))
+        .and_then(|v| v.trim().trim_end_matches(']').trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total count in {hgrm}"));
+    assert!(total > 0, "{hgrm}");
+    assert!(hgrm.contains("#[Buckets = "), "{hgrm}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_out_into_an_unwritable_place_says_which_and_what_to_do() {
+    let o = tickloop(
+        &["bench", "poll", "--quick", "--out", "/proc/tickloop"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("/proc/tickloop"), "{stderr}");
+    assert!(
+        stderr.contains("pass --out a directory you may write"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

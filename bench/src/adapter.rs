@@ -41,7 +41,7 @@ use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, Sto
 use tickloop_runtime::sys;
 
 #[derive(clap::Args, Clone, Debug)]
-#[command(mut_arg("save", |a| a.help("Also write adapter.json and adapter.md into this directory")))]
+#[command(mut_arg("save", |a| a.help("Also write adapter.md, adapter.json, adapter-ROW.hgrm per measured row and the plots adapter.svg and adapter.png into this directory (--save is the same)")))]
 pub struct AdapterBenchArgs {
     #[command(flatten)]
     pub output: OutputArgs,

@@ -19,7 +19,7 @@ use crate::harness::{
     spin_read, stamp, stamp_ns, thread_preemptions, touched_histogram, two_cores, with_temp_ring,
     Background, SharedPage, Waiting,
 };
-use crate::report::{fmt_ns, progress, spread, Check, OutputArgs, Report, Row};
+use crate::report::{fmt_ns, progress, spread, Check, Distribution, OutputArgs, Report, Row};
 use hdrhistogram::Histogram;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ use tickloop_runtime::ring::{Candle, Start, Writer};
 use tickloop_runtime::sys;
 
 #[derive(clap::Args, Clone, Debug)]
-#[command(mut_arg("save", |a| a.help("Also write loop.json and loop.md into this directory")))]
+#[command(mut_arg("save", |a| a.help("Also write loop.md, loop.json, loop-ROW.hgrm per row and the plots loop.svg and loop.png into this directory (--save is the same)")))]
 pub struct LoopBenchArgs {
     #[command(flatten)]
     pub output: OutputArgs,
@@ -398,9 +398,18 @@ pub fn run(args: &LoopBenchArgs) -> Result<Report, String> {
         "blocks": blocks,
         "candles_per_block": per_block,
         "ring_slots": SLOTS,
+        "pinning": format!("writer process on core {writer_core}, engine (raw reader, loop thread) on core {engine_core}: a child that cannot pin exits, a loop whose host setup cannot pin does not start"),
+        "sched_fifo": "not attempted (SCHED_OTHER)",
+        "mlockall": "not attempted",
     });
     let quick = args.output.quick;
-    Ok(Report::of_rounds(rows, checks, fields, quick, others))
+    let mut report = Report::of_rounds(rows, checks, fields, quick, others);
+    report.distributions = accs
+        .iter()
+        .filter(|a| !a.hist.is_empty())
+        .map(|a| Distribution::ns(a.engine.name(), &a.hist))
+        .collect();
+    Ok(report)
 }
 
 fn row(acc: &Acc) -> Row {

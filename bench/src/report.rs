@@ -15,9 +15,26 @@ pub struct OutputArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Also write NAME.json and NAME.md (NAME: ring, timers, loop or adapter) into this directory.
-    #[arg(long, value_name = "DIR")]
+    /// Also write NAME.md, NAME.json, one NAME-ROW.hgrm per measured row and the plots
+    /// NAME.svg and NAME.png into this directory (created if missing). `--save` is the same.
+    #[arg(long = "out", visible_alias = "save", value_name = "DIR")]
     pub save: Option<PathBuf>,
+}
+
+/// Check before a run that `--out DIR` can be written (creating it), so a long run does not
+/// end in an error; the error names the directory and what to do.
+pub fn check_out_dir(dir: &std::path::Path) -> Result<(), String> {
+    let what = |e: std::io::Error| {
+        format!(
+            "cannot write into the output directory {}: {e} (pass --out a directory you may write)",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(what)?;
+    let probe = dir.join(format!(".tickloop-bench-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(what)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// A latency distribution's percentiles and maximum, in nanoseconds; null when not measured.
@@ -169,8 +186,9 @@ impl<R: Serialize> Report<R> {
         columns: &[&str],
         cells: impl Fn(&R) -> Vec<String>,
     ) -> String {
+        let machine = machine_section(&self.machine).map_or(String::new(), |m| m + "\n");
         let mut s = format!(
-            "{title}\n\n| row | p50 | p99 | p99.9 | max | {} | note |\n|---|{}---|\n",
+            "{title}\n\n{machine}| row | p50 | p99 | p99.9 | max | {} | note |\n|---|{}---|\n",
             columns.join(" | "),
             "---:|".repeat(4 + columns.len())
         );
@@ -219,25 +237,59 @@ impl<R: Serialize> Report<R> {
         )
     }
 
-    /// Print the report (the Markdown `text`, or JSON) and write `DIR/NAME.json` and
-    /// `DIR/NAME.md` when asked.
+    /// Print the report (the Markdown `text`, or JSON) and, when asked, write `DIR/NAME.md`,
+    /// `DIR/NAME.json`, the rows' `.hgrm` files and the plots (see [`crate::output`]).
     pub fn emit(&self, text: String, args: &OutputArgs, name: &str) -> Result<(), String> {
-        let body = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
-        if args.json {
-            print!("{body}");
-        } else {
-            print!("{text}");
-        }
+        let rendered = self.rendered(name, text)?;
+        rendered.print(args.json);
         if let Some(dir) = &args.save {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            for (file, content) in [(format!("{name}.json"), body), (format!("{name}.md"), text)] {
-                let path = dir.join(&file);
-                std::fs::write(&path, content)
-                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
-            }
-            eprintln!("saved {}/{name}.json and {name}.md", dir.display());
+            let written = rendered.write(dir)?;
+            eprintln!("saved {}", crate::output::describe(dir, &written));
         }
         Ok(())
+    }
+
+    /// The report as what `--out` writes: its Markdown `text`, its JSON, its distributions.
+    pub fn rendered(&self, name: &str, text: String) -> Result<Rendered, String> {
+        Ok(Rendered {
+            name: name.to_string(),
+            markdown: text,
+            json: serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n",
+            machine: self.machine.clone(),
+            distributions: self.distributions.clone(),
+            what: "latency".into(),
+        })
+    }
+}
+
+/// A finished report, ready to print or write: `NAME.md` is `markdown`, `NAME.json` is `json`
+/// (pretty JSON text, fields in the report's order), the `.hgrm` files and plots come from
+/// `distributions`; `machine` is the host it ran on (as in the JSON).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub name: String,
+    pub markdown: String,
+    pub json: String,
+    pub machine: serde_json::Value,
+    pub distributions: Vec<Distribution>,
+    /// What the distributions measure, for the plot's y axis ("latency").
+    pub what: String,
+}
+
+impl Rendered {
+    /// Print the Markdown, or the JSON.
+    pub fn print(&self, json: bool) {
+        if json {
+            print!("{}", self.json);
+        } else {
+            print!("{}", self.markdown);
+        }
+    }
+
+    /// Write NAME.md, NAME.json, NAME-ROW.hgrm and NAME.svg/.png into `dir`; the files
+    /// written, and a note where there was no distribution to plot.
+    pub fn write(&self, dir: &std::path::Path) -> Result<Vec<String>, String> {
+        crate::output::write_report(dir, self)
     }
 }
 
@@ -318,8 +370,12 @@ pub(crate) fn fmt_rate(per_sec: f64) -> String {
     }
 }
 
-/// The machine a report ran on (CPU, cores, kernel, clocksource, whether `--quick`, tickloop's
-/// version), with the benchmark's own `fields` (an object) added.
+/// The machine a report ran on (CPU, cores online and used, SMT, each used core's frequency
+/// governor, kernel, clocksource, isolated and nohz_full cores, whether pinning, SCHED_FIFO and
+/// mlockall took effect, whether `--quick`, tickloop's version), with the benchmark's own
+/// `fields` (an object) added. The cores used are the fields named `core` or `*_core`; a bench
+/// that knows better sets `pinning`, `sched_fifo` or `mlockall` itself, else they are observed
+/// on this process at the end of the run ("not attempted" where nothing was in effect).
 pub(crate) fn machine(quick: bool, fields: serde_json::Value) -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
@@ -334,6 +390,11 @@ pub(crate) fn machine(quick: bool, fields: serde_json::Value) -> serde_json::Val
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into())
     };
+    let used = cores_used(&fields);
+    let governor: serde_json::Map<String, serde_json::Value> = used
+        .iter()
+        .map(|c| (c.to_string(), governor(*c).into()))
+        .collect();
     let mut m = serde_json::json!({
         "cpu": cpu,
         "cores": unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) },
@@ -342,11 +403,149 @@ pub(crate) fn machine(quick: bool, fields: serde_json::Value) -> serde_json::Val
         "clocksource": read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
         "quick": quick,
         "tickloop": env!("CARGO_PKG_VERSION"),
+        "cores_online": read("/sys/devices/system/cpu/online"),
+        "cores_used": used,
+        "smt": smt(),
+        "cpuidle": cpuidle(),
+        "governor": governor,
+        "isolated": cpu_list("/sys/devices/system/cpu/isolated"),
+        "nohz_full": cpu_list("/sys/devices/system/cpu/nohz_full"),
+        "pinning": pinning(),
+        "sched_fifo": sched_fifo(&fields),
+        "mlockall": mlockall(),
     });
     if let (Some(m), serde_json::Value::Object(fields)) = (m.as_object_mut(), fields) {
         m.extend(fields);
     }
     m
+}
+
+/// The cores a bench's `fields` name (`core`, `reader_core`, `engine_core`...), in order.
+fn cores_used(fields: &serde_json::Value) -> Vec<u64> {
+    let mut cores = Vec::new();
+    if let Some(fields) = fields.as_object() {
+        for (key, value) in fields {
+            let named = key == "core" || (key.ends_with("_core") && !key.contains("percent"));
+            if let (true, Some(c)) = (named, value.as_u64()) {
+                if !cores.contains(&c) {
+                    cores.push(c);
+                }
+            }
+        }
+    }
+    cores.sort_unstable();
+    cores
+}
+
+/// "on", "off", or why it is not known (/sys/devices/system/cpu/smt/active).
+fn smt() -> String {
+    match std::fs::read_to_string("/sys/devices/system/cpu/smt/active") {
+        Ok(s) if s.trim() == "1" => "on".into(),
+        Ok(s) if s.trim() == "0" => "off".into(),
+        Ok(s) => format!("unknown ({})", s.trim()),
+        Err(_) => "unknown (no /sys/devices/system/cpu/smt)".into(),
+    }
+}
+
+/// A core's cpufreq governor; "none" without cpufreq (as in most VMs).
+fn governor(core: u64) -> String {
+    std::fs::read_to_string(format!(
+        "/sys/devices/system/cpu/cpu{core}/cpufreq/scaling_governor"
+    ))
+    .map(|s| s.trim().to_string())
+    .unwrap_or_else(|_| "none".into())
+}
+
+/// A sysfs CPU list ("2-3"); "none" when empty, "not supported by this kernel" when missing.
+fn cpu_list(path: &str) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() || s.trim() == "(null)" => "none".into(),
+        Ok(s) => s.trim().to_string(),
+        Err(_) => "not supported by this kernel".into(),
+    }
+}
+
+/// Whether this process was pinned, from its affinity at the end of the run.
+fn pinning() -> String {
+    match crate::timers::allowed_cores() {
+        Ok(cores) if cores.len() == 1 => format!(
+            "this process on core {} at the end of the run; the bench's child processes pin themselves or fail",
+            cores[0]
+        ),
+        Ok(cores) => format!("this process not pinned (allowed cores {cores:?})"),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// SCHED_FIFO: what the bench asked for (its `scheduling` field), else this thread's policy.
+fn sched_fifo(fields: &serde_json::Value) -> String {
+    if let Some(s) = fields["scheduling"].as_str() {
+        if s.starts_with("SCHED_FIFO") {
+            return format!("requested ({s}); a refusal is in the rows' notes");
+        }
+    }
+    // SAFETY: sched_getscheduler on the calling thread has no preconditions.
+    if unsafe { libc::sched_getscheduler(0) } == libc::SCHED_FIFO {
+        "in effect".into()
+    } else {
+        "not attempted".into()
+    }
+}
+
+/// mlockall: in effect when this process has locked memory (VmLck), else not attempted.
+fn mlockall() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let locked_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if locked_kb > 0 {
+        format!("in effect ({locked_kb} kB locked)")
+    } else {
+        "not attempted".into()
+    }
+}
+
+/// The Markdown "Machine" section for a report's `machine`; None for reports written before
+/// it was recorded (so their committed Markdown renders the same).
+pub fn machine_section(m: &serde_json::Value) -> Option<String> {
+    m.get("cores_used")?;
+    let text = |key: &str| match &m[key] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "?".into(),
+        other => other.to_string(),
+    };
+    let used: Vec<String> = m["cores_used"]
+        .as_array()
+        .map(|a| a.iter().map(|c| c.to_string()).collect())
+        .unwrap_or_default();
+    let governors: Vec<String> = m["governor"]
+        .as_object()
+        .map(|g| {
+            g.iter()
+                .map(|(core, gov)| format!("core {core} {}", gov.as_str().unwrap_or("?")))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "Machine:\n\n- CPU: {}, {} ({} cores online: {}; used: {}); SMT {}\n- kernel {}, clocksource {}, cpuidle {}; frequency governor: {}\n- isolated cores: {}; nohz_full: {}\n- this run: pinning: {}; SCHED_FIFO: {}; mlockall: {}\n",
+        text("cpu"),
+        text("arch"),
+        text("cores"),
+        text("cores_online"),
+        if used.is_empty() { "none named".into() } else { used.join(", ") },
+        text("smt"),
+        text("kernel"),
+        text("clocksource"),
+        text("cpuidle"),
+        if governors.is_empty() { "-".into() } else { governors.join(", ") },
+        text("isolated"),
+        text("nohz_full"),
+        text("pinning"),
+        text("sched_fifo"),
+        text("mlockall"),
+    ))
 }
 
 /// The cpuidle driver ("none" where there is none), for the machine description.

@@ -19,7 +19,7 @@ use tickloop_runtime::ring::{Candle, CreateOptions, ReadResult, Start, Writer};
 use tickloop_runtime::sys;
 
 #[derive(clap::Args, Clone, Debug)]
-#[command(mut_arg("save", |a| a.help("Also write ring.json and ring.md into this directory")))]
+#[command(mut_arg("save", |a| a.help("Also write ring.md, ring.json, ring-ROW.hgrm per measured row and the plots ring.svg and ring.png into this directory (--save is the same)")))]
 pub struct RingBenchArgs {
     #[command(flatten)]
     pub output: OutputArgs,

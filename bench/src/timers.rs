@@ -30,7 +30,7 @@ use tickloop_runtime::clock::{Nanos, MICROS, SECONDS};
 use tickloop_runtime::event_loop::StopReason;
 
 #[derive(clap::Args, Clone, Debug)]
-#[command(mut_arg("save", |a| a.help("Also write timers.json and timers.md into this directory")))]
+#[command(mut_arg("save", |a| a.help("Also write timers.md, timers.json, timers-ROW.hgrm per measured row and the plots timers.svg and timers.png into this directory (--save is the same)")))]
 pub struct TimersBenchArgs {
     #[command(flatten)]
     pub output: OutputArgs,

@@ -293,6 +293,9 @@ pub struct SimReport {
     pub hot: u32,
     pub warm: u32,
     pub cold: u32,
+    /// Every finished cycle's duration (ns), for the bench's percentile files and plot.
+    #[serde(skip)]
+    pub durations: Histogram<u64>,
 }
 
 /// Run the schedule for `duration_ns` of simulated time against a venue that answers each
@@ -358,6 +361,7 @@ pub fn simulate(
         hot: count(Tier::Hot),
         warm: count(Tier::Warm),
         cold: count(Tier::Cold),
+        durations: d.clone(),
     })
 }
 
