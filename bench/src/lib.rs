@@ -7,6 +7,7 @@ pub mod adapter;
 pub mod cyclictest;
 mod harness;
 pub mod loop_bench;
+mod peers;
 pub mod poll;
 pub mod report;
 pub mod ring;
