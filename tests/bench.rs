@@ -84,9 +84,15 @@ fn bench_timers_quick_reports_every_row_as_json() {
     assert_machine(&r);
     assert!(r["machine"]["core"].is_u64());
     assert_eq!(r["machine"]["period_us"], 1000);
-    assert_eq!(r["rows"].as_array().unwrap().len(), 4);
-    // Busy and epoll work everywhere; io_uring and cyclictest may be missing, and then say why.
-    for name in ["tickloop busy", "tickloop park, epoll"] {
+    assert_eq!(r["rows"].as_array().unwrap().len(), 6);
+    // Busy, epoll and the peers (tokio's interval, a sleep loop) work everywhere; io_uring and
+    // cyclictest may be missing, and then say why.
+    for name in [
+        "tickloop busy",
+        "tickloop park, epoll",
+        "tokio interval",
+        "std::thread::sleep loop",
+    ] {
         let row = row(&r, name);
         assert_measured(row);
         assert_eq!(row["rounds_p99_ns"].as_array().unwrap().len(), 3, "{row}");
