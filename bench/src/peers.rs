@@ -8,13 +8,18 @@
 //! panics on a peer that fails, never asserts speed, and leaves nothing behind (no service,
 //! socket or child process outlives a run).
 
-use crate::harness::{child_alive, fork_pinned, histogram, reap, spin_until, stamp, stamp_ns};
+use crate::harness::{
+    child_alive, fork_pinned, histogram, reap, spin_until, stamp, stamp_ns, SharedPage,
+};
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tickloop_runtime::sys;
 
 /// The message every peer carries: the writer's stopwatch stamp and a sequence number.
 type Msg = [u64; 2];
+
+/// The sequence number of a message that only checks a connection (not counted).
+const PROBE: u64 = u64::MAX;
 
 /// Capacity of every bounded queue, channel and buffer below.
 const CAPACITY: usize = 1024;
@@ -78,6 +83,9 @@ impl Tally {
 
     #[inline(always)]
     fn on(&mut self, m: Msg) {
+        if m[1] == PROBE {
+            return;
+        }
         let age = stamp_ns(stamp() - m[0] as i64);
         let seq = m[1];
         if seq >= self.next {
@@ -407,6 +415,8 @@ pub(crate) fn iceoryx2_pubsub(cores: Cores, n: u64, gap_ns: i64) -> Result<PeerR
         .buffer_size(CAPACITY)
         .create()
         .map_err(|e| err("creating the subscriber", &e))?;
+    let page = SharedPage::new()?;
+    let ready = page.word(0);
     // The writer opens the service afresh in its own process, with its own node.
     let pid = fork_pinned(cores.writer, || {
         let code = (|| {
@@ -417,6 +427,18 @@ pub(crate) fn iceoryx2_pubsub(cores: Cores, n: u64, gap_ns: i64) -> Result<PeerR
                 .open()
                 .map_err(drop)?;
             let publisher = service.publisher_builder().create().map_err(drop)?;
+            // Probe until the subscriber has received a probe: until both sides have
+            // connected (each maps the other's segments on its next call, which took
+            // milliseconds here), samples reach nobody or pile up unread, a start-up race of
+            // the bench, not the transport's latency or loss.
+            let give_up = sys::monotonic_ns() + 5_000_000_000;
+            while ready.load(Ordering::Acquire) == 0 {
+                publisher.send_copy([0, PROBE]).map_err(drop)?;
+                if sys::monotonic_ns() > give_up {
+                    return Err(());
+                }
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
             let mut failed = false;
             write_paced(n, gap_ns, |m| failed |= publisher.send_copy(m).is_err());
             drop(publisher);
@@ -439,6 +461,9 @@ pub(crate) fn iceoryx2_pubsub(cores: Cores, n: u64, gap_ns: i64) -> Result<PeerR
         while !tally.done() {
             match subscriber.receive() {
                 Ok(Some(sample)) => {
+                    if sample[1] == PROBE {
+                        ready.store(1, Ordering::Release);
+                    }
                     tally.on(*sample);
                     idle = 0;
                 }
@@ -518,3 +543,39 @@ pub(crate) const PEERS: [Peer; 7] = [
         run: udp_loopback,
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every peer runs (or says why not) and accounts for every message, paced and unpaced.
+    #[test]
+    fn every_peer_accounts_for_every_message() {
+        stamp_ns(0); // calibrate the stopwatch first, as the bench does (it sleeps 50 ms)
+        let cores = Cores {
+            reader: 0,
+            writer: 1.min(crate::timers::allowed_cores().unwrap().len() - 1),
+        };
+        for peer in &PEERS {
+            for gap in [1_000, 0] {
+                match (peer.run)(cores, 2_000, gap) {
+                    Ok(run) => {
+                        eprintln!(
+                            "{} gap {gap}: received {} lost {} p50 {}",
+                            peer.short,
+                            run.received,
+                            run.lost,
+                            run.hist.value_at_quantile(0.5)
+                        );
+                        assert_eq!(run.received + run.lost, 2_000, "{}", peer.name);
+                        assert!(run.received > 0, "{}", peer.name);
+                    }
+                    Err(why) => {
+                        eprintln!("{}: {why}", peer.short);
+                        assert!(!why.is_empty());
+                    }
+                }
+            }
+        }
+    }
+}
