@@ -84,9 +84,15 @@ fn bench_timers_quick_reports_every_row_as_json() {
     assert_machine(&r);
     assert!(r["machine"]["core"].is_u64());
     assert_eq!(r["machine"]["period_us"], 1000);
-    assert_eq!(r["rows"].as_array().unwrap().len(), 4);
-    // Busy and epoll work everywhere; io_uring and cyclictest may be missing, and then say why.
-    for name in ["tickloop busy", "tickloop park, epoll"] {
+    assert_eq!(r["rows"].as_array().unwrap().len(), 6);
+    // Busy, epoll and the peers (tokio's interval, a sleep loop) work everywhere; io_uring and
+    // cyclictest may be missing, and then say why.
+    for name in [
+        "tickloop busy",
+        "tickloop park, epoll",
+        "tokio interval",
+        "std::thread::sleep loop",
+    ] {
         let row = row(&r, name);
         assert_measured(row);
         assert_eq!(row["rounds_p99_ns"].as_array().unwrap().len(), 3, "{row}");
@@ -178,7 +184,15 @@ fn bench_adapter_quick_reports_every_row_as_json() {
     assert_machine(&r);
     assert_eq!(r["machine"]["adapter_core"], 0);
     assert_eq!(r["machine"]["engine_core"], 1);
-    assert_eq!(r["rows"].as_array().unwrap().len(), 5);
+    assert_eq!(r["rows"].as_array().unwrap().len(), 6);
+    // The Python client users build today: measured, or (no python3) a row that says why.
+    let python = row(&r, "python client");
+    if python["samples"].as_u64().unwrap() > 0 {
+        assert_measured(python);
+        assert_eq!(python["lost"], 0, "{python}");
+    } else {
+        assert_explained(python);
+    }
     for name in [
         "raw pipe round trip",
         "adapter host, loop in park mode (epoll): request -> Done",

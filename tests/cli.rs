@@ -317,6 +317,43 @@ fn bench_ring_quick_reports_every_row_as_json() {
         let p50 = row["p50_ns"].as_f64().unwrap();
         assert!(p50 > 0.0 && p50 <= row["max_ns"].as_f64().unwrap(), "{row}");
     }
+    // Every peer has a row: numbers, or a note saying why it could not run.
+    for peer in [
+        "peer: iceoryx2",
+        "peer: crossbeam ArrayQueue",
+        "peer: rtrb",
+        "peer: std mpsc",
+        "peer: tokio mpsc",
+        "peer: Unix pipe",
+        "peer: UDP on loopback",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["name"].as_str().unwrap().starts_with(peer))
+            .unwrap_or_else(|| panic!("{peer} missing from {names:?}"));
+        if row["samples"].as_u64().unwrap() > 0 {
+            let q = |k: &str| row[k].as_f64().unwrap_or_else(|| panic!("{k} in {row}"));
+            assert!(q("p50_ns") > 0.0 && q("p50_ns") <= q("p99_ns"), "{row}");
+            assert!(q("p99_ns") <= q("max_ns"), "{row}");
+            assert!(row["note"].as_str().unwrap().contains("lost"), "{row}");
+        } else {
+            assert!(row["p50_ns"].is_null(), "{row}");
+            let note = row["note"].as_str().unwrap();
+            assert!(note.starts_with("not measured: "), "{row}");
+        }
+    }
+    let checks = report["checks"].as_array().unwrap();
+    for target in ["cache-line one-way limit", "ahead of every peer"] {
+        let check = checks
+            .iter()
+            .find(|c| c["target"].as_str().unwrap().contains(target))
+            .unwrap_or_else(|| panic!("no check {target:?} in {checks:?}"));
+        assert!(
+            check["pass"].is_boolean() || check["pass"].is_null(),
+            "{check}"
+        );
+        assert!(!check["measured"].as_str().unwrap().is_empty(), "{check}");
+    }
     assert!(report["machine"]["cpu"].is_string());
     assert!(report["checks"].as_array().unwrap().len() >= 3);
 }

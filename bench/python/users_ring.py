@@ -93,6 +93,20 @@ def _percentile(sorted_values, q):
     return sorted_values[i]
 
 
+def _histogram(values):
+    """[[value_ns, count], ...] with values rounded to 3 significant digits (hdrhistogram's
+    precision on the Rust side), so the JSON stays small."""
+    counts = {}
+    for v in values:
+        v = max(1, int(v))
+        digits = len(str(v))
+        if digits > 3:
+            step = 10 ** (digits - 3)
+            v = v // step * step
+        counts[v] = counts.get(v, 0) + 1
+    return sorted([v, n] for v, n in counts.items())
+
+
 def one_process(count, slots):
     shm = _segment(slots)
     try:
@@ -120,6 +134,8 @@ def one_process(count, slots):
             "max_ns": ordered[-1] if ordered else 0,
             # write+read pairs per second of measured time
             "per_sec": round(count * 1e9 / total, 1) if total else 0.0,
+            # the whole distribution, for the bench's .hgrm files and plots
+            "histogram": _histogram(ordered),
         }
     finally:
         _release(shm)

@@ -12,8 +12,15 @@
 //!    decodes and answers, the host reads, decodes and delivers `Done` to the app;
 //! 3. the same loop in busy mode (fds polled every microsecond);
 //!
+//! 4. the Python client users build today (`bench/python/adapter_client.py`): a Python process
+//!    that starts the same echo adapter with subprocess pipes, writes each request from a
+//!    ThreadPoolExecutor thread and reads answers on a reader thread, timing each round trip
+//!    with `time.perf_counter_ns` (its own stopwatch: the row's histogram comes back as JSON);
+//!    without python3 the row says why and the rest of the report stays;
+//!
 //! each with one request in flight (closed loop: the round trip), then the raw pipe and the
 //! park-mode loop again with 64 in flight (pipelined: throughput, and latency under load).
+//! Every measured row's whole histogram goes into the report's `distributions`.
 //! The round trip is timed by the bench's stopwatch (the TSC): stamped when the app emits the
 //! request (in the output sink) and when its `Done` reaches the app. Rows run in alternating
 //! blocks, each on fresh processes, so every row sees the same host. It measures and reports;
@@ -22,7 +29,9 @@
 use crate::harness::{
     stamp, stamp_ns, thread_preemptions, touched_histogram, two_cores, Background,
 };
-use crate::report::{fmt_ns, fmt_rate, progress, spread, Check, OutputArgs, Percentiles, Report};
+use crate::report::{
+    fmt_ns, fmt_rate, progress, spread, Check, Distribution, OutputArgs, Percentiles, Report,
+};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -59,6 +68,8 @@ enum Engine {
     Raw,
     /// The loop with the adapter host.
     Host(Mode),
+    /// The Python client users build today.
+    Python,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -67,7 +78,7 @@ struct Kind {
     window: usize,
 }
 
-const ROWS: [Kind; 5] = [
+const ROWS: [Kind; 6] = [
     Kind {
         engine: Engine::Raw,
         window: 1,
@@ -88,7 +99,13 @@ const ROWS: [Kind; 5] = [
         engine: Engine::Host(Mode::Park),
         window: WINDOW,
     },
+    Kind {
+        engine: Engine::Python,
+        window: 1,
+    },
 ];
+
+const PYTHON_ADAPTER_CLIENT: &str = include_str!("../python/adapter_client.py");
 
 impl Kind {
     fn short(self) -> String {
@@ -96,6 +113,7 @@ impl Kind {
             Engine::Raw => "raw",
             Engine::Host(Mode::Park) => "park",
             Engine::Host(Mode::Busy) => "busy",
+            Engine::Python => "python",
         };
         format!("{e}/{}", self.window)
     }
@@ -113,6 +131,9 @@ impl Kind {
             }
             (Engine::Host(m), w) => {
                 format!("adapter host, loop in {m} mode, {w} requests in flight")
+            }
+            (Engine::Python, _) => {
+                "python client (users' design: subprocess pipes, ThreadPoolExecutor writer, reader thread): request -> done".into()
             }
         }
     }
@@ -160,6 +181,8 @@ struct Block {
     lost: u64,
     preempted: i64,
     iterations_per_request: Option<f64>,
+    /// What ran, where the row's note needs it (the Python version).
+    detail: Option<String>,
 }
 
 // ------------------------------------------------------------------ the raw pipe
@@ -225,6 +248,7 @@ fn raw_block(adapter_core: usize, n: u64, window: usize) -> Result<Block, String
         lost: 0,
         preempted,
         iterations_per_request: None,
+        detail: None,
     })
 }
 
@@ -379,6 +403,51 @@ fn host_block(
         lost: app.lost + n.saturating_sub(app.answered),
         preempted,
         iterations_per_request: Some(stats.iterations as f64 / n as f64),
+        detail: None,
+    })
+}
+
+// ------------------------------------------------------------------ the Python client
+
+fn python_block(adapter_core: usize, engine_core: usize, n: u64) -> Result<Block, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find tickloop itself: {e}"))?;
+    let mut child = Command::new("python3")
+        .args(["-", "--count", &n.to_string()])
+        .args(["--cpu", &engine_core.to_string()])
+        .args(["--adapter-cpu", &adapter_core.to_string(), "--"])
+        .arg(&exe)
+        .args(["adapter", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("python3 could not run ({e})"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(PYTHON_ADAPTER_CLIENT.as_bytes());
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("python3: {e}"))?;
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&output.stdout).ok();
+    let Some(v) = parsed.filter(|_| output.status.success()) else {
+        let err = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "the Python client failed ({}): {}",
+            output.status,
+            err.lines().last().unwrap_or("")
+        ));
+    };
+    let hist = crate::harness::histogram_of_pairs(&v["histogram"]);
+    if hist.is_empty() {
+        return Err("the Python client timed no request".into());
+    }
+    Ok(Block {
+        hist,
+        rps: v["requests_per_sec"].as_f64().unwrap_or(0.0),
+        lost: v["lost"].as_u64().unwrap_or(0),
+        preempted: v["preempted"].as_i64().unwrap_or(0),
+        iterations_per_request: None,
+        detail: v["python"].as_str().map(|s| format!("Python {s}")),
     })
 }
 
@@ -394,6 +463,7 @@ struct Acc {
     preempted: i64,
     iterations: Vec<f64>,
     failed: Option<String>,
+    detail: Option<String>,
 }
 
 pub fn main(args: &AdapterBenchArgs) -> Result<(), String> {
@@ -428,7 +498,7 @@ pub fn run(args: &AdapterBenchArgs) -> Result<Report<AdapterRow>, String> {
     };
     stamp_ns(0); // calibrate the stopwatch once, before anything runs
     eprintln!(
-        "bench adapter: {blocks} blocks of {per_block} round trips per row (raw pipe, adapter host in park and busy mode; 1 and {WINDOW} in flight), adapter on core {adapter_core}, engine on core {engine_core} ..."
+        "bench adapter: {blocks} blocks of {per_block} round trips per row (raw pipe, adapter host in park and busy mode; 1 and {WINDOW} in flight; the Python client), adapter on core {adapter_core}, engine on core {engine_core} ..."
     );
     // Everything on the engine side runs on its core (the loops pin there too).
     sys::pin_to_core(engine_core)?;
@@ -444,6 +514,7 @@ pub fn run(args: &AdapterBenchArgs) -> Result<Report<AdapterRow>, String> {
             preempted: 0,
             iterations: Vec::new(),
             failed: None,
+            detail: None,
         })
         .collect();
     let shorts: Vec<String> = ROWS.iter().map(|k| k.short()).collect();
@@ -463,6 +534,7 @@ pub fn run(args: &AdapterBenchArgs) -> Result<Report<AdapterRow>, String> {
                 Engine::Host(mode) => {
                     host_block(mode, adapter_core, engine_core, per_block, kind.window)
                 }
+                Engine::Python => python_block(adapter_core, engine_core, per_block),
             };
             match result {
                 Err(why) => acc.failed = Some(format!("not measured: {why}")),
@@ -475,6 +547,7 @@ pub fn run(args: &AdapterBenchArgs) -> Result<Report<AdapterRow>, String> {
                     acc.lost += block.lost;
                     acc.preempted += block.preempted;
                     acc.iterations.extend(block.iterations_per_request);
+                    acc.detail = block.detail.or(acc.detail.take());
                     acc.hist.add(&block.hist).map_err(|e| e.to_string())?;
                 }
             }
@@ -510,12 +583,17 @@ pub fn run(args: &AdapterBenchArgs) -> Result<Report<AdapterRow>, String> {
         "cpuidle": crate::report::cpuidle(),
         "other_tasks_percent_of_a_core": others,
     });
+    let distributions = accs
+        .iter()
+        .filter(|a| !a.hist.is_empty())
+        .map(|a| Distribution::ns(&a.kind.name(), &a.hist))
+        .collect();
     Ok(Report {
         rows,
         machine: crate::report::machine(args.output.quick, fields),
         checks,
         notes,
-        distributions: Vec::new(),
+        distributions,
     })
 }
 
@@ -539,6 +617,10 @@ fn row(acc: &Acc) -> AdapterRow {
     }
     let mut note = match acc.kind.engine {
         Engine::Raw => "8-byte messages through two pipes to `tickloop adapter echo --raw`, which echoes them (stdin read, stdout write); the engine blocks in read(2)".to_string(),
+        Engine::Python => format!(
+            "{} starts `tickloop adapter echo` with subprocess pipes, writes each `subscribe` frame from a ThreadPoolExecutor thread, a reader thread resolves its Future on `done`; timed in the caller with time.perf_counter_ns (request made -> answer in hand)",
+            acc.detail.as_deref().unwrap_or("Python")
+        ),
         Engine::Host(_) => format!(
             "`subscribe` to `tickloop adapter echo` and its `done`: encoded into the outbound queue, written, decoded by the adapter, answered, read, decoded, delivered as an event; {:.2} loop iterations per request",
             median(&acc.iterations).unwrap_or(0.0)
@@ -622,6 +704,18 @@ fn checks(accs: &[Acc], ratios: &[f64], others: f64) -> (Vec<Check>, Vec<String>
             fmt_rate(raw1),
             fmt_rate(host64),
             fmt_rate(raw64)
+        ));
+    }
+    if let (Some(python), Some(host)) = (
+        accs.iter()
+            .find(|a| a.kind.engine == Engine::Python && !a.hist.is_empty()),
+        Some(park).filter(|a| !a.hist.is_empty()),
+    ) {
+        notes.push(format!(
+            "The Python client users build today takes {} per request at the median against {} through the adapter host ({:.1}x), to the same echo adapter: its time is the two thread hand-offs (the pool's writer, the reader resolving the Future) under the GIL, and JSON in Python; its preemptions are the Python process's, all threads.",
+            us(p50(python)),
+            us(p50(host)),
+            p50(python) / p50(host).max(1.0)
         ));
     }
     notes.push("Both sides are `tickloop adapter echo` (with `--raw` for the reference) pinned to the adapter core, started afresh for every block; the raw reference has no framing, no JSON and no loop, so it is the floor the host is measured against.".into());

@@ -427,3 +427,17 @@ fn our_cpu_seconds() -> f64 {
     }
     total
 }
+
+/// A histogram (ns) from a helper script's `[[value_ns, count], ...]` (empty when absent);
+/// values out of range are clamped, malformed pairs skipped.
+pub(crate) fn histogram_of_pairs(pairs: &serde_json::Value) -> Histogram<u64> {
+    let mut h = histogram();
+    for pair in pairs.as_array().into_iter().flatten() {
+        let value = pair[0].as_f64().unwrap_or(0.0);
+        let count = pair[1].as_u64().unwrap_or(0);
+        if value.is_finite() && count > 0 {
+            h.saturating_record_n((value.max(1.0)) as u64, count);
+        }
+    }
+    h
+}

@@ -10,6 +10,7 @@ pub mod cyclictest;
 mod harness;
 pub mod loop_bench;
 pub mod output;
+mod peers;
 pub mod poll;
 pub mod report;
 pub mod ring;

@@ -4,14 +4,18 @@
 //!
 //! Rows: the cache-line round trip and its half (the one-way limit); the ring's one-way latency
 //! with a paced writer (publish-time stamp carried in the candle, read against the same
-//! monotonic clock); the ring's throughput with an unpaced writer; the Python ring.
-//! It measures and reports; it never fails on a slow result.
+//! monotonic clock); the ring's throughput with an unpaced writer; the peers (`peers`: iceoryx2,
+//! crossbeam, rtrb, std and tokio channels, a pipe, UDP), measured the same way on the same two
+//! cores; the Python ring. Every measured row's whole histogram goes into the report's
+//! `distributions`. It measures and reports; it never fails on a slow result or a peer that
+//! cannot run (that row says why).
 
 use crate::harness::{
-    attach, bench_candle, fork_pinned, histogram, publish_paced, reap, spin_read, spin_until,
-    stamp, stamp_ns, two_cores, with_temp_ring, SharedPage,
+    attach, bench_candle, fork_pinned, histogram, histogram_of_pairs, publish_paced, reap,
+    spin_read, spin_until, stamp, stamp_ns, two_cores, with_temp_ring, SharedPage,
 };
-use crate::report::{self, fmt_rate, spread, Check, OutputArgs, Percentiles};
+use crate::peers::{self, Cores, PeerRun};
+use crate::report::{self, fmt_ns, fmt_rate, spread, Check, Distribution, OutputArgs, Percentiles};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -29,6 +33,9 @@ pub struct RingBenchArgs {
     /// Skip the Python peer.
     #[arg(long)]
     pub no_python: bool,
+    /// Skip the other peers (iceoryx2, crossbeam, rtrb, std and tokio channels, pipe, UDP).
+    #[arg(long)]
+    pub no_peers: bool,
 }
 
 /// One row of the ring report: a latency distribution (ns) and a rate.
@@ -60,6 +67,9 @@ struct Sizes {
     latency: u64,
     throughput: u64,
     python: u64,
+    /// As many as the ring's latency rows, so each block exposes a peer to the host as long.
+    peer_latency: u64,
+    peer_throughput: u64,
 }
 
 /// Latency rows: one candle (or ping) every PACE_NS, in BLOCKS alternating blocks.
@@ -83,6 +93,8 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
             latency: 100_000,
             throughput: 5_000_000,
             python: 20_000,
+            peer_latency: 100_000,
+            peer_throughput: 200_000,
         }
     } else {
         Sizes {
@@ -92,13 +104,15 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
             latency: 1_000_000,
             throughput: 100_000_000,
             python: 200_000,
+            peer_latency: 1_000_000,
+            peer_throughput: 2_000_000,
         }
     };
     stamp_ns(0); // calibrate the stopwatch once, before any child is forked
-    let mut rows = Vec::new();
+    let mut rows = Rows::default();
     eprintln!("bench ring: host stalls on cores {reader_core} and {writer_core} ...");
     let stalls = host_stalls(reader_core, writer_core, sizes.stall_seconds)?;
-    rows.push(row_from(
+    rows.add(
         "host stalls (spinning core, gaps over 1 µs)",
         &stalls.hist,
         1.0,
@@ -108,7 +122,7 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
             stalls.fraction[0] * 100.0,
             stalls.fraction[1] * 100.0
         ),
-    ));
+    );
     // The round trip and the ring's one-way latency run in alternating blocks at the same pace,
     // so both see the same host (vCPU placement, stalls) and their ratio is a fair one.
     eprintln!("bench ring: round trip and ring one-way latency, {BLOCKS} alternating blocks ...");
@@ -118,6 +132,24 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
     let mut closed = histogram();
     let mut ratios = Vec::new();
     let mut closed_ratios = Vec::new();
+    let cores = Cores {
+        reader: reader_core,
+        writer: writer_core,
+    };
+    let mut accs: Vec<PeerAcc> = if args.no_peers {
+        Vec::new()
+    } else {
+        peers::PEERS.iter().map(PeerAcc::new).collect()
+    };
+    if !accs.is_empty() {
+        eprintln!(
+            "bench ring: with the peers in every block ({}) ...",
+            accs.iter()
+                .map(|a| a.peer.short)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for _ in 0..BLOCKS {
         let rtt_block =
             cache_line_round_trip(reader_core, writer_core, sizes.rtt / BLOCKS, PACE_NS)?;
@@ -134,25 +166,32 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
             latency_lost += block.lost;
             ratios.push(block.hist.value_at_quantile(0.5) as f64 / half_rtt);
         }
+        // The peers, at the same pace on the same cores, in the same blocks.
+        for acc in accs.iter_mut().filter(|a| a.failed.is_none()) {
+            match (acc.peer.run)(cores, sizes.peer_latency / BLOCKS, PACE_NS) {
+                Ok(run) => acc.add(&run)?,
+                Err(why) => acc.failed = Some(why),
+            }
+        }
     }
     let (low_ratio, median_ratio, high_ratio) = spread(&ratios);
     let (closed_low, closed_ratio, closed_high) = spread(&closed_ratios);
     let pace = format!("one every {} µs", PACE_NS / 1000);
-    rows.push(row_from(
+    rows.add(
         "cache-line round trip",
         &rtt,
         1.0,
         Some(1e9 / PACE_NS as f64),
         &format!("two processes ping-pong one 64-byte line, {pace}"),
-    ));
-    rows.push(row_from(
+    );
+    rows.add(
         "cache-line one-way (half round trip)",
         &rtt,
         0.5,
         None,
         "the physical limit for a candle crossing cores",
-    ));
-    rows.push(row_from(
+    );
+    rows.add(
         "tickloop ring one-way (2^16 slots)",
         &latency,
         1.0,
@@ -160,14 +199,14 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         &format!(
             "publish to read, stopwatch (TSC) stamp carried in the candle, {pace}; {latency_lost} lost"
         ),
-    ));
-    rows.push(row_from(
+    );
+    rows.add(
         "tickloop ring one-way, closed loop (2^16 slots)",
         &closed,
         1.0,
         Some(1e9 / PACE_NS as f64),
         "as above, but the writer waits for the reader's acknowledgement before the next candle: the round trip's method, which hides host stalls",
-    ));
+    );
     eprintln!(
         "bench ring: throughput, writer paced at {} M/s ...",
         THROUGHPUT_RATE / 1e6
@@ -179,7 +218,7 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         -(THROUGHPUT_RATE as i64),
         false,
     )?;
-    rows.push(row_from(
+    rows.add(
         &format!(
             "tickloop ring throughput (writer at {} M/s, 2^20 slots)",
             THROUGHPUT_RATE / 1e6
@@ -193,10 +232,10 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
             throughput.lost,
             throughput.overruns
         ),
-    ));
+    );
     eprintln!("bench ring: throughput, unpaced writer ...");
     let flat_out = ring_run(reader_core, writer_core, sizes.throughput, 0, false)?;
-    rows.push(row_from(
+    rows.add(
         "tickloop ring, writer unpaced (2^20 slots)",
         &flat_out.hist,
         1.0,
@@ -205,19 +244,35 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
             "delivered per second at the reader; {} lost in {} overruns (a reader slower than the writer is lapped)",
             flat_out.lost, flat_out.overruns
         ),
-    ));
+    );
     eprintln!("bench ring: write + read in one process ...");
     let local = write_read_one_process(sizes.local)?;
-    rows.push(row_from(
+    rows.add(
         "tickloop ring write+read, one process",
         &local,
         1.0,
         Some(1e9 / local.mean()),
         "per candle, timed over batches of 1000 (the Python row's measure)",
-    ));
+    );
+    let mut measured_peers = Vec::new();
+    for acc in &accs {
+        if acc.hist.is_empty() {
+            let why = acc.failed.as_deref().unwrap_or("no block ran");
+            rows.add_unmeasured(peer_unmeasured(acc.peer.name, why));
+            continue;
+        }
+        eprintln!("bench ring: {}, writer unpaced ...", acc.peer.short);
+        let unpaced = (acc.peer.run)(cores, sizes.peer_throughput, 0);
+        rows.add_row(peer_row(acc, unpaced), &acc.hist, 1.0);
+        measured_peers.push((acc.peer.short, acc.hist.clone()));
+    }
     if !args.no_python {
         eprintln!("bench ring: the Python ring users build today ...");
-        rows.push(python_row(sizes.python));
+        let (row, hist) = python_row(sizes.python);
+        match hist {
+            Some(h) => rows.add_row(row, &h, 1.0),
+            None => rows.add_unmeasured(row),
+        }
     }
     let half_rtt_p50 = rtt.value_at_quantile(0.5) as f64 / 2.0;
     let half_rtt_p99 = rtt.value_at_quantile(0.99) as f64 / 2.0;
@@ -249,7 +304,14 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
             pass: Some(throughput.per_sec >= 20e6 && throughput.lost == 0),
         },
     ];
-    if let Some(py) = rows.iter().find(|r| r.name.starts_with("python")) {
+    checks.push(limit_check(one_way_p50, half_rtt_p50, median_ratio));
+    checks.push(peers_check(
+        one_way_p50,
+        one_way_p99,
+        &measured_peers,
+        &rows.rows,
+    ));
+    if let Some(py) = rows.rows.iter().find(|r| r.name.starts_with("python")) {
         if let Some(p50) = py.latency.p50_ns {
             let ours = local.value_at_quantile(0.5) as f64;
             checks.push(Check {
@@ -264,15 +326,251 @@ pub fn run(args: &RingBenchArgs) -> Result<Report, String> {
         }
     }
     Ok(Report {
-        rows,
+        rows: rows.rows,
         machine: report::machine(
             args.output.quick,
             serde_json::json!({"reader_core": reader_core, "writer_core": writer_core}),
         ),
         checks,
-        notes: Vec::new(),
-        distributions: Vec::new(),
+        notes: if measured_peers.is_empty() {
+            Vec::new()
+        } else {
+            vec![PEERS_NOTE.to_string()]
+        },
+        distributions: rows.distributions,
     })
+}
+
+/// The rows so far, and each measured row's whole distribution under the row's name.
+#[derive(Default)]
+struct Rows {
+    rows: Vec<Row>,
+    distributions: Vec<Distribution>,
+}
+
+impl Rows {
+    /// A row of `h` (values times `scale` are ns), and its distribution.
+    fn add(
+        &mut self,
+        name: &str,
+        h: &Histogram<u64>,
+        scale: f64,
+        per_sec: Option<f64>,
+        note: &str,
+    ) {
+        self.add_row(row_from(name, h, scale, per_sec, note), h, scale);
+    }
+
+    fn add_row(&mut self, row: Row, h: &Histogram<u64>, scale: f64) {
+        self.distributions.push(Distribution {
+            row: row.name.clone(),
+            hist: h.clone(),
+            scale,
+        });
+        self.rows.push(row);
+    }
+
+    /// A row without a distribution (not measured).
+    fn add_unmeasured(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+}
+
+fn peer_unmeasured(name: &str, why: &str) -> Row {
+    Row {
+        name: name.into(),
+        latency: Percentiles::default(),
+        per_sec: None,
+        samples: 0,
+        note: format!("not measured: {why}"),
+    }
+}
+
+/// How to read the peers' rows against the ring's, under the table.
+const PEERS_NOTE: &str = "The peers carry a 16-byte message (stamp, sequence) where the ring carries a 56-byte candle; crossbeam, rtrb and the std and tokio channels run as two threads of one process (they cannot cross processes), the ring and the other peers as two processes. The bounded peers (crossbeam, rtrb, std and tokio mpsc: 1024 messages, about 1 ms at this pace; the pipe: 64 KiB) hold their writer back when the reader stalls for longer than that, and the messages not yet written are stamped when it resumes, so their tails leave out part of each host stall that the ring, which never holds its writer back (a stalled reader is lapped instead), records in full; iceoryx2 (safe overflow) and UDP drop messages instead, counted lost. On a host that stalls the cores, compare the p50s, or the p99s of a quiet run.";
+
+/// What one peer gathered across the blocks.
+struct PeerAcc {
+    peer: &'static peers::Peer,
+    hist: Histogram<u64>,
+    sent: u64,
+    received: u64,
+    lost: u64,
+    seconds: f64,
+    /// Why a block could not run (the peer is skipped in later blocks).
+    failed: Option<String>,
+}
+
+impl PeerAcc {
+    fn new(peer: &'static peers::Peer) -> PeerAcc {
+        PeerAcc {
+            peer,
+            hist: histogram(),
+            sent: 0,
+            received: 0,
+            lost: 0,
+            seconds: 0.0,
+            failed: None,
+        }
+    }
+
+    fn add(&mut self, run: &PeerRun) -> Result<(), String> {
+        self.hist.add(&run.hist).map_err(|e| e.to_string())?;
+        self.sent += run.received + run.lost;
+        self.received += run.received;
+        self.lost += run.lost;
+        self.seconds += run.seconds;
+        Ok(())
+    }
+}
+
+/// A peer's row: the paced blocks' one-way latency; per second is the unpaced run's rate.
+fn peer_row(acc: &PeerAcc, unpaced: Result<PeerRun, String>) -> Row {
+    let mut note = format!(
+        "{}; one every {} µs, stopwatch (TSC) stamp carried in the message, in the same blocks as the ring; {} of {} lost",
+        acc.peer.how,
+        PACE_NS / 1000,
+        acc.lost,
+        acc.sent
+    );
+    let paced_rate = acc.received as f64 / acc.seconds.max(1e-9);
+    if acc.seconds > 0.0 && paced_rate < 0.9e9 / PACE_NS as f64 {
+        note += &format!(
+            " (the writer kept only {}/s of the pace)",
+            fmt_rate(paced_rate)
+        );
+    }
+    if let Some(f) = &acc.failed {
+        note += &format!("; a later block failed: {f}");
+    }
+    let per_sec = match unpaced {
+        Ok(t) => {
+            note += &format!(
+                "; per second: writer unpaced, {} messages, {} lost",
+                t.received + t.lost,
+                t.lost
+            );
+            Some(t.per_sec())
+        }
+        Err(why) => {
+            note += &format!("; unpaced run failed: {why}");
+            None
+        }
+    };
+    Row {
+        name: acc.peer.name.into(),
+        latency: Percentiles::of(&acc.hist),
+        per_sec,
+        samples: acc.hist.len(),
+        note,
+    }
+}
+
+/// The open-loop ring row against the one-way limit, as the table shows them.
+fn limit_check(one_way_p50: f64, half_rtt_p50: f64, median_ratio: f64) -> Check {
+    let ratio = one_way_p50 / half_rtt_p50.max(1.0);
+    let by = if ratio <= 1.3 {
+        String::new()
+    } else {
+        format!(
+            ", {:.0} ns ({:.0}%) over the 1.3x target",
+            one_way_p50 - 1.3 * half_rtt_p50,
+            (ratio / 1.3 - 1.0) * 100.0
+        )
+    };
+    Check {
+        target: "tickloop ring p50 within 1.3x of the cache-line one-way limit (open loop, the peers' method; all blocks)".into(),
+        measured: format!(
+            "{ratio:.2}x: {one_way_p50:.0} ns vs {half_rtt_p50:.0} ns{by} (median of per-block ratios {median_ratio:.2}x)"
+        ),
+        pass: Some(ratio <= 1.3),
+    }
+}
+
+/// The open-loop ring row against every peer that ran, at p50 and p99.
+fn peers_check(
+    one_way_p50: f64,
+    one_way_p99: f64,
+    measured: &[(&str, Histogram<u64>)],
+    rows: &[Row],
+) -> Check {
+    let short = |name: &str| {
+        peers::PEERS
+            .iter()
+            .find(|p| p.name == name || p.short == name)
+            .map_or(name, |p| p.short)
+            .to_string()
+    };
+    let target = "tickloop ring ahead of every peer at p50 and p99 (one-way, open loop, same cores, same pace)".to_string();
+    if measured.is_empty() {
+        let why: Vec<String> = rows
+            .iter()
+            .filter(|r| r.name.starts_with("peer: "))
+            .map(|r| format!("{}: {}", short(&r.name), r.note))
+            .collect();
+        return Check {
+            target,
+            measured: if why.is_empty() {
+                "not measured: the peers were skipped (--no-peers)".into()
+            } else {
+                format!("not measured: no peer ran ({})", why.join("; "))
+            },
+            pass: None,
+        };
+    }
+    let mut behind = Vec::new();
+    let mut closest: Option<(f64, String)> = None;
+    for (name, h) in measured {
+        for (what, ours, q) in [("p50", one_way_p50, 0.5), ("p99", one_way_p99, 0.99)] {
+            let theirs = h.value_at_quantile(q) as f64;
+            if ours >= theirs {
+                behind.push(format!(
+                    "{} at {what} by {} ({} vs {})",
+                    short(name),
+                    fmt_ns(Some(ours - theirs)),
+                    fmt_ns(Some(ours)),
+                    fmt_ns(Some(theirs))
+                ));
+            } else {
+                let margin = theirs / ours.max(1.0);
+                if closest.as_ref().map_or(true, |(m, _)| margin < *m) {
+                    closest = Some((
+                        margin,
+                        format!(
+                            "{} at {what}: {} vs {}",
+                            short(name),
+                            fmt_ns(Some(ours)),
+                            fmt_ns(Some(theirs))
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let skipped = rows
+        .iter()
+        .filter(|r| r.name.starts_with("peer: ") && r.samples == 0)
+        .map(|r| short(&r.name))
+        .collect::<Vec<_>>();
+    let mut text = if behind.is_empty() {
+        format!(
+            "ahead of all {} peers that ran; closest: {}",
+            measured.len(),
+            closest
+                .map(|(m, s)| format!("{s} ({m:.2}x)"))
+                .unwrap_or_default()
+        )
+    } else {
+        format!("behind {}", behind.join("; "))
+    };
+    if !skipped.is_empty() {
+        text += &format!("; not run: {}", skipped.join(", "));
+    }
+    Check {
+        target,
+        measured: text,
+        pass: Some(behind.is_empty()),
+    }
 }
 
 fn row_from(name: &str, h: &Histogram<u64>, scale: f64, per_sec: Option<f64>, note: &str) -> Row {
@@ -519,13 +817,20 @@ fn ring_run_on(
     })
 }
 
-fn python_row(count: u64) -> Row {
-    let missing = |why: String| Row {
-        name: "python ring (users' design), one process".into(),
-        latency: Percentiles::default(),
-        per_sec: None,
-        samples: 0,
-        note: why,
+/// The Python ring's row, and its distribution where it ran.
+fn python_row(count: u64) -> (Row, Option<Histogram<u64>>) {
+    let name = "python ring (users' design), one process";
+    let missing = |why: String| {
+        (
+            Row {
+                name: name.into(),
+                latency: Percentiles::default(),
+                per_sec: None,
+                samples: 0,
+                note: why,
+            },
+            None,
+        )
     };
     let child = std::process::Command::new("python3")
         .args(["-", "--count", &count.to_string()])
@@ -554,8 +859,8 @@ fn python_row(count: u64) -> Row {
     };
     let one = &v["one_process"];
     let two = &v["two_process"];
-    Row {
-        name: "python ring (users' design), one process".into(),
+    let row = Row {
+        name: name.into(),
         latency: Percentiles {
             p50_ns: one["p50_ns"].as_f64(),
             p99_ns: one["p99_ns"].as_f64(),
@@ -569,7 +874,9 @@ fn python_row(count: u64) -> Row {
             two["lost_pct"].as_f64().unwrap_or(f64::NAN),
             two["duplicate_pct"].as_f64().unwrap_or(f64::NAN)
         ),
-    }
+    };
+    let hist = histogram_of_pairs(&one["histogram"]);
+    (row, Some(hist))
 }
 
 /// The report as a Markdown table with the checks under it.

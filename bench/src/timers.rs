@@ -9,7 +9,16 @@
 //!   the exact deadline;
 //! - io_uring: `Mode::Park` on `DriverChoice::IoUring`: it sleeps in `io_uring_enter` with the
 //!   exact remaining time;
-//! - cyclictest: the reference, `clock_nanosleep` on the same core at the same interval.
+//! - cyclictest: the reference, `clock_nanosleep` on the same core at the same interval;
+//! - tokio: a `tokio::time::interval` (MissedTickBehavior::Skip) awaited on a current-thread
+//!   runtime, the way async bots tick; lateness = `Instant::now()` after `tick()` - the tick's
+//!   scheduled instant (on the period's grid);
+//! - sleep: a `std::thread::sleep` loop sleeping until the next deadline on the grid (skipping
+//!   missed ones); lateness = `Instant::now()` on waking - the deadline.
+//!
+//! Every measured row's whole histogram goes into the report's `distributions`, except
+//! cyclictest's: its rounds are summarized as they are read, so its row has the rounds'
+//! medians and no merged histogram.
 //!
 //! Lateness is `event.at - deadline`: the loop's clock read in the iteration that fired the
 //! timer, minus the deadline on the period's grid. A tiny bench app records it into its own
@@ -22,12 +31,15 @@ use crate::cyclictest::{self, CyclictestMode, CyclictestOptions, CyclictestOutco
 use crate::harness::{
     driver_name, histogram, new_loop, thread_preemptions, touched_histogram, Background, Waiting,
 };
-use crate::report::{fmt_ns, progress, spread, Check, OutputArgs, Percentiles, Report, Row};
+use crate::report::{
+    fmt_ns, progress, spread, Check, Distribution, OutputArgs, Percentiles, Report, Row,
+};
 use hdrhistogram::Histogram;
 use std::time::Duration;
 use tickloop_runtime::app::{App, Context, Event, EventKind, TimerId};
 use tickloop_runtime::clock::{Nanos, MICROS, SECONDS};
 use tickloop_runtime::event_loop::StopReason;
+use tickloop_runtime::sys;
 
 #[derive(clap::Args, Clone, Debug)]
 #[command(mut_arg("save", |a| a.help("Also write timers.md, timers.json, timers-ROW.hgrm per measured row and the plots timers.svg and timers.png into this directory (--save is the same)")))]
@@ -118,19 +130,31 @@ impl App for TimerProbe {
 enum Which {
     Loop(Waiting),
     Cyclictest,
+    /// A peer timer in this process: tokio's interval or a sleep loop.
+    Peer(PeerTimer),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PeerTimer {
+    Tokio,
+    Sleep,
 }
 
 impl Which {
-    const ALL: [Which; 4] = [
+    const ALL: [Which; 6] = [
         Which::Loop(Waiting::Busy),
         Which::Loop(Waiting::Epoll),
         Which::Loop(Waiting::IoUring),
         Which::Cyclictest,
+        Which::Peer(PeerTimer::Tokio),
+        Which::Peer(PeerTimer::Sleep),
     ];
     fn short(self) -> &'static str {
         match self {
             Which::Loop(waiting) => waiting.short(),
             Which::Cyclictest => "cyclictest",
+            Which::Peer(PeerTimer::Tokio) => "tokio",
+            Which::Peer(PeerTimer::Sleep) => "sleep",
         }
     }
     fn name(self) -> &'static str {
@@ -139,8 +163,105 @@ impl Which {
             Which::Loop(Waiting::Epoll) => "tickloop park, epoll (timerfd at the deadline)",
             Which::Loop(Waiting::IoUring) => "tickloop park, io_uring (io_uring_enter timeout)",
             Which::Cyclictest => "cyclictest (clock_nanosleep)",
+            Which::Peer(PeerTimer::Tokio) => {
+                "tokio interval (current-thread runtime, MissedTickBehavior::Skip)"
+            }
+            Which::Peer(PeerTimer::Sleep) => "std::thread::sleep loop (until the next deadline)",
         }
     }
+}
+
+/// Run `f` on this thread pinned to `core`, under SCHED_FIFO `fifo` when asked (as the loop
+/// rows run), back under SCHED_OTHER afterwards; its histogram and how often the thread was
+/// preempted.
+fn on_core(
+    core: usize,
+    fifo: Option<u8>,
+    f: impl FnOnce() -> Result<(Histogram<u64>, u64), String>,
+) -> Result<(Histogram<u64>, u64, i64), String> {
+    sys::pin_to_core(core)?;
+    if let Some(p) = fifo {
+        let param = libc::sched_param {
+            sched_priority: i32::from(p),
+        };
+        // SAFETY: the calling thread, a valid sched_param.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            return Err(format!(
+                "cannot run under SCHED_FIFO {p}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let preemptions = thread_preemptions();
+    let result = f();
+    let preempted = thread_preemptions() - preemptions;
+    if fifo.is_some() {
+        back_to_sched_other();
+    }
+    result.map(|(h, skipped)| (h, skipped, preempted))
+}
+
+/// One round of a peer timer: its lateness histogram and the periods it skipped.
+fn peer_round(
+    timer: PeerTimer,
+    period: Nanos,
+    length: Nanos,
+) -> Result<(Histogram<u64>, u64), String> {
+    let period = Duration::from_nanos(period);
+    let length = Duration::from_nanos(length);
+    let mut hist = touched_histogram();
+    let mut skipped = 0u64;
+    let ns = |d: Duration| (d.as_nanos() as u64).max(1);
+    match timer {
+        PeerTimer::Tokio => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| format!("cannot build a tokio runtime: {e}"))?;
+            runtime.block_on(async {
+                let start = tokio::time::Instant::now();
+                let end = start + length;
+                let mut interval = tokio::time::interval_at(start + period, period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut last: Option<tokio::time::Instant> = None;
+                loop {
+                    let deadline = interval.tick().await;
+                    let now = tokio::time::Instant::now();
+                    if deadline >= end {
+                        break;
+                    }
+                    if let Some(last) = last {
+                        let gap = (deadline - last).as_nanos() / period.as_nanos().max(1);
+                        skipped += (gap as u64).saturating_sub(1);
+                    }
+                    last = Some(deadline);
+                    hist.saturating_record(ns(now - deadline));
+                }
+            });
+        }
+        PeerTimer::Sleep => {
+            let start = std::time::Instant::now();
+            let mut k: u32 = 1;
+            loop {
+                let deadline = start + period * k;
+                if deadline >= start + length {
+                    break;
+                }
+                let now = std::time::Instant::now();
+                if deadline > now {
+                    std::thread::sleep(deadline - now);
+                }
+                let woke = std::time::Instant::now();
+                hist.saturating_record(ns(woke - deadline));
+                // The next deadline on the grid after waking (missed ones skipped, as tokio's
+                // Skip and the loop's periodic timers do).
+                let next = ((woke - start).as_nanos() / period.as_nanos().max(1)) as u32 + 1;
+                skipped += u64::from(next.saturating_sub(k + 1));
+                k = next.max(k + 1);
+            }
+        }
+    }
+    Ok((hist, skipped))
 }
 
 /// What one row gathered across the rounds.
@@ -278,7 +399,7 @@ pub fn run(args: &TimersBenchArgs) -> Result<Report, String> {
         None => "SCHED_OTHER".to_string(),
     };
     eprintln!(
-        "bench timers: {rounds} rounds of busy, epoll, io_uring and cyclictest, {round_s} s each, period {} µs, core {core}, {scheduling} ...",
+        "bench timers: {rounds} rounds of busy, epoll, io_uring, cyclictest, tokio and sleep, {round_s} s each, period {} µs, core {core}, {scheduling} ...",
         args.period_us
     );
     let mut accs: Vec<Acc> = Which::ALL
@@ -315,6 +436,23 @@ pub fn run(args: &TimersBenchArgs) -> Result<Report, String> {
             } else {
                 round_s
             };
+            if let Which::Peer(timer) = which {
+                let length = (seconds * SECONDS as f64) as Nanos;
+                match on_core(core, args.fifo, || peer_round(timer, period, length)) {
+                    Ok((h, skipped, preempted)) => {
+                        acc.skipped += skipped;
+                        acc.preempted += preempted;
+                        acc.p50s.push(h.value_at_quantile(0.5) as f64);
+                        acc.p99s.push(h.value_at_quantile(0.99) as f64);
+                        acc.p999s.push(h.value_at_quantile(0.999) as f64);
+                        acc.maxes.push(h.max() as f64);
+                        acc.samples += h.len();
+                        acc.hist.add(&h).map_err(|e| e.to_string())?;
+                    }
+                    Err(why) => acc.failed = Some(format!("not measured: {why}")),
+                }
+                continue;
+            }
             let Which::Loop(waiting) = which else {
                 let options = CyclictestOptions {
                     core,
@@ -379,7 +517,14 @@ pub fn run(args: &TimersBenchArgs) -> Result<Report, String> {
         },
     });
     let quick = args.output.quick;
-    Ok(Report::of_rounds(rows, checks, fields, quick, others))
+    let mut report = Report::of_rounds(rows, checks, fields, quick, others);
+    // Every row with a merged histogram (not cyclictest: see the module's doc).
+    report.distributions = accs
+        .iter()
+        .filter(|a| a.which != Which::Cyclictest && !a.hist.is_empty())
+        .map(|a| Distribution::ns(a.which.name(), &a.hist))
+        .collect();
+    Ok(report)
 }
 
 fn rows(accs: &[Acc], dma: bool, args: &TimersBenchArgs, busy_s: f64, round_s: f64) -> Vec<Row> {
@@ -409,6 +554,26 @@ fn rows(accs: &[Acc], dma: bool, args: &TimersBenchArgs, busy_s: f64, round_s: f
                     ),
                     )
                 }
+            }
+            (_, Which::Peer(timer)) => {
+                let mut note = format!(
+                    "{}, {round_s} s per round, same core and scheduling as the loop rows, lateness = clock read on waking - deadline; the thread was preempted {} times (involuntary context switches)",
+                    match timer {
+                        PeerTimer::Tokio => "`interval.tick().await` on a current-thread runtime (tokio's timer wheel has 1 ms resolution: deadlines round up to its next millisecond)",
+                        PeerTimer::Sleep => "`std::thread::sleep(deadline - now)` (clock_nanosleep, relative)",
+                    },
+                    acc.preempted
+                );
+                if acc.skipped > 0 {
+                    note += &format!(
+                        "; {} periods skipped (fired over a period late)",
+                        acc.skipped
+                    );
+                }
+                if let Some(f) = &acc.failed {
+                    note += &format!("; a later round: {f}");
+                }
+                Row::new(acc.which.name(), &acc.hist, note)
             }
             (_, Which::Loop(waiting)) => {
                 let mut note =
@@ -546,9 +711,11 @@ fn checks(accs: &[Acc], fifo: bool) -> (Vec<Check>, Vec<String>) {
             ));
         }
     }
+    // tokio's interval is late by its own timer resolution, not the host's wake-up: its note
+    // is below.
     let sleepers: Vec<String> = accs[1..]
         .iter()
-        .filter(|a| !a.p50s.is_empty())
+        .filter(|a| !a.p50s.is_empty() && a.which != Which::Peer(PeerTimer::Tokio))
         .map(|a| {
             let p50 = if a.which == Which::Cyclictest {
                 spread(&a.p50s).1
@@ -563,6 +730,15 @@ fn checks(accs: &[Acc], fifo: bool) -> (Vec<Check>, Vec<String>) {
             "The rows that sleep have about the same median lateness ({}): that is this host's cost of a timer wake-up (the hrtimer interrupt, delivered through the hypervisor in a VM, and the scheduler), which the busy loop ({}) avoids by never sleeping.",
             sleepers.join(", "),
             us(busy.hist.value_at_quantile(0.5) as f64)
+        ));
+    }
+    if let Some(tokio) = accs
+        .iter()
+        .find(|a| a.which == Which::Peer(PeerTimer::Tokio) && a.samples > 0)
+    {
+        notes.push(format!(
+            "tokio's interval fired {} late at the median: tokio's timer wheel has a resolution of 1 ms, so each deadline waits for the wheel's next millisecond tick, then a wake-up; below 5 ms late it keeps the grid and does not skip (MissedTickBehavior applies only past that).",
+            us(tokio.hist.value_at_quantile(0.5) as f64)
         ));
     }
     let stalled: Vec<String> = accs[..3]
