@@ -278,7 +278,8 @@ impl plotters::coord::ranged1d::Ranged for Log {
     }
 }
 
-const COLORS: [RGBColor; 10] = [
+/// Twenty colours, so the largest report (the ring's 16 rows) repeats none.
+const COLORS: [RGBColor; 20] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -289,6 +290,16 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 0, 0),
+    RGBColor(0, 128, 128),
+    RGBColor(85, 107, 47),
+    RGBColor(218, 165, 32),
+    RGBColor(255, 0, 255),
+    RGBColor(50, 205, 50),
+    RGBColor(70, 130, 180),
+    RGBColor(160, 82, 45),
 ];
 
 /// Plot size: the chart, then one legend line per row under it (so it never covers a line).
