@@ -592,6 +592,14 @@ fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Optio
 /// `promtool check metrics` on `body`, when promtool is installed (Debian: `apt-get install
 /// prometheus`). Returns false (SKIP printed) when it is not.
 fn promtool_check(body: &str) -> bool {
+    // Looked up on PATH first: under qemu-user a missing program is a child exiting 127, not
+    // a spawn error.
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("promtool").is_file()));
+    if !on_path {
+        eprintln!("SKIP promtool check: promtool is not installed (apt-get install prometheus)");
+        return false;
+    }
     let child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
