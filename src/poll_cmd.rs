@@ -204,6 +204,8 @@ struct PollReport {
     symbols: u32,
     seconds: f64,
     cycles: u64,
+    requests: u64,
+    overruns: u64,
     #[serde(flatten)]
     counts: PollCounts,
     cycle_p50_ms: f64,
@@ -241,11 +243,7 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
     if command.is_empty() {
         bail!("--adapter is empty: give the exchange adapter's command line");
     }
-    if let Some(d) = args.duration {
-        if !(d > 0.0 && d.is_finite()) {
-            bail!("--duration {d} must be a positive number of seconds");
-        }
-    }
+    let duration = crate::run_cmd::duration_ns(args.duration)?;
     if args.bar_ms == 0 {
         bail!("--bar-ms must be at least 1");
     }
@@ -331,11 +329,9 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
         seen,
         bar: bar.clone(),
     }))?;
-    for warning in &event_loop.host_report().warnings {
-        tracing::warn!("{warning}");
-    }
-    if let Some(d) = args.duration {
-        event_loop.stop_after((d * SECONDS as f64) as Nanos);
+    crate::run_cmd::warn_host_setup(&event_loop);
+    if let Some(ns) = duration {
+        event_loop.stop_after(ns);
     }
     if !args.json {
         tracing::info!(
@@ -359,8 +355,10 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
         ring: path,
         symbols: names.len() as u32,
         seconds: started.elapsed().as_secs_f64(),
-        cycles: app.poller().cycles()
-            + u64::from(app.counts.requests > 0 || app.counts.overruns > 0),
+        // The schedule numbers cycles from 0 once it has started.
+        cycles: app.poller().cycles() + u64::from(app.poller().requests > 0),
+        requests: app.poller().requests,
+        overruns: app.poller().overruns,
         counts: app.counts,
         cycle_p50_ms: if d.is_empty() {
             0.0
@@ -387,7 +385,7 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
         let c = &report.counts;
         println!(
             "polled {} symbols for {:.1} s: {} cycles, {} overruns (target {} ms, {} in flight at most)",
-            report.symbols, report.seconds, report.cycles, c.overruns, args.cycle_ms, args.concurrency
+            report.symbols, report.seconds, report.cycles, report.overruns, args.cycle_ms, args.concurrency
         );
         println!(
             "cycle           p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
@@ -395,7 +393,7 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
         );
         println!(
             "requests        {} sent, {} answered ({} without a bar), {} failed",
-            c.requests, c.answered, c.empty, c.failed
+            report.requests, c.answered, c.empty, c.failed
         );
         println!(
             "ring            {} bars published into {}",

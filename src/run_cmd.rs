@@ -484,6 +484,24 @@ fn run_strategy<S: Strategy>(
     run_with(args, plan, host, config, sink, Some(trading), adapters)
 }
 
+/// `--duration SECONDS` as the loop's time, checked: positive and finite.
+pub(crate) fn duration_ns(seconds: Option<f64>) -> anyhow::Result<Option<Nanos>> {
+    match seconds {
+        Some(d) if !(d > 0.0 && d.is_finite()) => {
+            bail!("--duration {d} must be a positive number of seconds")
+        }
+        Some(d) => Ok(Some((d * SECONDS as f64) as Nanos)),
+        None => Ok(None),
+    }
+}
+
+/// Log what host setup (pinning, SCHED_FIFO, mlock...) could not do, before the loop runs.
+pub(crate) fn warn_host_setup<A: App, K: OutputSink<A::Output>>(event_loop: &EventLoop<A, K>) {
+    for warning in &event_loop.host_report().warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
 fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
     args: &RunArgs,
     plan: Plan,
@@ -521,11 +539,7 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
     };
     let telemetry = TelemetrySink::open(&telemetry)?;
     let metrics = MetricsServer::bind(&metrics)?.map(SharedMetrics::new);
-    if let Some(d) = args.duration {
-        if !(d > 0.0 && d.is_finite()) {
-            bail!("--duration {d} must be a positive number of seconds");
-        }
-    }
+    let duration = duration_ns(args.duration)?;
     // Services are checked before the loop starts (an unwritable status directory is a
     // startup error, not a surprise an hour later).
     let extra = tickloop_runtime::status::SharedExtra::default();
@@ -592,11 +606,9 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
     if let Some(why) = &event_loop.driver_report().fallback {
         tracing::warn!("io_uring is not usable ({why}); the loop runs on epoll");
     }
-    for warning in &event_loop.host_report().warnings {
-        tracing::warn!("{warning}");
-    }
-    if let Some(d) = args.duration {
-        event_loop.stop_after((d * SECONDS as f64) as Nanos);
+    warn_host_setup(&event_loop);
+    if let Some(ns) = duration {
+        event_loop.stop_after(ns);
     }
     if !args.json {
         tracing::info!(

@@ -9,7 +9,7 @@
 //! socket or child process outlives a run).
 
 use crate::harness::{
-    child_alive, fork_pinned, histogram, reap, spin_until, stamp, stamp_ns, SharedPage,
+    child_alive, fork_pinned, reap, spin_until, stamp, stamp_ns, touched_histogram, SharedPage,
 };
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,16 +61,15 @@ struct Tally {
     received: u64,
     next: u64,
     lost: u64,
+    /// Stopwatch stamps of the first and last message received.
     first: Option<i64>,
     last: i64,
 }
 
 impl Tally {
     fn new(n: u64, gap_ns: i64) -> Tally {
-        let mut hist = histogram();
-        hist.reset(); // touch its pages before the measured loop
         Tally {
-            hist,
+            hist: touched_histogram(),
             n,
             warmup: if gap_ns > 0 { n / 10 } else { 0 },
             received: 0,
@@ -86,7 +85,9 @@ impl Tally {
         if m[1] == PROBE {
             return;
         }
-        let age = stamp_ns(stamp() - m[0] as i64);
+        // One stopwatch read per message, as the ring's reader: it stamps the age and the span.
+        let now = stamp();
+        let age = stamp_ns(now - m[0] as i64);
         let seq = m[1];
         if seq >= self.next {
             self.lost += seq - self.next;
@@ -96,7 +97,6 @@ impl Tally {
             self.hist.saturating_record(age);
         }
         self.received += 1;
-        let now = sys::monotonic_ns();
         self.first.get_or_insert(now);
         self.last = now;
     }
@@ -107,7 +107,12 @@ impl Tally {
 
     fn finish(mut self) -> PeerRun {
         self.lost += self.n.saturating_sub(self.next);
-        let seconds = (self.last - self.first.unwrap_or(self.last)) as f64 / 1e9;
+        let span = self.last - self.first.unwrap_or(self.last);
+        let seconds = if span > 0 {
+            stamp_ns(span) as f64 / 1e9
+        } else {
+            0.0
+        };
         PeerRun {
             hist: self.hist,
             received: self.received,

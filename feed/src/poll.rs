@@ -83,14 +83,13 @@ struct InFlight {
     forming_from: i64,
 }
 
-/// The counters a run reports.
+/// What became of the answers (requests sent and overruns are the schedule's own counters:
+/// [`TieredPoller::requests`], [`TieredPoller::overruns`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PollCounts {
-    pub requests: u64,
     pub answered: u64,
     pub failed: u64,
     pub published: u64,
-    pub overruns: u64,
     /// Answers that carried no bar.
     pub empty: u64,
 }
@@ -160,7 +159,7 @@ impl PollFeed {
         while let Some(symbol) = self.poller.next_request() {
             self.next_id += 1;
             // The in-flight limit of the schedule bounds this table.
-            assert!(self.in_flight.len() < self.in_flight.capacity());
+            assert!(self.in_flight.len() < self.config.tiered.concurrency as usize);
             self.in_flight.push(InFlight {
                 id: self.next_id,
                 symbol,
@@ -168,7 +167,6 @@ impl PollFeed {
                 complete: None,
                 forming_from,
             });
-            self.counts.requests += 1;
             cx.emit(PollOutput::Request(AdapterRequest {
                 adapter: self.config.adapter,
                 id: self.next_id,
@@ -188,7 +186,6 @@ impl PollFeed {
 
     fn tick(&mut self, cx: &mut Context<'_, PollOutput>) {
         if let Some(overrun) = self.poller.tick(cx.now()) {
-            self.counts.overruns += 1;
             cx.emit(PollOutput::Overrun(overrun));
         }
         cx.set_timer(CYCLE_TIMER, self.poller.next_cycle_at());
@@ -417,7 +414,7 @@ mod tests {
         );
         // The freed place goes to the third symbol.
         assert_eq!(requests(&answer).len(), 1);
-        assert_eq!(f.counts.requests, 3);
+        assert_eq!(f.poller().requests, 3);
         // The same complete bar again (next cycle) is not published twice.
         let cycle = f.poller().next_cycle_at();
         event(
@@ -469,7 +466,7 @@ mod tests {
             }),
         );
         assert_eq!(requests(&failed).len(), 1, "the next symbol goes out");
-        assert_eq!((f.counts.failed, f.counts.overruns), (1, 1));
+        assert_eq!((f.counts.failed, f.poller().overruns), (1, 1));
     }
 
     #[test]
