@@ -134,8 +134,11 @@ impl Run {
             self.worst_lateness / 1000,
             self.worst_status_age.as_millis()
         );
+        // 80 % of the periods, less the periods one firing as late as the bound may skip (a
+        // short run cannot otherwise absorb a single host stall).
+        let may_skip = LATENESS_BOUND / TICK_PERIOD;
         assert!(
-            self.firings * 10 >= expected * 8,
+            (self.firings + may_skip) * 10 >= expected * 8,
             "{what}: the 10 ms timer fired {} times in {} ms",
             self.firings,
             ran / MILLIS
