@@ -62,13 +62,58 @@ fn voluntary_switches() -> i64 {
     }
 }
 
+/// The `on_ready` calls during which the thread slept (a voluntary context switch).
+///
+/// A blocking read or write on a client sleeps until that client moves: in these tests
+/// that is tens to hundreds of milliseconds (the stalled, half-sent and slow clients), and
+/// on every call that meets such a client. The kernel itself may also sleep briefly inside
+/// a non-blocking call (a contended socket or epoll lock, page reclaim): a CI run saw one
+/// such sleep in 13 calls. So a few short sleeps are allowed and a long or repeated one
+/// fails.
+#[derive(Clone, Copy, Default, Debug)]
+struct Sleeps {
+    calls: u32,
+    longest: Duration,
+}
+
+impl Sleeps {
+    /// At most this many calls may sleep in the kernel on their own.
+    const MAX_CALLS: u32 = 3;
+    /// A sleep this long is a wait on a client, not the kernel's own.
+    const MAX_SLEEP: Duration = Duration::from_millis(10);
+
+    /// Around one `on_ready` call.
+    fn measure<T>(&mut self, call: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let switches = voluntary_switches();
+        let out = call();
+        if voluntary_switches() != switches {
+            self.calls += 1;
+            self.longest = self.longest.max(started.elapsed());
+        }
+        out
+    }
+
+    fn check(&self, what: &str) {
+        // qemu-user (the aarch64 CI step) sleeps inside its own emulation of system calls.
+        if std::env::var_os("TICKLOOP_UNDER_QEMU").is_some() {
+            eprintln!("SKIP the never-slept check under qemu-user: its syscall emulation sleeps");
+            return;
+        }
+        assert!(
+            self.calls <= Self::MAX_CALLS && self.longest < Self::MAX_SLEEP,
+            "{what}: on_ready slept in a system call: {self:?} (a blocking call on a client)"
+        );
+    }
+}
+
 struct Report {
     stats: MetricsServerStats,
     /// The longest single `on_ready` call: the time the loop would be held (wall clock,
     /// preemption included).
     max_call: Duration,
-    /// Times the thread slept inside `on_ready` (it must never).
-    blocked: i64,
+    /// The calls that slept inside `on_ready` (a blocking call on a client would).
+    blocked: Sleeps,
     calls: u64,
     /// Heap allocations on the server thread after the first 200 (when watched).
     allocations: u64,
@@ -104,13 +149,11 @@ impl Server {
             let mut next_tick = drv.now();
             let mut max_call = Duration::ZERO;
             let mut calls = 0u64;
-            let mut blocked = 0i64;
+            let mut blocked = Sleeps::default();
             let mut watching = false;
             let mut serve = |server: &mut MetricsServer, readiness: Readiness| loop {
                 let started = Instant::now();
-                let switches = voluntary_switches();
-                let more = server.on_ready(readiness, &mut |_| true);
-                blocked += voluntary_switches() - switches;
+                let more = blocked.measure(|| server.on_ready(readiness, &mut |_| true));
                 max_call = max_call.max(started.elapsed());
                 calls += 1;
                 if !more {
@@ -159,17 +202,12 @@ impl Server {
         self.stop.store(true, Ordering::Relaxed);
         let report = self.thread.take().unwrap().join().expect("server thread");
         eprintln!(
-            "server: {:?}; {} on_ready calls, longest {:?}, slept in them {} times",
+            "server: {:?}; {} on_ready calls, longest {:?}, slept in them: {:?}",
             report.stats, report.calls, report.max_call, report.blocked
         );
-        // Never blocked: no call ever slept in a system call (a blocking read or write on a
-        // stalled client would). The wall-clock bound is loose: a busy host preempts.
-        // qemu-user (the aarch64 CI step) sleeps inside its own emulation of system calls.
-        if std::env::var_os("TICKLOOP_UNDER_QEMU").is_some() {
-            eprintln!("SKIP the never-slept check under qemu-user: its syscall emulation sleeps");
-        } else {
-            assert_eq!(report.blocked, 0, "on_ready slept in a system call");
-        }
+        // Never blocked on a client (see `Sleeps`). The wall-clock bound is loose: a busy
+        // host preempts.
+        report.blocked.check("the server thread");
         assert!(
             report.max_call < Duration::from_millis(500),
             "an on_ready call took {:?}",
@@ -1353,7 +1391,7 @@ fn non_loopback_addresses_busy_ports_and_bad_limits_are_refused_clearly() {
 /// The endpoint shared between the loop (as its fd source) and the app (which plays the
 /// loop's tick that hands over snapshots).
 /// It also counts the times the thread slept inside `on_ready` (it must never).
-struct Shared(Rc<RefCell<MetricsServer>>, Rc<Cell<i64>>);
+struct Shared(Rc<RefCell<MetricsServer>>, Rc<Cell<Sleeps>>);
 
 impl FdSource for Shared {
     fn fd(&self) -> RawFd {
@@ -1363,9 +1401,9 @@ impl FdSource for Shared {
         self.0.borrow().interest()
     }
     fn on_ready(&mut self, ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool {
-        let switches = voluntary_switches();
-        let more = self.0.borrow_mut().on_ready(ready, emit);
-        self.1.set(self.1.get() + voluntary_switches() - switches);
+        let mut sleeps = self.1.get();
+        let more = sleeps.measure(|| self.0.borrow_mut().on_ready(ready, emit));
+        self.1.set(sleeps);
         more
     }
 }
@@ -1443,7 +1481,7 @@ fn the_endpoint_serves_from_inside_the_event_loop_on_every_driver() {
                 Discard,
             )
             .unwrap();
-            let blocked = Rc::new(Cell::new(0));
+            let blocked = Rc::new(Cell::new(Sleeps::default()));
             lp.add_fd_source(Box::new(Shared(server.clone(), blocked.clone())))
                 .unwrap();
             lp.stop_after(SECONDS);
@@ -1496,7 +1534,7 @@ fn the_endpoint_serves_from_inside_the_event_loop_on_every_driver() {
             snapshot.set_loop_stats(&lp.stats());
             snapshot.push_timer(timer);
             check_exposition(&rendered(&snapshot)).unwrap();
-            assert_eq!(blocked.get(), 0, "{driver:?} {mode:?}: on_ready slept");
+            blocked.get().check(&format!("{driver:?} {mode:?}"));
             let stats = server.borrow().stats();
             assert_eq!(stats.responses_200, 10, "{driver:?} {mode:?}");
             assert_eq!(stats.timed_out, 1, "{driver:?} {mode:?}");
