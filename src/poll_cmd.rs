@@ -165,7 +165,7 @@ impl tickloop_runtime::app::OutputSink<PollOutput> for PollSink {
                 let n = self.seen.failed.get() + 1;
                 self.seen.failed.set(n);
                 // The first few, then every hundredth: a dead venue must not flood the log.
-                if n <= 5 || n % 100 == 0 {
+                if n <= 5 || n.is_multiple_of(100) {
                     tracing::warn!(
                         "request for {} failed ({reason}); asked again when next due ({n} failures so far)",
                         self.names[symbol as usize]

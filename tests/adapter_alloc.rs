@@ -35,7 +35,7 @@ struct Pump {
 impl Pump {
     fn send(&mut self, cx: &mut Context<'_, AdapterRequest>) {
         self.next += 1;
-        let request = if self.next % 2 == 0 {
+        let request = if self.next.is_multiple_of(2) {
             Request::GetAccounts
         } else {
             Request::PlaceOrder {

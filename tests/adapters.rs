@@ -480,12 +480,12 @@ fn field_scenario(config: AdapterConfig, burst: u64) {
                     phase = 3;
                     for _ in 0..window.min(burst) {
                         next_id += 1;
-                        let r = if next_id % 3 == 0 {
+                        let r = if next_id.is_multiple_of(3) {
                             Request::GetAccounts
                         } else {
                             Request::PlaceOrder {
                                 symbol: (next_id % 7) as u32,
-                                side: if next_id % 2 == 0 {
+                                side: if next_id.is_multiple_of(2) {
                                     Side::Buy
                                 } else {
                                     Side::Sell
@@ -504,7 +504,7 @@ fn field_scenario(config: AdapterConfig, burst: u64) {
                 burst_done += 1;
                 if next_id < 100 + burst {
                     next_id += 1;
-                    let r = if next_id % 3 == 0 {
+                    let r = if next_id.is_multiple_of(3) {
                         Request::GetAccounts
                     } else {
                         Request::PlaceOrder {

@@ -280,7 +280,7 @@ pub(crate) fn spin_read(
             }
             ReadResult::NewWriter { .. } | ReadResult::Empty | ReadResult::RingRemoved => {
                 idle += 1;
-                if idle % (1 << 24) == 0 && !child_alive(pid) {
+                if idle.is_multiple_of(1 << 24) && !child_alive(pid) {
                     return Err(format!(
                         "the writer stopped after {} of {n} candles",
                         received + lost

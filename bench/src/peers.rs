@@ -474,7 +474,7 @@ pub(crate) fn iceoryx2_pubsub(cores: Cores, n: u64, gap_ns: i64) -> Result<PeerR
                 }
                 Ok(None) => {
                     idle += 1;
-                    if idle % (1 << 20) == 0 && !child_alive(pid) {
+                    if idle.is_multiple_of(1 << 20) && !child_alive(pid) {
                         break;
                     }
                     core::hint::spin_loop();

@@ -533,7 +533,7 @@ fn peers_check(
                 ));
             } else {
                 let margin = theirs / ours.max(1.0);
-                if closest.as_ref().map_or(true, |(m, _)| margin < *m) {
+                if closest.as_ref().is_none_or(|(m, _)| margin < *m) {
                     closest = Some((
                         margin,
                         format!(

@@ -248,11 +248,11 @@ impl App for PollFeed {
             } => {
                 if let Some(at) = self.slot(request) {
                     let f = &mut self.in_flight[at];
-                    if f.newest.map_or(true, |n| candle.ts_ns >= n.ts_ns) {
+                    if f.newest.is_none_or(|n| candle.ts_ns >= n.ts_ns) {
                         f.newest = Some(candle);
                     }
                     if candle.ts_ns < f.forming_from
-                        && f.complete.map_or(true, |c| candle.ts_ns >= c.ts_ns)
+                        && f.complete.is_none_or(|c| candle.ts_ns >= c.ts_ns)
                     {
                         f.complete = Some(candle);
                     }

@@ -174,7 +174,7 @@ pub fn replay(
         writer.publish(&verify::seal(pos, out));
         published += 1;
         last_ts = candle.ts_ns;
-        if published % 1024 == 0 || speed.is_some() {
+        if published.is_multiple_of(1024) || speed.is_some() {
             housekeeping(writer, published, false);
         }
     }

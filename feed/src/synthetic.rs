@@ -167,14 +167,14 @@ pub fn run(
                 now = sys::monotonic_ns();
             }
             ts_ns = sys::realtime_ns();
-        } else if published % UNPACED_BATCH == 0 {
+        } else if published.is_multiple_of(UNPACED_BATCH) {
             ts_ns = sys::realtime_ns();
         }
         let pos = writer.next_position();
         let candle = verify::seal(pos, walk.next(ts_ns, &ids));
         writer.publish(&candle);
         published += 1;
-        if published % 1024 == 0 || interval_ns >= 1e5 {
+        if published.is_multiple_of(1024) || interval_ns >= 1e5 {
             let now = sys::monotonic_ns();
             if now - last_housekeeping >= 50_000_000 {
                 last_housekeeping = now;

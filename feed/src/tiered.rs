@@ -187,7 +187,7 @@ impl TieredPoller {
             Tier::Warm => self.config.warm_every as u64,
             Tier::Cold => self.config.cold_every as u64,
         };
-        (id as u64 + cycle) % every == 0
+        (id as u64 + cycle).is_multiple_of(every)
     }
 
     /// Start cycles that are due at `now`; returns the overrun of the previous cycle, if it

@@ -107,7 +107,7 @@ pub fn replay<A: App>(
                 if current.take().is_some() {
                     report.inputs += 1;
                 }
-                if report.inputs % 4096 == 0 {
+                if report.inputs.is_multiple_of(4096) {
                     progress(report.inputs);
                     driver.wait(Wait::Poll, &mut ready)?;
                     while let Some(signal) = signals.next_signal() {

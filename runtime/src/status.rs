@@ -210,7 +210,7 @@ impl Service for StatusWriter {
     fn tick(&mut self, view: &LoopView<'_>) {
         if self
             .last_write
-            .map_or(true, |t| view.now.saturating_sub(t) >= self.interval_ns)
+            .is_none_or(|t| view.now.saturating_sub(t) >= self.interval_ns)
         {
             self.last_write = Some(view.now);
             self.write(

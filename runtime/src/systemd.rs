@@ -27,7 +27,7 @@ impl Notifier {
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        let for_us = env_u64("WATCHDOG_PID").map_or(true, |pid| pid == std::process::id() as u64);
+        let for_us = env_u64("WATCHDOG_PID").is_none_or(|pid| pid == std::process::id() as u64);
         let watchdog_every = env_u64("WATCHDOG_USEC")
             .filter(|_| for_us)
             .map(|usec| usec.saturating_mul(1000) / 2)

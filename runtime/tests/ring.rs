@@ -117,7 +117,7 @@ fn a_slowed_reader_in_another_process_accounts_for_every_candle() {
         last = Instant::now();
         verifier.observe(&result, 0);
         reads += 1;
-        if reads % 500 == 0 {
+        if reads.is_multiple_of(500) {
             std::thread::sleep(Duration::from_millis(2)); // fall behind on purpose
         }
     }

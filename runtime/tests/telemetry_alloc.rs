@@ -104,7 +104,7 @@ fn emit_and_flush_never_allocate() {
             sink.emit(n, n as i64, event);
             n += 1;
         }
-        if n % 96 == 0 {
+        if n.is_multiple_of(96) {
             sink.flush();
         }
     }

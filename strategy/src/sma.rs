@@ -164,7 +164,7 @@ impl SmaCross {
         st.slow_sum += close;
         st.fast_sum += close;
         st.seen = n + 1;
-        if st.seen % slow == 0 {
+        if st.seen.is_multiple_of(slow) {
             // Rolling sums drift, and one huge print cancels every close added while it was in
             // them: recompute both from the window once per window (O(1) amortised).
             st.slow_sum = window.iter().sum();
@@ -231,7 +231,7 @@ impl App for SmaCross {
             } => {
                 self.ticks += 1;
                 let every = self.config.summary_every as u64;
-                if every > 0 && self.ticks % every == 0 {
+                if every > 0 && self.ticks.is_multiple_of(every) {
                     cx.emit(self.summary());
                 }
             }

@@ -271,7 +271,7 @@ impl Reader {
             let (housekeeping, check_removed) = match *strategy {
                 WaitStrategy::Spin => {
                     core::hint::spin_loop();
-                    (idle % 1024 == 0, idle % (1 << 20) == 0)
+                    (idle.is_multiple_of(1024), idle.is_multiple_of(1 << 20))
                 }
                 WaitStrategy::SpinThenPark {
                     spins,
@@ -279,7 +279,7 @@ impl Reader {
                 } => {
                     if idle < spins {
                         core::hint::spin_loop();
-                        (idle % 1024 == 0, idle % (1 << 20) == 0)
+                        (idle.is_multiple_of(1024), idle.is_multiple_of(1 << 20))
                     } else {
                         self.park(park_timeout);
                         idle = 0;
