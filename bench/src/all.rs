@@ -165,8 +165,18 @@ fn run_all(
     start.restore();
     let total = began.elapsed().as_secs_f64();
     let per_scenario = "per scenario (machine.md, or each report's machine)";
-    let machine = report::machine(
+    let mut cores: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok())
+        .filter_map(|r| r.machine["cores_used"].as_array())
+        .flatten()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    cores.sort_unstable();
+    cores.dedup();
+    let machine = report::machine_on(
         quick,
+        cores,
         serde_json::json!({
             "pinning": per_scenario,
             "sched_fifo": per_scenario,

@@ -377,6 +377,16 @@ pub(crate) fn fmt_rate(per_sec: f64) -> String {
 /// that knows better sets `pinning`, `sched_fifo` or `mlockall` itself, else they are observed
 /// on this process at the end of the run ("not attempted" where nothing was in effect).
 pub(crate) fn machine(quick: bool, fields: serde_json::Value) -> serde_json::Value {
+    let used = cores_used(&fields);
+    machine_on(quick, used, fields)
+}
+
+/// [`machine`] for a run whose cores are known otherwise (`bench all`: every scenario's).
+pub(crate) fn machine_on(
+    quick: bool,
+    used: Vec<u64>,
+    fields: serde_json::Value,
+) -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -390,7 +400,6 @@ pub(crate) fn machine(quick: bool, fields: serde_json::Value) -> serde_json::Val
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into())
     };
-    let used = cores_used(&fields);
     let governor: serde_json::Map<String, serde_json::Value> = used
         .iter()
         .map(|c| (c.to_string(), governor(*c).into()))
