@@ -251,6 +251,9 @@ fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &output.save {
         b::report::check_out_dir(dir).map_err(anyhow::Error::msg)?;
     }
+    // A benchmark starts and stops adapters and loops by the dozen: their lifecycle lines
+    // (info) would bury its progress. Warnings and errors still show; TICKLOOP_LOG wins.
+    logging::set_level("warn");
     match &cmd {
         BenchCommand::Poll(a) => b::poll::main(a),
         BenchCommand::Ring(a) => b::ring::main(a),
