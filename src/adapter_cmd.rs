@@ -84,6 +84,10 @@ pub enum FaultMode {
     IgnoreEof,
     /// Answer pings, never requests.
     Mute,
+    /// Accept every order, then report fills that must not be believed around the real
+    /// ones: an overfill, a negative quantity, a zero price, an unknown order, a duplicate
+    /// without a trade id and one with a trade id.
+    BadFills,
 }
 
 #[derive(Args, Clone)]
@@ -99,6 +103,12 @@ pub struct FaultArgs {
     /// flood-stdout: the candles' symbol.
     #[arg(long, default_value = "SYN0000")]
     pub symbol: String,
+    /// Wait this long before answering the engine's hello (an adapter slow to connect).
+    #[arg(long, default_value_t = 0)]
+    pub hello_delay_ms: u64,
+    /// bad-fills: the price of every fill.
+    #[arg(long, default_value_t = 1.0)]
+    pub price: f64,
 }
 
 pub fn run(command: AdapterCommand) -> anyhow::Result<ExitCode> {
@@ -274,7 +284,7 @@ fn echo_answer(m: &Msg, bars: u64, out: &mut impl Write) -> io::Result<()> {
             frame(
                 out,
                 &json!({"type": "fill", "order": id, "qty": qty, "price": price, "fee": 0,
-                        "ts_ns": now_ns()}),
+                        "ts_ns": now_ns(), "trade_id": format!("E-{id}")}),
             )
         }
         "cancel_order" => frame(
@@ -453,6 +463,7 @@ fn fault(args: &FaultArgs) -> anyhow::Result<ExitCode> {
         drop(o);
         sleep_forever();
     }
+    std::thread::sleep(Duration::from_millis(args.hello_delay_ms));
     let max_frame = {
         let mut o = stdout.lock().unwrap();
         handshake(&mut input, &mut *o)?
@@ -537,9 +548,51 @@ fn fault(args: &FaultArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        FaultMode::BadFills => {
+            while let Some(f) = input.next()? {
+                let m = parse(&f)?;
+                let mut o = stdout.lock().unwrap();
+                if m.kind == "place_order" {
+                    bad_fills(&m, args.price, &mut *o)?;
+                } else {
+                    echo_answer(&m, 3, &mut *o)?;
+                }
+                o.flush()?;
+            }
+        }
         FaultMode::ExitAtOnce | FaultMode::NoRead => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Accept order `m`, then fill it exactly, with every kind of fill the engine must refuse
+/// around the real ones (each refused one a `fill_fault` there).
+fn bad_fills(m: &Msg, price: f64, out: &mut impl Write) -> io::Result<()> {
+    let id = m.id.unwrap_or(0);
+    let qty = m.qty.unwrap_or(0.0);
+    let fill = |out: &mut dyn Write, order: u64, qty: f64, price: f64, trade: Option<String>| {
+        let mut f = json!({"type": "fill", "order": order, "qty": qty, "price": price,
+                           "ts_ns": 1_700_000_000_000_000_000i64 + id as i64});
+        if let Some(t) = trade {
+            f["trade_id"] = json!(t);
+        }
+        frame(out, &f)
+    };
+    frame(
+        out,
+        &json!({"type": "done", "id": id, "ref": format!("B-{id}")}),
+    )?;
+    fill(out, id, 3.0 * qty, price, None)?; // overfill
+    fill(out, id, -qty, price, None)?; // negative
+    fill(out, id, qty, 0.0, None)?; // zero price
+    fill(out, id + 1_000_000, qty, price, None)?; // an order never placed
+    let part = (qty / 2.0).floor();
+    if part > 0.0 {
+        fill(out, id, part, price, None)?;
+        fill(out, id, part, price, None)?; // the same content, no trade id
+    }
+    fill(out, id, qty - part, price, Some(format!("T-{id}")))?;
+    fill(out, id, qty - part, price, Some(format!("T-{id}"))) // the same trade id
 }
 
 // ---------------------------------------------------------------- paper
@@ -750,7 +803,7 @@ impl Paper {
                 out,
                 &json!({"type": "fill", "order": o.id, "symbol": self.name(o.symbol),
                         "side": if o.buy { "buy" } else { "sell" }, "qty": o.qty, "price": price,
-                        "fee": fee, "ts_ns": c.ts_ns}),
+                        "fee": fee, "ts_ns": c.ts_ns, "trade_id": format!("P-{}", o.id)}),
             )?;
             frame(
                 out,

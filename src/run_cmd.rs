@@ -169,14 +169,30 @@ impl OutputSink<HostOutput> for HostSink {
     fn output(&mut self, _at: Nanos, output: &HostOutput) {
         let mut t = self.trading.borrow_mut();
         match *output {
-            HostOutput::Order(u) => match u.state {
-                OrderState::Submitted => {
-                    t.orders += 1;
-                    t.open_orders += 1;
+            HostOutput::Order(u) => {
+                match u.state {
+                    OrderState::Submitted => {
+                        t.orders += 1;
+                        t.open_orders += 1;
+                    }
+                    OrderState::Rejected => t.rejected += 1,
+                    OrderState::Cancelled | OrderState::Expired => t.cancelled += 1,
+                    _ => {}
                 }
-                s if s.is_final() => t.open_orders = t.open_orders.saturating_sub(1),
-                _ => {}
-            },
+                if u.state.is_final() && u.state != OrderState::Denied {
+                    t.open_orders = t.open_orders.saturating_sub(1);
+                }
+            }
+            HostOutput::FillFault(f) => {
+                t.fill_faults += 1;
+                // Every one is in telemetry; the log has the first ten, then every 1000th.
+                if t.fill_faults <= 10 || t.fill_faults % 1000 == 0 {
+                    tracing::warn!(
+                        "adapter {} reported a fill that was not believed ({} so far): order {}, qty {}, price {}, remaining {}: {}; the book did not move",
+                        f.adapter, t.fill_faults, f.order, f.qty, f.price, f.remaining, f.fault
+                    );
+                }
+            }
             HostOutput::Denied {
                 symbol,
                 side,
@@ -232,8 +248,8 @@ impl SinkReport for HostSink {
             (
                 "orders",
                 format!(
-                    "{} ({} open, {} fills, {} denied by risk)",
-                    t.orders, t.open_orders, t.fills, t.denied
+                    "{} ({} open, {} fills, {} rejected, {} denied by risk, {} fill faults)",
+                    t.orders, t.open_orders, t.fills, t.rejected, t.denied, t.fill_faults
                 ),
             ),
             (
@@ -552,8 +568,8 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
                 &account,
                 extra.clone(),
             )?;
-            Some(match trading {
-                Some(t) => writer.with_trading(t),
+            Some(match &trading {
+                Some(t) => writer.with_trading(t.clone()),
                 None => writer,
             })
         }
@@ -581,6 +597,9 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
         }
         if let Some(host) = &adapters {
             m.0.borrow_mut().set_adapters(host.handle());
+        }
+        if let Some(t) = &trading {
+            m.0.borrow_mut().set_trading(t.clone());
         }
         event_loop.add_fd_source(Box::new(m.clone()))?;
         event_loop.add_service(Box::new(m))?;

@@ -171,7 +171,9 @@ class Broker:
         self.cash -= sign * qty * price
         self.positions[symbol] = self.positions.get(symbol, 0.0) + sign * qty
         self.wire.send({"type": "fill", "order": order_id, "symbol": symbol, "side": side,
-                        "qty": qty, "price": price, "fee": 0.0, "ts_ns": time.time_ns()})
+                        "qty": qty, "price": price, "fee": 0.0, "ts_ns": time.time_ns(),
+                        # The venue's trade id: the engine refuses a fill it has already booked.
+                        "trade_id": f"EB-{order_id}"})
         self.wire.send({"type": "order_update", "order": order_id, "status": "filled",
                         "filled": qty, "remaining": 0, "avg_price": price})
 

@@ -19,7 +19,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"TICKJRNL";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// The largest record (an event or one action); bigger ones are refused when recorded.
 pub const MAX_FRAME: usize = 4096;
 

@@ -355,9 +355,15 @@ pub struct Snapshot {
     pub timer_count: usize,
     pub rings: [RingSnapshot; MAX_RINGS],
     pub ring_count: usize,
+    /// The strategy's order counters, the same as the status file's `trading` and the
+    /// counts of their telemetry events (`order_submitted`, `fill`, `order_rejected`,
+    /// `order_cancelled`, `risk_denied`, `fill_fault`).
     pub orders_submitted: u64,
-    pub orders_filled: u64,
+    pub fills: u64,
     pub orders_rejected: u64,
+    pub orders_cancelled: u64,
+    pub orders_denied: u64,
+    pub fill_faults: u64,
     pub telemetry_emitted: u64,
     pub telemetry_dropped: u64,
     pub telemetry_degraded: bool,
@@ -716,16 +722,34 @@ const BUSINESS_FAMILIES: &[Family<Snapshot>] = &[
         |s| Metric::Value(Value::Int(s.orders_submitted)),
     ),
     (
-        "tickloop_orders_filled_total",
+        "tickloop_fills_total",
         "counter",
-        "Orders filled.",
-        |s| Metric::Value(Value::Int(s.orders_filled)),
+        "Fills booked (each partial fill counts one).",
+        |s| Metric::Value(Value::Int(s.fills)),
     ),
     (
         "tickloop_orders_rejected_total",
         "counter",
-        "Orders rejected.",
+        "Orders rejected (by the venue, the adapter host or the paper broker).",
         |s| Metric::Value(Value::Int(s.orders_rejected)),
+    ),
+    (
+        "tickloop_orders_cancelled_total",
+        "counter",
+        "Orders cancelled or expired.",
+        |s| Metric::Value(Value::Int(s.orders_cancelled)),
+    ),
+    (
+        "tickloop_orders_denied_total",
+        "counter",
+        "Order intents risk denied before they were sent.",
+        |s| Metric::Value(Value::Int(s.orders_denied)),
+    ),
+    (
+        "tickloop_fill_faults_total",
+        "counter",
+        "Fills an adapter reported that were not believed (overfill, duplicate, bad number, unknown order); the book did not move.",
+        |s| Metric::Value(Value::Int(s.fill_faults)),
     ),
     (
         "tickloop_telemetry_emitted_total",
@@ -945,6 +969,8 @@ pub struct MetricsServer {
     stats: MetricsServerStats,
     /// Where the snapshot's adapter list comes from (see [`MetricsServer::set_adapters`]).
     adapters: Option<crate::adapter::AdapterHandle>,
+    /// Where the order counters come from (see [`MetricsServer::set_trading`]).
+    trading: Option<crate::status::SharedTrading>,
 }
 
 impl MetricsServer {
@@ -1019,6 +1045,7 @@ impl MetricsServer {
             snapshot: Snapshot::default(),
             stats: MetricsServerStats::default(),
             adapters: None,
+            trading: None,
         }))
     }
 
@@ -1026,6 +1053,11 @@ impl MetricsServer {
     /// snapshot on every tick of [`SharedMetrics`].
     pub fn set_adapters(&mut self, adapters: crate::adapter::AdapterHandle) {
         self.adapters = Some(adapters);
+    }
+
+    /// Export a strategy's order counters, the ones the status file shows.
+    pub fn set_trading(&mut self, trading: crate::status::SharedTrading) {
+        self.trading = Some(trading);
     }
 
     /// The address it listens on (with the port the kernel chose for port 0).
@@ -1578,6 +1610,15 @@ impl crate::event_loop::Service for SharedMetrics {
             snap.telemetry_dropped,
             snap.telemetry_degraded,
         ) = view.telemetry;
+        if let Some(t) = &server.trading {
+            let t = t.borrow();
+            snap.orders_submitted = t.orders;
+            snap.fills = t.fills;
+            snap.orders_rejected = t.rejected;
+            snap.orders_cancelled = t.cancelled;
+            snap.orders_denied = t.denied;
+            snap.fill_faults = t.fill_faults;
+        }
         if let Some(adapters) = &server.adapters {
             adapters.for_each(|name, stats| {
                 snap.push_adapter(AdapterSnapshot {

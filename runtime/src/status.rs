@@ -37,10 +37,15 @@ pub type SharedExtra = std::rc::Rc<std::cell::Cell<StatusExtra>>;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TradingStatus {
     pub strategy: String,
-    /// Orders submitted and not yet final; all orders; fills; risk denials; closed trades.
+    /// Orders submitted and not yet final; all orders submitted; fills booked; orders
+    /// rejected and cancelled (or expired); fills not believed (`fill_fault` in telemetry);
+    /// risk denials; closed trades. Each equals the count of its telemetry event.
     pub open_orders: u64,
     pub orders: u64,
     pub fills: u64,
+    pub rejected: u64,
+    pub cancelled: u64,
+    pub fill_faults: u64,
     pub denied: u64,
     pub trades: u64,
     pub realized_pnl: f64,

@@ -33,7 +33,7 @@
 //! `{"at_ns":<loop clock>,"unix_ns":<wall clock>,"kind":"<snake_case variant>",<fields>}`, e.g.
 //! `{"at_ns":1200,"unix_ns":1754000000000000000,"kind":"timer_overrun","timer":3,"late_ns":80000,"took_ns":1000,"budget_ns":50000,"skipped":0}`.
 
-use crate::adapter::{AdapterEvent, FailReason, OrderStatus, RequestKind};
+use crate::adapter::{AdapterEvent, FillFault, RequestKind};
 use crate::app::EventKind;
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
@@ -300,7 +300,10 @@ pub enum Telemetry {
     },
 
     // --- orders and fills ---
-    /// `price` is `None` (JSON `null`) for a market order.
+    /// `qty` is what was sent to the venue (whole lots). With the strategy host's built-in
+    /// paper broker, nothing is sent: a size given in quote currency or as all the equity is
+    /// then estimated at the last close, and its `fill` says what traded. `price` is `None`
+    /// (JSON `null`) for a market order.
     OrderSubmitted {
         order: u64,
         symbol: u32,
@@ -318,10 +321,22 @@ pub enum Telemetry {
     OrderCancelled {
         order: u64,
     },
+    /// A fill booked: `qty` signed (+ bought, - sold).
     Fill {
         order: u64,
         qty: f64,
         price: f64,
+    },
+    /// A fill adapter `adapter` reported for `order` was not believed (see [`FillFault`]):
+    /// the book did not move. `qty` and `price` as the adapter sent them; `remaining` is
+    /// what the order had left (NaN for an unknown order).
+    FillFault {
+        adapter: u16,
+        order: u64,
+        fault: FillFault,
+        qty: f64,
+        price: f64,
+        remaining: f64,
     },
     /// Risk refused an order on `symbol` before it was sent.
     RiskDenied {
@@ -376,6 +391,7 @@ impl Telemetry {
             Telemetry::OrderRejected { .. } => "order_rejected",
             Telemetry::OrderCancelled { .. } => "order_cancelled",
             Telemetry::Fill { .. } => "fill",
+            Telemetry::FillFault { .. } => "fill_fault",
             Telemetry::RiskDenied { .. } => "risk_denied",
             Telemetry::AdapterState { .. } => "adapter_state",
             Telemetry::AdapterDown { .. } => "adapter_down",
@@ -411,7 +427,10 @@ impl Telemetry {
         }
     }
 
-    /// Adapter events worth reporting: life (ready, down), failures, order updates, fills.
+    /// Adapter events worth reporting at the loop: the adapter's life (ready, down), its
+    /// errors and failed requests. Order facts (accepted, rejected, cancelled, filled) are
+    /// the app's to report, once each, because only the app knows which of them it believed
+    /// (a place_order that failed is the app's `order_rejected`, with the reason).
     fn from_adapter(event: &AdapterEvent) -> Option<Telemetry> {
         Some(match *event {
             AdapterEvent::Ready { adapter, .. } => Telemetry::AdapterState {
@@ -430,21 +449,17 @@ impl Telemetry {
                 restart_in_ms,
             },
             AdapterEvent::Failed {
+                kind: RequestKind::PlaceOrder,
+                ..
+            } => return None,
+            AdapterEvent::Failed {
                 adapter,
                 request,
                 kind,
                 reason,
-            } => match (kind, reason) {
-                (RequestKind::PlaceOrder, FailReason::Adapter(code)) => Telemetry::OrderRejected {
-                    order: request,
-                    reason: Text::new(code.as_str()),
-                },
-                _ => Telemetry::AdapterError {
-                    adapter,
-                    reason: Text::from_fmt(format_args!(
-                        "request {request} ({kind}) failed: {reason}"
-                    )),
-                },
+            } => Telemetry::AdapterError {
+                adapter,
+                reason: Text::from_fmt(format_args!("request {request} ({kind}) failed: {reason}")),
             },
             AdapterEvent::Error { adapter, code } => Telemetry::AdapterError {
                 adapter,
@@ -454,21 +469,9 @@ impl Telemetry {
                 adapter,
                 reason: Text::from_fmt(format_args!("{count} events lost (event queue full)")),
             },
-            AdapterEvent::OrderUpdate { order, status, .. } => match status {
-                OrderStatus::Accepted => Telemetry::OrderAccepted { order },
-                OrderStatus::Cancelled | OrderStatus::Expired => {
-                    Telemetry::OrderCancelled { order }
-                }
-                OrderStatus::Rejected => Telemetry::OrderRejected {
-                    order,
-                    reason: Text::new("rejected"),
-                },
-                OrderStatus::PartiallyFilled | OrderStatus::Filled => return None,
-            },
-            AdapterEvent::Fill {
-                order, qty, price, ..
-            } => Telemetry::Fill { order, qty, price },
-            AdapterEvent::Account { .. }
+            AdapterEvent::OrderUpdate { .. }
+            | AdapterEvent::Fill { .. }
+            | AdapterEvent::Account { .. }
             | AdapterEvent::Bar { .. }
             | AdapterEvent::Done { .. }
             | AdapterEvent::Candle { .. } => return None,
@@ -1220,6 +1223,14 @@ mod tests {
                 order: u64::MAX,
                 qty: f,
                 price: f,
+            },
+            Telemetry::FillFault {
+                adapter: u16::MAX,
+                order: u64::MAX,
+                fault: FillFault::BadQuantity,
+                qty: f,
+                price: f,
+                remaining: f,
             },
             Telemetry::RiskDenied {
                 symbol: u32::MAX,

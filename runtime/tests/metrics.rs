@@ -274,7 +274,7 @@ fn full_snapshot() -> Snapshot {
         candles_lost: 17,
         loop_lag: quantiles(0),
         orders_submitted: 12,
-        orders_filled: 10,
+        fills: 10,
         orders_rejected: 1,
         telemetry_emitted: 5_000,
         telemetry_dropped: 3,
@@ -347,7 +347,10 @@ fn worst_snapshot() -> Snapshot {
         candles_lost: u64::MAX,
         loop_lag: max,
         orders_submitted: u64::MAX,
-        orders_filled: u64::MAX,
+        fills: u64::MAX,
+        orders_cancelled: u64::MAX,
+        orders_denied: u64::MAX,
+        fill_faults: u64::MAX,
         orders_rejected: u64::MAX,
         telemetry_emitted: u64::MAX,
         telemetry_dropped: u64::MAX,
@@ -798,7 +801,7 @@ fn get_metrics_answers_valid_prometheus_text_on_every_driver() {
         };
         assert_eq!(value("tickloop_candles_total", &[]), 1_999_000.0);
         assert_eq!(value("tickloop_candles_lost_total", &[]), 17.0);
-        assert_eq!(value("tickloop_orders_filled_total", &[]), 10.0);
+        assert_eq!(value("tickloop_fills_total", &[]), 10.0);
         assert_eq!(value("tickloop_telemetry_dropped_total", &[]), 3.0);
         assert_eq!(value("tickloop_telemetry_degraded", &[]), 1.0);
         assert_eq!(value("tickloop_config_generation", &[]), 4.0);

@@ -210,6 +210,15 @@ fn expected_fields(event: &Telemetry) -> Value {
         Telemetry::Fill { order, qty, price } => {
             json!({"kind": "fill", "order": order, "qty": qty, "price": price})
         }
+        Telemetry::FillFault {
+            adapter,
+            order,
+            fault,
+            qty,
+            price,
+            remaining,
+        } => json!({"kind": "fill_fault", "adapter": adapter, "order": order,
+            "fault": fault.as_str(), "qty": qty, "price": price, "remaining": remaining}),
         Telemetry::RiskDenied { symbol, reason } => {
             json!({"kind": "risk_denied", "symbol": symbol, "reason": reason.as_str()})
         }
@@ -319,6 +328,14 @@ fn every_variant() -> Vec<Telemetry> {
             order: 1,
             qty: 0.125,
             price: 64_120.25,
+        },
+        Telemetry::FillFault {
+            adapter: 0,
+            order: 1,
+            fault: tickloop_runtime::adapter::FillFault::Overfill,
+            qty: 33.0,
+            price: 64_120.25,
+            remaining: 11.0,
         },
         Telemetry::RiskDenied {
             symbol: 42,

@@ -8,13 +8,16 @@
 //! never allocates per event: every table is sized from [`HostConfig`] at `new`.
 
 use crate::orders::{
-    ClosedTrade, DenyReason, Fill, Order, OrderId, OrderState, OrderUpdate, Side, Size,
+    ClosedTrade, DenyReason, Fill, FillFaultReport, Order, OrderId, OrderState, OrderUpdate,
+    RejectReason, Side, Size,
 };
 use crate::risk::{Proposed, Risk, RiskConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
-use tickloop_runtime::adapter::{AdapterEvent, AdapterRequest, OrderStatus, Request, RequestKind};
+use tickloop_runtime::adapter::{
+    AdapterEvent, AdapterRequest, FillFault, OrderStatus, Request, RequestKind, TradeId,
+};
 use tickloop_runtime::app::{App, Context, Event, EventKind, TimerId};
 use tickloop_runtime::clock::Nanos;
 use tickloop_runtime::ring::Candle;
@@ -27,6 +30,12 @@ const FULL_EQUITY: f64 = 1.0 - f64::EPSILON;
 const UPDATES_PER_ORDER: usize = 4;
 /// Rounds of "tell the strategy, act on its new intents" per event.
 const SETTLE_ROUNDS: usize = 4;
+/// Fills remembered per open order allowed, to refuse duplicates (a venue resending a fill),
+/// and at most this many in all (each fill scans them: 16 Ki keys are a few µs).
+const FILLS_REMEMBERED_PER_ORDER: usize = 16;
+const FILLS_REMEMBERED_MAX: usize = 16 << 10;
+/// Fill faults the strategy can be told of per event; more are counted as updates dropped.
+const FAULTS_PER_EVENT: usize = 64;
 
 /// A strategy: decisions over candles, timers and its orders' fates.
 pub trait Strategy: Sized {
@@ -40,6 +49,9 @@ pub trait Strategy: Sized {
     fn on_timer(&mut self, _cx: &mut StrategyCx<'_, '_>, _timer: TimerId) {}
     fn on_fill(&mut self, _cx: &mut StrategyCx<'_, '_>, _fill: &Fill) {}
     fn on_order_update(&mut self, _cx: &mut StrategyCx<'_, '_>, _update: &OrderUpdate) {}
+    /// A fill the venue adapter reported was not believed (an overfill, a duplicate, a bad
+    /// number, an unknown order): the book did not move.
+    fn on_fill_fault(&mut self, _cx: &mut StrategyCx<'_, '_>, _fault: &FillFaultReport) {}
     /// New parameters while running; on `Err` nothing may have changed.
     fn on_config(&mut self, config: Self::Config) -> Result<(), String>;
 }
@@ -131,6 +143,8 @@ pub enum HostOutput {
     },
     /// A fill (also reported as the order's update).
     Fill(Fill),
+    /// A fill the adapter reported that was not believed; the book did not move.
+    FillFault(FillFaultReport),
     /// A trade closed.
     Trade(ClosedTrade),
     /// At shutdown: a position left open (never closed by shutdown).
@@ -163,7 +177,10 @@ impl HostOutput {
                 OrderState::Accepted => Telemetry::OrderAccepted { order: u.order },
                 OrderState::Rejected => Telemetry::OrderRejected {
                     order: u.order,
-                    reason: Text::new("the venue refused it (no margin, or a size of zero)"),
+                    reason: match u.reason {
+                        Some(reason) => Text::from_fmt(format_args!("{reason}")),
+                        None => Text::new("rejected"),
+                    },
                 },
                 OrderState::Cancelled | OrderState::Expired => {
                     Telemetry::OrderCancelled { order: u.order }
@@ -175,6 +192,14 @@ impl HostOutput {
                 order: f.order,
                 qty: f.units,
                 price: f.price,
+            },
+            HostOutput::FillFault(f) => Telemetry::FillFault {
+                adapter: f.adapter,
+                order: f.order,
+                fault: f.fault,
+                qty: f.qty,
+                price: f.price,
+                remaining: f.remaining,
             },
             HostOutput::Denied { symbol, reason, .. } => Telemetry::RiskDenied {
                 symbol,
@@ -395,6 +420,8 @@ pub struct HostStats {
     pub ignored: u64,
     pub orders: u64,
     pub fills: u64,
+    /// Fills the adapter reported that were not believed (see [`FillFault`]).
+    pub fill_faults: u64,
     pub denied: u64,
     pub rejected: u64,
     pub cancelled: u64,
@@ -422,6 +449,14 @@ pub struct StrategyHost<S: Strategy> {
     fills_out: Vec<Fill>,
     updates: Vec<OrderUpdate>,
     updates_out: Vec<OrderUpdate>,
+    /// Fill faults the strategy has yet to hear about.
+    faults: Vec<FillFaultReport>,
+    faults_out: Vec<FillFaultReport>,
+    /// The keys of the last fills booked (a ring: `seen_next` is the oldest once full), to
+    /// refuse a duplicate: the venue's trade id, or a digest of order, quantity, price and
+    /// time where the venue gives none.
+    seen: Vec<TradeId>,
+    seen_next: usize,
     stopping: bool,
     stats: HostStats,
 }
@@ -456,6 +491,13 @@ impl<S: Strategy> StrategyHost<S> {
             fills_out: Vec::with_capacity(host.max_open_orders as usize),
             updates: Vec::with_capacity(UPDATES_PER_ORDER * host.max_open_orders as usize),
             updates_out: Vec::with_capacity(UPDATES_PER_ORDER * host.max_open_orders as usize),
+            faults: Vec::with_capacity(FAULTS_PER_EVENT),
+            faults_out: Vec::with_capacity(FAULTS_PER_EVENT),
+            seen: Vec::with_capacity(
+                (FILLS_REMEMBERED_PER_ORDER * host.max_open_orders as usize)
+                    .min(FILLS_REMEMBERED_MAX),
+            ),
+            seen_next: 0,
             stopping: false,
             stats: HostStats {
                 equity: host.cash,
@@ -508,6 +550,23 @@ impl<S: Strategy> StrategyHost<S> {
     }
 
     fn transition(&mut self, cx: &mut Context<'_, HostOutput>, index: usize, next: OrderState) {
+        self.transition_because(cx, index, next, None);
+    }
+
+    /// Reject order `index` (and remove it from the table), saying why.
+    fn reject(&mut self, cx: &mut Context<'_, HostOutput>, index: usize, reason: RejectReason) {
+        self.stats.rejected += 1;
+        self.transition_because(cx, index, OrderState::Rejected, Some(reason));
+        self.remove_order(index);
+    }
+
+    fn transition_because(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        index: usize,
+        next: OrderState,
+        reason: Option<RejectReason>,
+    ) {
         let order = &mut self.book.orders[index];
         assert!(
             order.state.can_become(next),
@@ -517,7 +576,10 @@ impl<S: Strategy> StrategyHost<S> {
             next
         );
         order.state = next;
-        let update = order.update();
+        let update = OrderUpdate {
+            reason,
+            ..order.update()
+        };
         cx.emit(HostOutput::Order(update));
         self.tell(update);
     }
@@ -536,11 +598,16 @@ impl<S: Strategy> StrategyHost<S> {
     /// silently).
     fn settle(&mut self, cx: &mut Context<'_, HostOutput>) {
         for _ in 0..SETTLE_ROUNDS {
-            if self.fills.is_empty() && self.updates.is_empty() {
+            if self.fills.is_empty() && self.updates.is_empty() && self.faults.is_empty() {
                 return;
             }
             std::mem::swap(&mut self.fills, &mut self.fills_out);
             std::mem::swap(&mut self.updates, &mut self.updates_out);
+            std::mem::swap(&mut self.faults, &mut self.faults_out);
+            for k in 0..self.faults_out.len() {
+                let fault = self.faults_out[k];
+                self.call(cx, |st, scx| st.on_fill_fault(scx, &fault));
+            }
             for k in 0..self.fills_out.len() {
                 let fill = self.fills_out[k];
                 self.call(cx, |st, scx| st.on_fill(scx, &fill));
@@ -549,12 +616,15 @@ impl<S: Strategy> StrategyHost<S> {
                 let update = self.updates_out[k];
                 self.call(cx, |st, scx| st.on_order_update(scx, &update));
             }
+            self.faults_out.clear();
             self.fills_out.clear();
             self.updates_out.clear();
         }
-        self.stats.updates_dropped += (self.fills.len() + self.updates.len()) as u64;
+        self.stats.updates_dropped +=
+            (self.fills.len() + self.updates.len() + self.faults.len()) as u64;
         self.fills.clear();
         self.updates.clear();
+        self.faults.clear();
     }
 
     fn deny(&mut self, cx: &mut Context<'_, HostOutput>, intent: Intent, reason: DenyReason) {
@@ -575,6 +645,7 @@ impl<S: Strategy> StrategyHost<S> {
             units: 0.0,
             filled: 0.0,
             avg_price: 0.0,
+            reason: None,
         });
     }
 
@@ -649,18 +720,29 @@ impl<S: Strategy> StrategyHost<S> {
             self.book.orders.push(order);
             self.book.orders.len() - 1
         };
-        self.transition(cx, index, OrderState::Submitted);
-        if let Some(adapter) = self.config.adapter {
-            // A venue needs the units now: resolved at the last close, whole lots.
-            let qty = match (intent.size, price) {
-                (Size::Units(u), _) => (u.abs() / self.config.lot).floor() * self.config.lot,
-                (Size::Position, _) => position.abs(),
-                (_, Some(p)) => self.lots(units * p, p),
-                (_, None) => 0.0,
-            };
+        let Some(adapter) = self.config.adapter else {
+            self.transition(cx, index, OrderState::Submitted);
+            return;
+        };
+        // A venue needs the units now: resolved at the last close, whole lots; the
+        // submission shows exactly what is sent.
+        let qty = match (intent.size, price) {
+            (Size::Units(u), _) => (u.abs() / self.config.lot).floor() * self.config.lot,
+            (Size::Position, _) => position.abs(),
+            (_, Some(p)) => self.lots(units * p, p),
+            (_, None) => 0.0,
+        };
+        {
             let o = &mut self.book.orders[index];
             self.book.pending[s as usize] += intent.side.sign() * qty - o.units;
             o.units = intent.side.sign() * qty;
+        }
+        self.transition(cx, index, OrderState::Submitted);
+        if qty == 0.0 {
+            return self.reject(cx, index, RejectReason::ZeroSize);
+        }
+        {
+            let o = &self.book.orders[index];
             cx.emit(HostOutput::Send(AdapterRequest {
                 adapter,
                 id: o.id,
@@ -698,12 +780,11 @@ impl<S: Strategy> StrategyHost<S> {
             AdapterEvent::Failed {
                 request,
                 kind: RequestKind::PlaceOrder,
+                reason,
                 ..
             } => {
                 if let Some(i) = self.order_index(request) {
-                    self.stats.rejected += 1;
-                    self.transition(cx, i, OrderState::Rejected);
-                    self.remove_order(i);
+                    self.reject(cx, i, RejectReason::of_failure(reason));
                 }
             }
             AdapterEvent::OrderUpdate { order, status, .. } => {
@@ -722,66 +803,162 @@ impl<S: Strategy> StrategyHost<S> {
                 if state == next || !state.can_become(next) {
                     return;
                 }
-                self.transition(cx, i, next);
-                if next.is_final() {
-                    match next {
-                        OrderState::Rejected => self.stats.rejected += 1,
-                        _ => self.stats.cancelled += 1,
+                match next {
+                    OrderState::Rejected => self.reject(cx, i, RejectReason::VenueStatus),
+                    _ if next.is_final() => {
+                        self.stats.cancelled += 1;
+                        self.transition(cx, i, next);
+                        self.remove_order(i);
                     }
-                    self.remove_order(i);
+                    _ => self.transition(cx, i, next),
                 }
             }
             AdapterEvent::Fill {
+                adapter,
                 order,
                 qty,
                 price,
                 ts_ns,
+                trade,
                 ..
             } => {
-                let Some(i) = self.order_index(order) else {
-                    return;
+                let (index, key) = match self.check_fill(order, qty, price, ts_ns, trade) {
+                    Ok(found) => found,
+                    Err(fault) => {
+                        let remaining = match self.order_index(order) {
+                            Some(i) => self.book.orders[i].units.abs(),
+                            None => f64::NAN,
+                        };
+                        return self.fill_fault(
+                            cx,
+                            FillFaultReport {
+                                adapter,
+                                order,
+                                fault,
+                                qty,
+                                price,
+                                remaining,
+                            },
+                        );
+                    }
                 };
-                let o = self.book.orders[i];
-                let units = o.side.sign() * qty.abs();
-                let filled = o.filled + units;
-                let avg = if filled == 0.0 {
-                    0.0
-                } else {
-                    (o.filled * o.avg_price + units * price) / filled
-                };
-                {
-                    let m = &mut self.book.orders[i];
-                    m.filled = filled;
-                    m.avg_price = avg;
-                }
-                let fill = Fill {
-                    order,
-                    symbol: o.symbol,
-                    units,
-                    price,
-                    pos: self.stats.candles,
-                    ts_ns,
-                };
-                self.apply_fill(cx, &fill);
-                cx.emit(HostOutput::Fill(fill));
-                self.stats.fills += 1;
-                if self.fills.len() < self.fills.capacity() {
-                    self.fills.push(fill);
-                }
-                self.book.pending[o.symbol as usize] -= units;
-                self.book.orders[i].units -= units;
-                let done = filled.abs() >= (o.units + o.filled).abs() - 1e-9;
-                if o.state == OrderState::Submitted {
-                    self.transition(cx, i, OrderState::Accepted);
-                }
-                if done {
-                    self.transition(cx, i, OrderState::Filled);
-                    self.remove_order(i);
-                } else if self.book.orders[i].state != OrderState::PartiallyFilled {
-                    self.transition(cx, i, OrderState::PartiallyFilled);
-                }
+                self.remember_fill(key);
+                self.book_venue_fill(cx, index, qty, price, ts_ns);
             }
             _ => {}
+        }
+    }
+
+    /// Whether a fill the adapter reported can be believed: the order's index and the fill's
+    /// key (to refuse it again later), or why not. Checks only; changes nothing.
+    fn check_fill(
+        &self,
+        order: OrderId,
+        qty: f64,
+        price: f64,
+        ts_ns: i64,
+        trade: Option<TradeId>,
+    ) -> Result<(usize, TradeId), FillFault> {
+        if !(qty.is_finite() && qty > 0.0) {
+            return Err(FillFault::BadQuantity);
+        }
+        if !(price.is_finite() && price > 0.0) {
+            return Err(FillFault::BadPrice);
+        }
+        let key = trade.unwrap_or_else(|| {
+            let mut content = [0u8; 33];
+            content[0] = b'c'; // apart from trade ids' hashes
+            content[1..9].copy_from_slice(&order.to_le_bytes());
+            content[9..17].copy_from_slice(&qty.to_bits().to_le_bytes());
+            content[17..25].copy_from_slice(&price.to_bits().to_le_bytes());
+            content[25..33].copy_from_slice(&ts_ns.to_le_bytes());
+            tickloop_runtime::ring::layout::fnv1a64(&content)
+        });
+        if self.seen.contains(&key) {
+            return Err(FillFault::Duplicate);
+        }
+        let index = self.order_index(order).ok_or(FillFault::UnknownOrder)?;
+        let o = &self.book.orders[index];
+        // `units` is what is left; a tolerance of 1e-9 of the order's size absorbs the float
+        // residue of partial fills, never a real unit.
+        let ordered = (o.units + o.filled).abs();
+        if qty > o.units.abs() + 1e-9 * ordered {
+            return Err(FillFault::Overfill);
+        }
+        Ok((index, key))
+    }
+
+    fn remember_fill(&mut self, key: TradeId) {
+        if self.seen.len() < self.seen.capacity() {
+            self.seen.push(key);
+        } else {
+            self.seen[self.seen_next] = key;
+            self.seen_next = (self.seen_next + 1) % self.seen.len();
+        }
+    }
+
+    /// A fill not believed: reported and counted, told to the strategy; the book stays.
+    fn fill_fault(&mut self, cx: &mut Context<'_, HostOutput>, report: FillFaultReport) {
+        self.stats.fill_faults += 1;
+        cx.emit(HostOutput::FillFault(report));
+        if self.faults.len() < self.faults.capacity() {
+            self.faults.push(report);
+        } else {
+            self.stats.updates_dropped += 1;
+        }
+    }
+
+    /// Book a checked venue fill of `qty` units of order `index` at `price`.
+    fn book_venue_fill(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        i: usize,
+        qty: f64,
+        price: f64,
+        ts_ns: i64,
+    ) {
+        let o = self.book.orders[i];
+        // The last fill of an order takes exactly what was left, so no residue stays open.
+        let rest = o.units.abs();
+        let done = qty >= rest - 1e-9 * (o.units + o.filled).abs();
+        let units = o.side.sign() * if done { rest } else { qty };
+        let filled = o.filled + units;
+        let avg = if filled == 0.0 {
+            0.0
+        } else {
+            (o.filled * o.avg_price + units * price) / filled
+        };
+        {
+            let m = &mut self.book.orders[i];
+            m.filled = filled;
+            m.avg_price = avg;
+        }
+        let fill = Fill {
+            order: o.id,
+            symbol: o.symbol,
+            units,
+            price,
+            pos: self.stats.candles,
+            ts_ns,
+        };
+        self.apply_fill(cx, &fill);
+        cx.emit(HostOutput::Fill(fill));
+        self.stats.fills += 1;
+        if self.fills.len() < self.fills.capacity() {
+            self.fills.push(fill);
+        } else {
+            self.stats.updates_dropped += 1;
+        }
+        self.book.pending[o.symbol as usize] -= units;
+        self.book.orders[i].units -= units;
+        if o.state == OrderState::Submitted {
+            self.transition(cx, i, OrderState::Accepted);
+        }
+        if done {
+            self.transition(cx, i, OrderState::Filled);
+            self.remove_order(i);
+        } else if self.book.orders[i].state != OrderState::PartiallyFilled {
+            self.transition(cx, i, OrderState::PartiallyFilled);
         }
     }
 
@@ -844,12 +1021,17 @@ impl<S: Strategy> StrategyHost<S> {
             } else {
                 OrderState::Filled
             };
-            if next != OrderState::Filled {
-                if next == OrderState::Rejected {
-                    self.stats.rejected += 1;
+            if next == OrderState::Rejected {
+                let reason = if units == 0.0 {
+                    RejectReason::ZeroSize
                 } else {
-                    self.stats.cancelled += 1;
-                }
+                    RejectReason::NoMargin
+                };
+                self.reject(cx, i, reason);
+                continue;
+            }
+            if next == OrderState::Cancelled {
+                self.stats.cancelled += 1;
                 self.transition(cx, i, next);
                 self.remove_order(i);
                 continue;

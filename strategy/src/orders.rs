@@ -3,6 +3,8 @@
 //! each transition becomes one [`OrderUpdate`] output (and one telemetry event).
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use tickloop_runtime::adapter::{ErrorCode, FailReason, FillFault, RequestError, RequestId};
 use tickloop_runtime::clock::Nanos;
 pub use tickloop_runtime::telemetry::Side;
 
@@ -114,6 +116,79 @@ impl DenyReason {
     }
 }
 
+/// Why an order ended `Rejected`: what really happened, for the strategy and telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Its size is less than one lot at the price it would trade at.
+    ZeroSize,
+    /// The paper broker: the margin left does not pay for the exposure it adds.
+    NoMargin,
+    /// The engine's adapter host refused to send it (the adapter not ready, a full queue...).
+    NotSent(RequestError),
+    /// The venue answered with this error code.
+    Venue(ErrorCode),
+    /// The venue reported it `rejected` in an order update.
+    VenueStatus,
+    /// No answer within the adapter's `request_timeout_ms`: the venue may still have it.
+    Timeout,
+    /// The adapter went down with it in flight: the venue may still have it.
+    AdapterDown,
+}
+
+impl RejectReason {
+    /// The reason a failed `place_order` request gives.
+    pub fn of_failure(reason: FailReason) -> RejectReason {
+        match reason {
+            FailReason::Refused(e) => RejectReason::NotSent(e),
+            FailReason::Adapter(code) => RejectReason::Venue(code),
+            FailReason::Timeout => RejectReason::Timeout,
+            FailReason::AdapterRestarted => RejectReason::AdapterDown,
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::ZeroSize => f.write_str("its size is less than one lot"),
+            RejectReason::NoMargin => f.write_str("not enough margin for the exposure it adds"),
+            RejectReason::NotSent(e) => write!(f, "not sent: {e}"),
+            RejectReason::Venue(code) => write!(f, "the venue refused it: {}", code.as_str()),
+            RejectReason::VenueStatus => f.write_str("the venue reported it rejected"),
+            RejectReason::Timeout => {
+                f.write_str("no answer in time (request_timeout_ms); the venue may still have it")
+            }
+            RejectReason::AdapterDown => {
+                f.write_str("the adapter went down with it in flight; the venue may still have it")
+            }
+        }
+    }
+}
+
+/// A fill the host did not believe (an adapter's [`FillFault`]): it never moved the book.
+/// `qty` and `price` as the adapter sent them; `remaining` is what the order had left (NaN
+/// when no open order has the id). Equal when every field is the same to the bit (so a
+/// replay compares NaN as recorded).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct FillFaultReport {
+    pub adapter: u16,
+    pub order: RequestId,
+    pub fault: FillFault,
+    pub qty: f64,
+    pub price: f64,
+    pub remaining: f64,
+}
+
+impl PartialEq for FillFaultReport {
+    fn eq(&self, other: &Self) -> bool {
+        (self.adapter, self.order, self.fault) == (other.adapter, other.order, other.fault)
+            && self.qty.to_bits() == other.qty.to_bits()
+            && self.price.to_bits() == other.price.to_bits()
+            && self.remaining.to_bits() == other.remaining.to_bits()
+    }
+}
+
 /// An open order in the host's table.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Order {
@@ -142,6 +217,8 @@ pub struct OrderUpdate {
     pub units: f64,
     pub filled: f64,
     pub avg_price: f64,
+    /// Why it was rejected (only with `state: Rejected`).
+    pub reason: Option<RejectReason>,
 }
 
 impl Order {
@@ -154,6 +231,7 @@ impl Order {
             units: self.units,
             filled: self.filled,
             avg_price: self.avg_price,
+            reason: None,
         }
     }
 }

@@ -16,6 +16,10 @@ use std::fmt;
 /// An adapter's index, in the order of the host's configuration.
 pub type AdapterId = u16;
 
+/// A venue's trade id as the engine keeps it: FNV-1a-64 of the id's text (a number in the
+/// frame is hashed as its decimal digits, so `"42"` and `42` are the same trade).
+pub type TradeId = u64;
+
 /// A request's id, chosen by the app: unique among that adapter's requests in flight, from 1
 /// to [`MAX_REQUEST_ID`] (2^53 - 1, so it survives a trip through any JSON library). An order
 /// is named by the id of the `place_order` request that placed it.
@@ -375,6 +379,48 @@ impl Fault {
     }
 }
 
+/// Why a fill an adapter reported was not believed: it never moves the book, and is
+/// reported (telemetry `fill_fault`, counted in status and metrics) with its numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FillFault {
+    /// The quantity is not a finite number above zero (a negative fill is not a sell).
+    BadQuantity,
+    /// The price is not a finite number above zero.
+    BadPrice,
+    /// No open order has this id (never placed, or already filled, cancelled or rejected).
+    UnknownOrder,
+    /// The same venue trade id was already booked, or, where the venue gives none, a fill
+    /// of the same order with the same quantity, price and time.
+    Duplicate,
+    /// More than the order's remaining quantity.
+    Overfill,
+}
+
+impl FillFault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FillFault::BadQuantity => "bad_quantity",
+            FillFault::BadPrice => "bad_price",
+            FillFault::UnknownOrder => "unknown_order",
+            FillFault::Duplicate => "duplicate",
+            FillFault::Overfill => "overfill",
+        }
+    }
+}
+
+impl fmt::Display for FillFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FillFault::BadQuantity => "quantity not a finite number above zero",
+            FillFault::BadPrice => "price not a finite number above zero",
+            FillFault::UnknownOrder => "no open order has this id",
+            FillFault::Duplicate => "a duplicate of a fill already booked",
+            FillFault::Overfill => "more than the order's remaining quantity",
+        })
+    }
+}
+
 /// Why an adapter went down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -520,7 +566,9 @@ pub enum AdapterEvent {
         remaining: f64,
         avg_price: f64,
     },
-    /// The order placed by request `order` (partly) filled.
+    /// The order placed by request `order` (partly) filled, as the adapter says: nothing is
+    /// checked here; the app decides whether to believe it (see [`FillFault`]). `trade` is
+    /// the venue's trade id, when the adapter gave one.
     Fill {
         adapter: AdapterId,
         order: RequestId,
@@ -528,6 +576,7 @@ pub enum AdapterEvent {
         price: f64,
         fee: f64,
         ts_ns: i64,
+        trade: Option<TradeId>,
     },
     /// An error the adapter reported outside any request (its message went to the log).
     Error { adapter: AdapterId, code: ErrorCode },

@@ -58,8 +58,8 @@ pub mod stderr;
 pub use config::{AdapterConfig, AdapterHostConfig, AdapterSetupError, ExitWatch, MAX_ADAPTERS};
 pub use event::{
     AdapterEvent, AdapterId, AdapterRequest, Capabilities, DownCause, ErrorCode, ExitStatus,
-    FailReason, Fault, Name, OrderStatus, Request, RequestError, RequestId, RequestKind, Side,
-    MAX_REQUEST_ID,
+    FailReason, Fault, FillFault, Name, OrderStatus, Request, RequestError, RequestId, RequestKind,
+    Side, TradeId, MAX_REQUEST_ID,
 };
 pub use host::{AdapterHandle, AdapterHost, SharedHost};
 pub use session::{AdapterState, AdapterStats, SymbolTable};

@@ -10,7 +10,7 @@
 //! the one case serde copies, into a short-lived `Cow`). It never trusts the peer: a length
 //! above the limit, an empty frame or bad JSON is an error value, never a panic.
 
-use super::event::{Capabilities, RequestId, Side};
+use super::event::{Capabilities, RequestId, Side, TradeId};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -327,6 +327,7 @@ pub struct Incoming<'a> {
     pub qty: Option<f64>,
     pub price: Option<f64>,
     pub fee: Option<f64>,
+    pub trade_id: Option<WireTradeId>,
 }
 
 /// A JSON string from a frame: borrowed from it, unless it has escapes (then copied; serde's
@@ -369,6 +370,57 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// A fill's `trade_id`, a string or a whole number, kept as its [`TradeId`] hash (no
+/// allocation: the text is hashed where it lies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireTradeId(pub TradeId);
+
+impl WireTradeId {
+    /// The id of a trade named by `text`.
+    pub fn of(text: &str) -> WireTradeId {
+        WireTradeId(crate::ring::layout::fnv1a64(text.as_bytes()))
+    }
+
+    /// The id of a trade named by a number: the hash of its decimal digits.
+    fn of_number(mut n: u64) -> WireTradeId {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        WireTradeId(crate::ring::layout::fnv1a64(&digits[at..]))
+    }
+}
+
+impl<'de> Deserialize<'de> for WireTradeId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = WireTradeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a trade id (a string or a whole number)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WireTradeId, E> {
+                Ok(WireTradeId::of(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<WireTradeId, E> {
+                Ok(WireTradeId::of_number(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<WireTradeId, E> {
+                u64::try_from(v)
+                    .map(WireTradeId::of_number)
+                    .map_err(|_| E::custom("a negative trade id"))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

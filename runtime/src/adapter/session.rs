@@ -1044,6 +1044,7 @@ impl Core {
                     price,
                     fee: m.fee.unwrap_or(0.0),
                     ts_ns: m.ts_ns.unwrap_or(0),
+                    trade: m.trade_id.map(|t| t.0),
                 })
             }
             "hello" => {
@@ -1592,5 +1593,32 @@ mod tests {
             }
         ));
         assert_eq!(s.stats().unknown_symbols, 1);
+    }
+
+    #[test]
+    fn a_fills_trade_id_is_kept_as_its_hash_whether_a_string_or_a_number() {
+        let mut s = ready(S);
+        says(
+            &mut s,
+            r#"{"type":"fill","order":3,"qty":2,"price":9.5,"trade_id":"42"}"#,
+        );
+        says(
+            &mut s,
+            r#"{"type":"fill","order":3,"qty":2,"price":9.5,"trade_id":42}"#,
+        );
+        says(
+            &mut s,
+            r#"{"type":"fill","order":3,"qty":2,"price":9.5,"trade_id":"T-9"}"#,
+        );
+        says(&mut s, r#"{"type":"fill","order":3,"qty":2,"price":9.5}"#);
+        let trades: Vec<_> = events(&mut s, S)
+            .iter()
+            .map(|e| match *e {
+                AdapterEvent::Fill { trade, .. } => trade,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let id = |t: &str| Some(crate::ring::layout::fnv1a64(t.as_bytes()));
+        assert_eq!(trades, vec![id("42"), id("42"), id("T-9"), None]);
     }
 }
