@@ -15,10 +15,14 @@
 //!
 //! The symbol is `--symbol` or the file name: its stem for backtesting.py files
 //! (`EURUSD.csv` → `EURUSD`), the part before the first `-` for Binance dumps
-//! (`BTCUSDT-1m-2024-01.csv` → `BTCUSDT`). This module only parses; the checks are
-//! [`crate::dataset::Builder`]'s, and it never writes anywhere.
+//! (`BTCUSDT-1m-2024-01.csv` → `BTCUSDT`).
+//!
+//! This module only parses the stream it is handed (read once, bounded by
+//! [`crate::bounded`]); the checks are [`crate::dataset::Builder`]'s, and it never opens a
+//! file or writes anywhere.
 
-use crate::dataset::{io_error, Builder, Dataset, Format, LoadError, LoadOptions, Location};
+use crate::dataset::{read_error, Builder, Dataset, Format, LoadError, LoadOptions, Location};
+use std::io::Read;
 use std::path::Path;
 use tickloop_runtime::ring::Candle;
 use time::format_description::BorrowedFormatItem;
@@ -29,15 +33,15 @@ const TIME_COLUMNS: [&str; 4] = ["time", "date", "datetime", "timestamp"];
 
 pub(crate) fn load(
     path: &Path,
+    stream: impl Read,
     format: Format,
     options: &LoadOptions,
 ) -> Result<Dataset, LoadError> {
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(file);
+        .from_reader(stream);
     let symbol = match &options.symbol {
         Some(s) => s.clone(),
         None => symbol_from_name(path, format),
@@ -318,7 +322,7 @@ fn csv_error(path: &Path, e: csv::Error) -> LoadError {
     let line = e.position().map(|p| p.line());
     let at = line.map_or(Location::File, Location::Line);
     match e.into_kind() {
-        csv::ErrorKind::Io(e) => io_error(path, e),
+        csv::ErrorKind::Io(e) => read_error(path, e),
         csv::ErrorKind::Utf8 { pos, .. } => LoadError::new(
             path,
             pos.map_or(at, |p| Location::Line(p.line())),
