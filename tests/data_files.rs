@@ -1,7 +1,8 @@
 //! Data files as a hostile or merely unusual user hands them to `tickloop backtest` and `tickloop
 //! feed replay`: through a pipe (`/dev/stdin`) or a FIFO with `--format auto` (read once, so
 //! nothing is lost to format detection), a huge line refused at its line under a memory limit
-//! far below its size, and files past the byte and bar bounds. Real processes, real pipes.
+//! far below its size, files past the byte and bar bounds, and a date past what the clock holds.
+//! Real processes, real pipes.
 
 use std::io::Write;
 use std::path::Path;
@@ -422,4 +423,25 @@ fn files_past_the_byte_and_bar_bounds_are_refused_naming_the_bound_and_its_flag(
             );
         }
     }
+}
+
+#[test]
+fn a_bar_in_the_year_9999_is_a_date_out_of_range() {
+    let dir = TempDir::new("data-far");
+    let far = dir.file("far.csv");
+    std::fs::write(
+        &far,
+        ",Open,High,Low,Close,Volume\n\
+         2017-04-19 09:00:00,1.0716,1.0722,1.07083,1.07219,1413\n\
+         9999-01-01 00:00:00,1.07214,1.07296,1.07214,1.0726,1241\n",
+    )
+    .unwrap();
+    let o = tickloop(&backtest_args(&far, &[]));
+    let err = clear_failure(&o);
+    assert!(
+        err.contains("far.csv, line 3, field time (first column): \"9999-01-01 00:00:00\" is a date out of range")
+            && err.contains("1677-09-21 00:12:43.145224192 and 2262-04-11 23:47:16.854775807 UTC"),
+        "{err}"
+    );
+    assert!(!err.contains("not a date or time"), "{err}");
 }

@@ -166,7 +166,11 @@ pub(crate) fn load(
                     path,
                     at,
                     Some("ts_event"),
-                    "the time is undefined",
+                    if ts == dbn::UNDEF_TIMESTAMP {
+                        "the time is undefined".to_owned()
+                    } else {
+                        format!("{ts} ns is {}", crate::csv_file::out_of_range())
+                    },
                     "correct or remove that bar",
                 ));
             }

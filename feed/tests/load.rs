@@ -706,3 +706,31 @@ fn files_past_the_byte_and_bar_bounds_are_refused_naming_the_flag() {
 }
 
 const MAX: usize = tickloop_feed::MAX_CANDLES;
+
+#[test]
+fn a_bar_past_2262_is_a_date_out_of_range() {
+    let s = Scratch::new();
+    let p = s.file(
+        "far.csv",
+        ",Open,High,Low,Close\n2017-04-19 09:00:00,1,2,0.5,1.5\n9999-01-01 00:00:00,1,2,0.5,1.5\n",
+    );
+    let e = load(&p, Format::Auto).unwrap_err();
+    assert_eq!(
+        (e.at, e.field.as_deref()),
+        (Location::Line(3), Some("time (first column)")),
+        "{e}"
+    );
+    assert!(
+        e.problem.contains("is a date out of range")
+            && e.problem.contains("1677-09-21")
+            && e.problem.contains("2262-04-11"),
+        "{e}"
+    );
+    // Binance: an open time in ms past 2262 is out of range too.
+    let p = s.file(
+        "BTCUSDT-far.csv",
+        kline(9_300_000_000_000, "1", "2", "0.5", "1.5", "3"),
+    );
+    let e = load(&p, Format::Auto).unwrap_err();
+    assert!(e.problem.contains("is a date out of range"), "{e}");
+}
