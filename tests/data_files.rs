@@ -94,6 +94,41 @@ fn backtest_args<'a>(data: &'a str, more: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// The FIFO's write end, once `reader` has opened the read end (a reader that exits first
+/// fails the test instead of leaving it blocked in open).
+fn open_fifo_writer(path: &Path, reader: &mut Child) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: an open descriptor; clearing O_NONBLOCK makes writes wait for room.
+                assert_eq!(
+                    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) },
+                    0
+                );
+                return file;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if let Some(status) = reader.try_wait().unwrap() {
+                    panic!("the reader exited ({status}) without opening {path:?}");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{path:?} never opened for reading"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open {path:?}: {e}"),
+        }
+    }
+}
+
 fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path.
@@ -123,9 +158,9 @@ fn backtest_from_a_pipe_and_a_fifo_with_format_auto_equals_backtest_from_the_fil
     let fifo = dir.0.join("EURUSD.csv");
     mkfifo(&fifo);
     let fifo_text = fifo.display().to_string();
-    let reader = spawn(&backtest_args(&fifo_text, &[]));
+    let mut reader = spawn(&backtest_args(&fifo_text, &[]));
     let bytes = std::fs::read(EURUSD).unwrap();
-    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let mut writer = open_fifo_writer(&fifo, &mut reader);
     for piece in bytes.chunks(1000) {
         writer.write_all(piece).unwrap();
         writer.flush().unwrap();
