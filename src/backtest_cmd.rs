@@ -3,13 +3,14 @@
 //! docs/backtest-semantics.md), then summarise and write the trade list. This file only
 //! parses, builds and prints; the loop and the strategy live in the libraries.
 
+use crate::feed_cmd::LimitArgs;
 use anyhow::{bail, Context as _};
 use clap::Args;
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tickloop_feed::{format_ts, Format, LoadOptions};
+use tickloop_feed::{format_ts, Format};
 use tickloop_runtime::app::OutputSink;
 use tickloop_runtime::clock::Nanos;
 use tickloop_runtime::driver::DriverChoice;
@@ -24,7 +25,8 @@ use tickloop_strategy::orders::ClosedTrade;
 
 #[derive(Args, Clone)]
 pub struct BacktestArgs {
-    /// The data file: backtesting.py CSV, Binance klines CSV, or Databento DBN (.zst too).
+    /// The data file: backtesting.py CSV, Binance klines CSV, or Databento DBN (.zst too); a
+    /// pipe, a FIFO or /dev/stdin too (read once, front to back).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// sma_cross or drop_trigger.
@@ -39,8 +41,8 @@ pub struct BacktestArgs {
     /// Starting cash, in quote currency.
     #[arg(long, default_value_t = 10_000.0)]
     pub cash: f64,
-    /// auto, csv, binance or dbn.
-    #[arg(long, default_value = "auto")]
+    /// The file's format: auto decides from its name and first bytes.
+    #[arg(long, default_value = "auto", value_name = "auto|csv|binance|dbn")]
     pub format: Format,
     /// The symbol's name for a CSV file (default: the file name).
     #[arg(long, value_name = "NAME")]
@@ -54,6 +56,8 @@ pub struct BacktestArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// `k=v` pairs into a TOML table, each value read as TOML (numbers, booleans, quoted
@@ -170,11 +174,7 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     };
     let dataset = tickloop_feed::load_with(
         &args.data,
-        &LoadOptions {
-            format: args.format,
-            symbol: args.symbol.clone(),
-            ..LoadOptions::default()
-        },
+        &args.limits.options(args.format, args.symbol.clone()),
     )?;
     let setup = HostSetup {
         host: HostConfig {

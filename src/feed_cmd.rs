@@ -3,7 +3,8 @@
 //!
 //! It holds no data logic: the library loads and validates the whole file before this module
 //! opens the ring, so a bad file never takes the ring's writer lock, bumps its epoch or writes a
-//! candle. Progress goes to stderr only when stderr is a terminal.
+//! candle. Progress goes to stderr only when stderr is a terminal. [`LimitArgs`] are the data
+//! file's bounds as flags, shared with `tickloop backtest`.
 
 use crate::RingArg;
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,13 +14,101 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tickloop_feed::ingest::{Ingest, IngestReport, Listen, MAX_CLIENTS};
-use tickloop_feed::{format_span, format_ts, Dataset, Format, LoadOptions, Pace, ReplayReport};
+use tickloop_feed::{
+    format_span, format_ts, Dataset, Format, LoadOptions, Pace, ReplayReport, MAX_CANDLES,
+    MAX_FILE_BYTES, MAX_LINE_BYTES,
+};
 use tickloop_runtime::ring::{info, ring_path, CreateOptions, RingError, Writer};
+
+/// How much of a data file is accepted; each bound is checked as the file is read, so memory
+/// stays bounded whatever the file holds.
+#[derive(Args, Clone)]
+pub struct LimitArgs {
+    /// Refuse a CSV line longer than this (bytes, or with a unit: 64KiB, 1MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = ByteSize(MAX_LINE_BYTES))]
+    pub max_line_bytes: ByteSize,
+    /// Refuse a file longer than this (for zstd-compressed DBN, also once decompressed).
+    #[arg(long, value_name = "BYTES", default_value_t = ByteSize(MAX_FILE_BYTES))]
+    pub max_file_bytes: ByteSize,
+    /// Refuse a file of more bars than this (each holds 56 bytes of memory).
+    #[arg(long, value_name = "N", default_value_t = MAX_CANDLES, value_parser = at_least_one)]
+    pub max_candles: usize,
+}
+
+impl LimitArgs {
+    /// The load options for `format` and `symbol` within these bounds.
+    pub fn options(&self, format: Format, symbol: Option<String>) -> LoadOptions {
+        LoadOptions {
+            format,
+            symbol,
+            max_candles: self.max_candles,
+            max_line_bytes: self.max_line_bytes.0,
+            max_file_bytes: self.max_file_bytes.0,
+        }
+    }
+}
+
+/// A size in bytes on the command line: `65536`, or with a unit, `64KiB` (also `K`), `1MiB`
+/// (`M`), `16GiB` (`G`), `1TiB` (`T`); `kB`, `MB`, `GB`, `TB` are powers of 1000. Printed in
+/// the largest binary unit that is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<ByteSize, String> {
+        let bad = || {
+            format!("{s:?} is not a size: write bytes, or a number with a unit such as 64KiB, 1MiB or 16GiB")
+        };
+        let t = s.trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let number: u64 = t[..digits].parse().map_err(|_| bad())?;
+        let unit: u64 = match t[digits..].trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "t" | "tib" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            _ => return Err(bad()),
+        };
+        match number.checked_mul(unit) {
+            Some(0) => Err(format!(
+                "{s:?}: a bound of zero bytes refuses every file; give at least 1"
+            )),
+            Some(n) => Ok(ByteSize(n)),
+            None => Err(format!("{s:?} is more bytes than 64 bits hold")),
+        }
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+            if self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift) {
+                return write!(f, "{}{unit}", self.0 >> shift);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a bound of zero bars refuses every file; give at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number of bars")),
+    }
+}
 
 #[derive(Args, Clone)]
 pub struct ReplayArgs {
     /// The data file: CSV (backtesting.py's format or Binance klines) or Databento DBN
-    /// (`.dbn`, `.dbn.zst`). It is checked whole before anything is written.
+    /// (`.dbn`, `.dbn.zst`); a pipe, a FIFO or /dev/stdin too (read once, front to back). It is
+    /// checked whole before anything is written.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     #[command(flatten)]
@@ -39,6 +128,8 @@ pub struct ReplayArgs {
     /// Slots, if the ring has to be created.
     #[arg(long, default_value_t = 65536)]
     pub slots: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Args, Clone)]
@@ -67,11 +158,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let path = ring_path(&args.ring.ring)?;
     let dataset = tickloop_feed::load_with(
         &args.data,
-        &LoadOptions {
-            format: args.format,
-            symbol: args.symbol.clone(),
-            ..LoadOptions::default()
-        },
+        &args.limits.options(args.format, args.symbol.clone()),
     )
     .map_err(|e| anyhow!("{e}; nothing was written to ring {}", path.display()))?;
     let mut writer = open_writer(&path, args.create, args.slots, &dataset.symbols)?;
@@ -258,4 +345,42 @@ fn ingest_report(r: &IngestReport, ring: &Path, url: &str) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+
+    #[test]
+    fn sizes_parse_with_units_and_print_in_the_largest_exact_one() {
+        for (text, bytes) in [
+            ("65536", 65536),
+            ("64KiB", 64 << 10),
+            ("64k", 64 << 10),
+            ("1 MiB", 1 << 20),
+            ("16GiB", 16 << 30),
+            ("2G", 2 << 30),
+            ("5MB", 5_000_000),
+            ("1000", 1000),
+        ] {
+            assert_eq!(text.parse::<ByteSize>(), Ok(ByteSize(bytes)), "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "0KiB",
+            "-1",
+            "1.5MiB",
+            "12 parsecs",
+            "99999999999TiB",
+        ] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
+        }
+        assert_eq!(ByteSize(64 << 10).to_string(), "64KiB");
+        assert_eq!(ByteSize(16 << 30).to_string(), "16GiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+        for size in [ByteSize(64 << 10), ByteSize(16 << 30), ByteSize(1000)] {
+            assert_eq!(size.to_string().parse::<ByteSize>(), Ok(size));
+        }
+    }
 }

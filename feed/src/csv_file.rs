@@ -15,10 +15,16 @@
 //!
 //! The symbol is `--symbol` or the file name: its stem for backtesting.py files
 //! (`EURUSD.csv` → `EURUSD`), the part before the first `-` for Binance dumps
-//! (`BTCUSDT-1m-2024-01.csv` → `BTCUSDT`). This module only parses; the checks are
-//! [`crate::dataset::Builder`]'s, and it never writes anywhere.
+//! (`BTCUSDT-1m-2024-01.csv` → `BTCUSDT`). A time that is a real date but outside what
+//! nanoseconds since 1970 in an `i64` hold (1677-09-21 to 2262-04-11) is refused as out of
+//! range, not as unreadable.
+//!
+//! This module only parses the stream it is handed (read once, bounded by
+//! [`crate::bounded`]); the checks are [`crate::dataset::Builder`]'s, and it never opens a
+//! file or writes anywhere.
 
-use crate::dataset::{io_error, Builder, Dataset, Format, LoadError, LoadOptions, Location};
+use crate::dataset::{read_error, Builder, Dataset, Format, LoadError, LoadOptions, Location};
+use std::io::Read;
 use std::path::Path;
 use tickloop_runtime::ring::Candle;
 use time::format_description::BorrowedFormatItem;
@@ -29,15 +35,15 @@ const TIME_COLUMNS: [&str; 4] = ["time", "date", "datetime", "timestamp"];
 
 pub(crate) fn load(
     path: &Path,
+    stream: impl Read,
     format: Format,
     options: &LoadOptions,
 ) -> Result<Dataset, LoadError> {
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(file);
+        .from_reader(stream);
     let symbol = match &options.symbol {
         Some(s) => s.clone(),
         None => symbol_from_name(path, format),
@@ -111,21 +117,23 @@ pub(crate) fn load(
         let time_text = &record[cols.time];
         let ts_ns = match format {
             Format::Binance => binance_time(time_text),
-            _ => parse_time(time_text),
+            _ => time_of(time_text),
         }
-        .ok_or_else(|| {
+        .map_err(|bad| {
+            let problem = match bad {
+                BadTime::OutOfRange => format!("{time_text:?} is {}", out_of_range()),
+                BadTime::Unreadable if format == Format::Binance => format!(
+                    "{time_text:?} is not an open time in milliseconds or microseconds since 1970"
+                ),
+                BadTime::Unreadable => format!(
+                    "{time_text:?} is not a date or time (YYYY-MM-DD[ HH:MM[:SS[.fff]]][Z|+HH:MM])"
+                ),
+            };
             LoadError::new(
                 path,
                 at,
                 Some(&cols.time_name),
-                format!(
-                    "{time_text:?} is not {}",
-                    if format == Format::Binance {
-                        "an open time in milliseconds or microseconds since 1970"
-                    } else {
-                        "a date or time (YYYY-MM-DD[ HH:MM[:SS[.fff]]][Z|+HH:MM])"
-                    }
-                ),
+                problem,
                 "correct or remove the row",
             )
         })?;
@@ -260,14 +268,37 @@ fn binance_columns(
     ))
 }
 
+/// Why a time field is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadTime {
+    /// Not a time in the format at all.
+    Unreadable,
+    /// A real time, but not one ns since 1970 in an i64 can hold.
+    OutOfRange,
+}
+
+/// What an out-of-range time is, with the range tickloop holds.
+pub(crate) fn out_of_range() -> String {
+    format!(
+        "a date out of range: times must lie between {} and {} UTC (nanoseconds since 1970 in 64 bits)",
+        crate::format_ts(i64::MIN),
+        crate::format_ts(i64::MAX)
+    )
+}
+
 /// Binance open time: milliseconds, or microseconds when at least 10^14 (see the module doc).
-fn binance_time(text: &str) -> Option<i64> {
-    let value: i64 = text.parse().ok().filter(|v| *v >= 0)?;
+fn binance_time(text: &str) -> Result<i64, BadTime> {
+    let value: i64 = text
+        .parse()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or(BadTime::Unreadable)?;
     if value >= 100_000_000_000_000 {
         value.checked_mul(1_000)
     } else {
         value.checked_mul(1_000_000)
     }
+    .ok_or(BadTime::OutOfRange)
 }
 
 const TIME_FORMAT: &[BorrowedFormatItem<'static>] = format_description!(
@@ -275,32 +306,43 @@ const TIME_FORMAT: &[BorrowedFormatItem<'static>] = format_description!(
     "[year]-[month]-[day][optional [[first [T][ ]][hour]:[minute][optional [:[second][optional [.[subsecond]]]]]]][optional [[first [Z][[offset_hour sign:mandatory]:[offset_minute]]]]]"
 );
 
-/// A backtesting.py time (see the module doc) as ns since the epoch.
+/// A backtesting.py time (see the module doc) as ns since the epoch; `None` if it is not one,
+/// or is out of the range an `i64` of ns holds.
 pub fn parse_time(text: &str) -> Option<i64> {
+    time_of(text).ok()
+}
+
+fn time_of(text: &str) -> Result<i64, BadTime> {
+    let bad = BadTime::Unreadable;
     let mut parsed = Parsed::new();
-    let rest = parsed.parse_items(text.as_bytes(), TIME_FORMAT).ok()?;
+    let rest = parsed
+        .parse_items(text.as_bytes(), TIME_FORMAT)
+        .map_err(|_| bad)?;
     if !rest.is_empty() {
-        return None;
+        return Err(bad);
     }
-    let date = time::Date::from_calendar_date(parsed.year()?, parsed.month()?, parsed.day()?.get())
-        .ok()?;
+    let (year, month, day) = (
+        parsed.year().ok_or(bad)?,
+        parsed.month().ok_or(bad)?,
+        parsed.day().ok_or(bad)?,
+    );
+    let date = time::Date::from_calendar_date(year, month, day.get()).map_err(|_| bad)?;
     let clock = time::Time::from_hms_nano(
         parsed.hour_24().unwrap_or(0),
         parsed.minute().unwrap_or(0),
         parsed.second().unwrap_or(0),
         parsed.subsecond().unwrap_or(0),
     )
-    .ok()?;
+    .map_err(|_| bad)?;
     let offset = match parsed.offset_hour() {
-        Some(h) => {
-            time::UtcOffset::from_hms(h, parsed.offset_minute_signed().unwrap_or(0), 0).ok()?
-        }
+        Some(h) => time::UtcOffset::from_hms(h, parsed.offset_minute_signed().unwrap_or(0), 0)
+            .map_err(|_| bad)?,
         None => time::UtcOffset::UTC,
     };
     let ns = time::PrimitiveDateTime::new(date, clock)
         .assume_offset(offset)
         .unix_timestamp_nanos();
-    i64::try_from(ns).ok()
+    i64::try_from(ns).map_err(|_| BadTime::OutOfRange)
 }
 
 fn symbol_from_name(path: &Path, format: Format) -> String {
@@ -318,7 +360,7 @@ fn csv_error(path: &Path, e: csv::Error) -> LoadError {
     let line = e.position().map(|p| p.line());
     let at = line.map_or(Location::File, Location::Line);
     match e.into_kind() {
-        csv::ErrorKind::Io(e) => io_error(path, e),
+        csv::ErrorKind::Io(e) => read_error(path, e),
         csv::ErrorKind::Utf8 { pos, .. } => LoadError::new(
             path,
             pos.map_or(at, |p| Location::Line(p.line())),
@@ -363,15 +405,33 @@ mod tests {
 
     #[test]
     fn binance_times_in_ms_and_us() {
-        assert_eq!(
-            binance_time("1704067200000"),
-            Some(1_704_067_200_000_000_000)
-        );
+        assert_eq!(binance_time("1704067200000"), Ok(1_704_067_200_000_000_000));
         assert_eq!(
             binance_time("1735689600000000"),
-            Some(1_735_689_600_000_000_000)
+            Ok(1_735_689_600_000_000_000)
         );
-        assert_eq!(binance_time("-5"), None);
-        assert_eq!(binance_time("1.5"), None);
+        assert_eq!(binance_time("-5"), Err(BadTime::Unreadable));
+        assert_eq!(binance_time("1.5"), Err(BadTime::Unreadable));
+        // Milliseconds past 2262-04-11: a time, but not one an i64 of ns holds.
+        assert_eq!(binance_time("9300000000000"), Err(BadTime::OutOfRange));
+    }
+
+    #[test]
+    fn times_past_what_ns_in_an_i64_hold_are_out_of_range_not_unreadable() {
+        for far in [
+            "9999-12-31",
+            "2262-04-12",
+            "2262-04-11 23:47:17",
+            "1677-09-21 00:12:43",
+            "0001-01-01",
+        ] {
+            assert_eq!(time_of(far), Err(BadTime::OutOfRange), "{far}");
+        }
+        // The last and first whole seconds that fit.
+        assert!(time_of("2262-04-11 23:47:16").is_ok());
+        assert!(time_of("1677-09-21 00:12:44").is_ok());
+        assert_eq!(time_of("9999-13-01"), Err(BadTime::Unreadable));
+        assert!(out_of_range().contains("1677-09-21 00:12:43.145224192"));
+        assert!(out_of_range().contains("2262-04-11 23:47:16.854775807"));
     }
 }

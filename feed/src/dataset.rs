@@ -2,15 +2,21 @@
 //! Binance klines) or a Databento DBN file into a [`Dataset`] of candles plus symbol names, or
 //! into one [`LoadError`] naming the file, the line or record, the field and the problem.
 //!
-//! This module owns format detection, the candle checks every format shares, and the error
-//! type. It never touches a ring: a file is read and checked *completely* before a single candle
-//! can be fed anywhere, so bad data never leaves half a file in a ring. (Whole-file loading,
-//! rather than streaming with a check, because a check that guarantees nothing partial is
-//! written needs to see the last line before publishing the first anyway, and a backtest needs
-//! the whole series in memory; memory is bounded by [`LoadOptions::max_candles`].)
+//! This module owns reading a file (opened once and read once, front to back, so a pipe, a FIFO
+//! or `/dev/stdin` reads like a regular file), format detection on the head it has already
+//! read, the bounds ([`LoadOptions`]: bytes per line, bytes per file, candles per file), the
+//! candle checks every format shares, and the error type. It never opens a file twice, never
+//! seeks, and never touches a ring: a file is read and checked *completely* before a single
+//! candle can be fed anywhere, so bad data never leaves half a file in a ring. (Whole-file
+//! loading, rather than streaming with a check, because a check that guarantees nothing partial
+//! is written needs to see the last line before publishing the first anyway, and a backtest
+//! needs the whole series in memory.) Memory is bounded whatever the input: a line by
+//! [`LoadOptions::max_line_bytes`], the candles by [`LoadOptions::max_candles`], and an
+//! allocation that fails is an error, never an abort.
 
+use crate::bounded::{over_in, Bounded, Over};
 use std::fmt;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use tickloop_runtime::ring::layout::SYMBOL_NAME_MAX;
 use tickloop_runtime::ring::Candle;
@@ -102,7 +108,7 @@ impl Dataset {
     }
 }
 
-/// How [`load_with`] reads a file.
+/// How [`load_with`] reads a file, and what it accepts.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub format: Format,
@@ -111,10 +117,20 @@ pub struct LoadOptions {
     pub symbol: Option<String>,
     /// Refuse files with more candles than this (memory bound: 56 bytes each).
     pub max_candles: usize,
+    /// Refuse a CSV line (a record; a quoted field may span lines) longer than this many bytes.
+    /// Also bounds the parser's memory for one line.
+    pub max_line_bytes: u64,
+    /// Refuse a file longer than this many bytes; for zstd-compressed DBN, also once
+    /// decompressed (what is held in memory).
+    pub max_file_bytes: u64,
 }
 
 /// Default bound on candles per file: 20 million (about 1.1 GiB in memory).
 pub const MAX_CANDLES: usize = 20_000_000;
+/// Default bound on a CSV line: 64 KiB (a bar's row is under 200 bytes).
+pub const MAX_LINE_BYTES: u64 = 64 << 10;
+/// Default bound on a file: 16 GiB (20 million Binance rows are about 3 GiB).
+pub const MAX_FILE_BYTES: u64 = 16 << 30;
 
 impl Default for LoadOptions {
     fn default() -> Self {
@@ -122,8 +138,20 @@ impl Default for LoadOptions {
             format: Format::Auto,
             symbol: None,
             max_candles: MAX_CANDLES,
+            max_line_bytes: MAX_LINE_BYTES,
+            max_file_bytes: MAX_FILE_BYTES,
         }
     }
+}
+
+/// Bytes for people: `64 KiB`, `16 GiB`, `1000 bytes` (binary units only where exact).
+pub(crate) fn format_bytes(n: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", n >> shift);
+        }
+    }
+    format!("{n} bytes")
 }
 
 /// Where in a file a problem is.
@@ -198,15 +226,40 @@ pub fn load(path: impl AsRef<Path>, format: Format) -> Result<Dataset, LoadError
     )
 }
 
-/// Load and validate a whole file.
+/// Bytes read to detect the format: the signature of a binary file, or a text file's first line
+/// (cut here if longer).
+const HEAD: u64 = 4096;
+
+/// Load and validate a whole file: opened once and read once, front to back (a pipe, a FIFO or
+/// `/dev/stdin` is read like a regular file), the format detected from the name and the head
+/// already read, every bound of `options` checked as the bytes arrive.
 pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Dataset, LoadError> {
+    let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut head = Vec::with_capacity(HEAD as usize);
+    (&mut file)
+        .take(HEAD)
+        .read_to_end(&mut head)
+        .map_err(|e| io_error(path, e))?;
     let format = match options.format {
-        Format::Auto => detect(path)?,
+        Format::Auto => sniff(path, &head)?,
         f => f,
     };
+    let zstd = head.starts_with(&ZSTD_MAGIC);
+    // The head goes back in front of the rest: the parsers read the file from its first byte.
+    let stream = io::Cursor::new(head).chain(file);
     let dataset = match format {
-        Format::Csv | Format::Binance => crate::csv_file::load(path, format, options)?,
-        Format::Dbn => crate::dbn_file::load(path, options)?,
+        Format::Csv | Format::Binance => crate::csv_file::load(
+            path,
+            Bounded::new(stream, options.max_file_bytes, Some(options.max_line_bytes)),
+            format,
+            options,
+        )?,
+        Format::Dbn => crate::dbn_file::load(
+            path,
+            Bounded::new(stream, options.max_file_bytes, None),
+            zstd,
+            options,
+        )?,
         Format::Auto => unreachable!("resolved above"),
     };
     if dataset.candles.is_empty() {
@@ -221,11 +274,26 @@ pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Dataset, LoadErro
     Ok(dataset)
 }
 
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
 /// The format of a file, from its name and first bytes: `.dbn`/`.zst` names and files starting
 /// with the DBN signature or a zstd frame are DBN; text whose first line has 12 fields starting
 /// with an integer (no header) or `open_time` (a header) is Binance klines; other text is
 /// backtesting.py's CSV. Binary data that is neither is refused.
+///
+/// This opens and reads the head of the file by itself: for a pipe or FIFO those bytes are then
+/// gone. [`load_with`] detects on the head it reads anyway, and loses nothing.
 pub fn detect(path: &Path) -> Result<Format, LoadError> {
+    let mut head = Vec::with_capacity(HEAD as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(HEAD).read_to_end(&mut head))
+        .map_err(|e| io_error(path, e))?;
+    sniff(path, &head)
+}
+
+/// [`detect`] on a head already read (up to [`HEAD`] bytes, fewer only at the end of the file).
+fn sniff(path: &Path, head: &[u8]) -> Result<Format, LoadError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
@@ -233,11 +301,7 @@ pub fn detect(path: &Path) -> Result<Format, LoadError> {
     if name.ends_with(".dbn") || name.ends_with(".zst") || name.ends_with(".dbz") {
         return Ok(Format::Dbn);
     }
-    let mut head = Vec::with_capacity(4096);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(4096).read_to_end(&mut head))
-        .map_err(|e| io_error(path, e))?;
-    if head.starts_with(b"DBN") || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    if head.starts_with(b"DBN") || head.starts_with(&ZSTD_MAGIC) {
         return Ok(Format::Dbn);
     }
     if head.is_empty() {
@@ -249,7 +313,7 @@ pub fn detect(path: &Path) -> Result<Format, LoadError> {
             "check that it is the file you meant",
         ));
     }
-    // Text: the first line, whole or cut at 4096 bytes (a cut multi-byte char is fine).
+    // Text: the first line, whole or cut at HEAD bytes (a cut multi-byte char is fine).
     let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let text = match std::str::from_utf8(first) {
         Ok(t) => t,
@@ -293,6 +357,53 @@ pub(crate) fn io_error(path: &Path, e: std::io::Error) -> LoadError {
         None,
         format!("cannot read it: {e}"),
         "check the path and its permissions",
+    )
+}
+
+/// An error from reading a file through its bounds: a bound it went past, memory that ran
+/// out, or the plain I/O error.
+pub(crate) fn read_error(path: &Path, e: std::io::Error) -> LoadError {
+    match over_in(&e) {
+        Some(Over::Line { line, limit }) => LoadError::new(
+            path,
+            Location::Line(line),
+            None,
+            format!(
+                "the line is longer than the --max-line-bytes limit of {}",
+                limit_text(limit)
+            ),
+            "no bar needs a line that long: check the file (a missing line end, or not a data file), or raise --max-line-bytes",
+        ),
+        Some(Over::File { line, limit }) => LoadError::new(
+            path,
+            line.map_or(Location::File, Location::Line),
+            None,
+            format!(
+                "the file is longer than the --max-file-bytes limit of {}",
+                limit_text(limit)
+            ),
+            "raise --max-file-bytes, or split the file",
+        ),
+        None if e.kind() == io::ErrorKind::OutOfMemory => out_of_memory(path, Location::File),
+        None => io_error(path, e),
+    }
+}
+
+/// A limit in bytes for an error: `100 bytes`, `64 KiB (65536 bytes)`.
+pub(crate) fn limit_text(n: u64) -> String {
+    match format_bytes(n) {
+        exact if exact.ends_with(" bytes") => exact,
+        unit => format!("{unit} ({n} bytes)"),
+    }
+}
+
+pub(crate) fn out_of_memory(path: &Path, at: Location) -> LoadError {
+    LoadError::new(
+        path,
+        at,
+        None,
+        "not enough memory to hold it",
+        "free memory, lower --max-candles or --max-file-bytes to be refused sooner, or split the file",
     )
 }
 
@@ -466,9 +577,13 @@ impl<'a> Builder<'a> {
                 self.path,
                 at,
                 None,
-                format!("more than {} bars", self.max),
-                "split the file",
+                format!("more than {} bars (the --max-candles limit)", self.max),
+                "raise --max-candles (each bar holds 56 bytes of memory), or split the file",
             ));
+        }
+        // Growing the list may need more memory than there is: an error, not an abort.
+        if self.candles.try_reserve(1).is_err() {
+            return Err(out_of_memory(self.path, at));
         }
         self.candles.push(candle);
         Ok(())

@@ -11,44 +11,80 @@
 //!   consumed add up to the file's length exactly: a file that ends inside a record is reported
 //!   as truncated at that record. (The decoder itself stops quietly at a partial record.)
 //!
-//! This module only decodes; the checks are [`crate::dataset::Builder`]'s, and it never writes
-//! anywhere. Memory: the decompressed file is held once, bounded by the candle limit.
+//! This module only decodes the stream it is handed (read once, its raw bytes bounded by
+//! [`crate::bounded`]); the checks are [`crate::dataset::Builder`]'s, and it never opens a file
+//! or writes anywhere. Memory: the decompressed file is held once, bounded by the candle limit
+//! (room for the metadata and `max_candles` records) and by the file limit.
 
-use crate::dataset::{io_error, Builder, Dataset, Format, LoadError, LoadOptions, Location};
+use crate::dataset::{
+    limit_text, out_of_memory, read_error, Builder, Dataset, Format, LoadError, LoadOptions,
+    Location,
+};
 use dbn::decode::{DbnDecoder, DbnMetadata, DecodeRecordRef, DynReader};
-use dbn::{OhlcvMsg, Record, Schema, VersionUpgradePolicy};
+use dbn::{Compression, OhlcvMsg, Record, Schema, VersionUpgradePolicy};
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{BufReader, Read};
 use std::path::Path;
 use tickloop_runtime::ring::Candle;
 
 /// Bytes allowed for the metadata header (symbology can be large).
 const MAX_METADATA: u64 = 256 << 20;
 
-pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<Dataset, LoadError> {
+pub(crate) fn load(
+    path: &Path,
+    stream: impl Read,
+    zstd: bool,
+    options: &LoadOptions,
+) -> Result<Dataset, LoadError> {
     let file_error = |problem: String, fix: &str| {
         LoadError::new(path, Location::File, None, problem, fix.to_owned())
     };
-    // Fail on a missing or unreadable file with the plain I/O message first.
-    std::fs::metadata(path).map_err(|e| io_error(path, e))?;
-    let reader = DynReader::from_file(path).map_err(|e| {
+    let compression = if zstd {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    let reader = DynReader::with_buffer(BufReader::new(stream), compression).map_err(|e| {
         file_error(
             format!("cannot open it as DBN: {e}"),
             "check the path and that it is a DBN file",
         )
     })?;
-    let limit = MAX_METADATA + (options.max_candles as u64 + 1) * 64;
+    // Room for the metadata and one more record than max_candles bars; and, once decompressed,
+    // no more than the file limit.
+    let records = (options.max_candles as u64)
+        .saturating_add(1)
+        .saturating_mul(64);
+    let for_candles = MAX_METADATA.saturating_add(records);
+    let limit = for_candles.min(options.max_file_bytes.saturating_add(1));
     let mut bytes = Vec::new();
-    reader.take(limit).read_to_end(&mut bytes).map_err(|e| {
-        file_error(
-            format!("its zstd compression is damaged or cut short: {e}"),
-            "download the file again",
-        )
-    })?;
-    if bytes.len() as u64 >= limit {
+    reader
+        .take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::OutOfMemory => out_of_memory(path, Location::File),
+            _ if zstd && crate::bounded::over_in(&e).is_none() => file_error(
+                format!("its zstd compression is damaged or cut short: {e}"),
+                "download the file again",
+            ),
+            _ => read_error(path, e),
+        })?;
+    if bytes.len() as u64 > options.max_file_bytes {
         return Err(file_error(
-            format!("more than {} bars", options.max_candles),
-            "split the file",
+            format!(
+                "decompressed, it is longer than the --max-file-bytes limit of {}",
+                limit_text(options.max_file_bytes)
+            ),
+            "raise --max-file-bytes, or split the file",
+        ));
+    }
+    if bytes.len() as u64 >= for_candles {
+        return Err(file_error(
+            format!(
+                "more than {} bars' worth of records (the --max-candles limit)",
+                options.max_candles
+            ),
+            "raise --max-candles (each bar holds 56 bytes of memory), or split the file",
         ));
     }
     if !bytes.starts_with(b"DBN") {
@@ -130,7 +166,11 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<Dataset, LoadEr
                     path,
                     at,
                     Some("ts_event"),
-                    "the time is undefined",
+                    if ts == dbn::UNDEF_TIMESTAMP {
+                        "the time is undefined".to_owned()
+                    } else {
+                        format!("{ts} ns is {}", crate::csv_file::out_of_range())
+                    },
                     "correct or remove that bar",
                 ));
             }

@@ -1,8 +1,10 @@
 //! Producers that write candles into a tickloop ring, and the data files they read.
 //!
 //! * [`load`] / [`load_with`]: a whole CSV (backtesting.py's format, Binance klines) or
-//!   Databento DBN file, validated, as a [`Dataset`] of candles and symbol names. This is the
-//!   API a backtest or demo uses; [`replay`] feeds a dataset into a ring, paced.
+//!   Databento DBN file, validated, as a [`Dataset`] of candles and symbol names: read once
+//!   from any readable stream (a file, a pipe, a FIFO, `/dev/stdin`), within the bounds of
+//!   [`LoadOptions`]. This is the API a backtest or demo uses; [`replay`] feeds a dataset into
+//!   a ring, paced.
 //! * [`ingest`]: JSON lines from external producers over TCP or UDP on loopback.
 //! * [`synthetic`]: a seeded random walk over N symbols.
 //! * [`tiered`]: the hot/warm/cold polling schedule (sans IO); [`poll`]: the live polling feed,
@@ -11,6 +13,7 @@
 //! A feed owns its pacing and its symbols; it never reads from the ring it writes, and nothing
 //! from a bad file ever reaches a ring (files are checked whole first).
 
+mod bounded;
 mod csv_file;
 pub mod dataset;
 mod dbn_file;
@@ -23,6 +26,7 @@ pub mod tiered;
 pub use csv_file::parse_time;
 pub use dataset::{
     check_candle, detect, load, load_with, Dataset, Format, LoadError, LoadOptions, Location,
+    MAX_CANDLES, MAX_FILE_BYTES, MAX_LINE_BYTES,
 };
 pub use replay::{replay, Pace, ReplayReport};
 

@@ -527,3 +527,210 @@ fn multi_symbol_dbn_files_name_every_instrument_and_keep_time_order() {
     assert_eq!(e.at, Location::Record(3), "{e}");
     assert!(e.problem.contains("a second bar of AAA"), "{e}");
 }
+
+/// `bytes` loaded through a pipe (its read end opened by path, as `/dev/stdin` would be), written
+/// in small pieces by another thread so the loader sees the head arrive in parts.
+fn load_from_pipe(bytes: Vec<u8>, options: &LoadOptions) -> Result<Dataset, LoadError> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let path = PathBuf::from(format!("/proc/self/fd/{}", reader.as_raw_fd()));
+    let feeder = std::thread::spawn(move || {
+        for piece in bytes.chunks(700) {
+            if writer.write_all(piece).is_err() {
+                return; // the loader stopped reading: that is its answer
+            }
+        }
+    });
+    let result = load_with(&path, options);
+    drop(reader);
+    feeder.join().unwrap();
+    result
+}
+
+#[test]
+fn every_format_loads_from_a_pipe_as_from_its_file() {
+    for name in [
+        "EURUSD.csv",
+        "BTCUSD.csv",
+        "dbn/test_data.ohlcv-1m.dbn",
+        "dbn/test_data.ohlcv-1m.dbn.zst",
+    ] {
+        let path = data(name);
+        let from_file = load(&path, Format::Auto).unwrap();
+        let options = LoadOptions {
+            // The pipe's path names no symbol; the file's name did.
+            symbol: Some(from_file.symbols[0].clone()),
+            ..LoadOptions::default()
+        };
+        let from_pipe = load_from_pipe(std::fs::read(&path).unwrap(), &options)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(from_pipe.format, from_file.format, "{name}");
+        assert_eq!(from_pipe.symbols, from_file.symbols, "{name}");
+        assert_eq!(from_pipe.candles, from_file.candles, "{name}");
+    }
+    // Binance klines are told from backtesting.py's CSV by the head read from the pipe too.
+    let rows = [
+        kline(1_704_067_200_000, "1", "2", "0.5", "1.5", "3"),
+        kline(1_704_067_260_000, "1.5", "2", "1", "1.2", "4"),
+    ]
+    .concat();
+    let d = load_from_pipe(rows.into_bytes(), &LoadOptions::default()).unwrap();
+    assert_eq!((d.format, d.len()), (Format::Binance, 2));
+}
+
+#[test]
+fn a_line_past_the_bound_is_refused_at_its_line_without_reading_the_rest() {
+    let head =
+        ",Open,High,Low,Close,Volume\n2017-04-19 09:00:00,1.0716,1.0722,1.07083,1.07219,1413\n";
+    // 64 MiB with no line end: refused at the bound, long before the end.
+    let mut bytes = head.as_bytes().to_vec();
+    bytes.resize(bytes.len() + (64 << 20), b'7');
+    let e = load_from_pipe(bytes, &LoadOptions::default()).unwrap_err();
+    assert_eq!((e.at, e.field.as_deref()), (Location::Line(3), None), "{e}");
+    assert!(
+        e.problem
+            .contains("longer than the --max-line-bytes limit of 64 KiB (65536 bytes)")
+            && e.fix.contains("--max-line-bytes"),
+        "{e}"
+    );
+    // A quoted field does not hide a long record from the bound: named at the line it starts.
+    let s = Scratch::new();
+    let quoted = format!(
+        "{head}\"2017-04-19 10:00:00{}\",1,1,1,1,1\n",
+        "\n".repeat(100)
+    );
+    let options = LoadOptions {
+        max_line_bytes: 64,
+        ..LoadOptions::default()
+    };
+    let e = load_with(&s.file("quoted.csv", quoted), &options).unwrap_err();
+    assert_eq!(e.at, Location::Line(3), "{e}");
+    assert!(e.problem.contains("limit of 64 bytes"), "{e}");
+    // A bad row before the long one is the one reported.
+    let bad_then_long = format!(
+        "{head}2017-04-19 10:00:00,x,1,1,1,1\n{}\n",
+        "9".repeat(1000)
+    );
+    let e = load_with(&s.file("bad-then-long.csv", bad_then_long), &options).unwrap_err();
+    assert_eq!(
+        (e.at, e.field.as_deref()),
+        (Location::Line(3), Some("Open")),
+        "{e}"
+    );
+    // A line of exactly the bound loads (the row is 54 bytes, its line end not counted).
+    let ok = s.file("ok.csv", head);
+    let bound = |max_line_bytes| LoadOptions {
+        max_line_bytes,
+        ..LoadOptions::default()
+    };
+    assert_eq!(load_with(&ok, &bound(54)).unwrap().len(), 1);
+    assert_eq!(
+        load_with(&ok, &bound(53)).unwrap_err().at,
+        Location::Line(2)
+    );
+}
+
+#[test]
+fn files_past_the_byte_and_bar_bounds_are_refused_naming_the_flag() {
+    let eurusd = data("EURUSD.csv");
+    let e = load_with(
+        &eurusd,
+        &LoadOptions {
+            max_candles: 1000,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.at, Location::Line(1002), "{e}");
+    assert!(
+        e.problem.contains("more than 1000 bars") && e.fix.contains("--max-candles"),
+        "{e}"
+    );
+    let e = load_with(
+        &eurusd,
+        &LoadOptions {
+            max_file_bytes: 100 << 10,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e.at, Location::Line(_)), "{e}");
+    assert!(
+        e.problem
+            .contains("longer than the --max-file-bytes limit of 100 KiB (102400 bytes)")
+            && e.fix.contains("--max-file-bytes"),
+        "{e}"
+    );
+    // An endless run of empty lines (nothing that is ever an error by itself) ends at the
+    // file bound.
+    let e = load_from_pipe(
+        [",Open,High,Low,Close\n".as_bytes(), &[b'\n'; 3 << 20]].concat(),
+        &LoadOptions {
+            max_file_bytes: 1 << 20,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.problem.contains("limit of 1 MiB"), "{e}");
+    // DBN: the compressed bytes, and what they decompress to, are both bounded.
+    let zst = data("dbn/test_data.ohlcv-1m.dbn.zst");
+    let (packed, unpacked) = (
+        std::fs::metadata(&zst).unwrap().len(),
+        std::fs::metadata(data("dbn/test_data.ohlcv-1m.dbn"))
+            .unwrap()
+            .len(),
+    );
+    assert!(packed < 200 && unpacked > 200);
+    let limited = |max_file_bytes, max_candles| LoadOptions {
+        max_file_bytes,
+        max_candles,
+        ..LoadOptions::default()
+    };
+    let e = load_with(&zst, &limited(200, MAX)).unwrap_err();
+    assert!(
+        e.problem
+            .contains("decompressed, it is longer than the --max-file-bytes limit of 200 bytes"),
+        "{e}"
+    );
+    let e = load_with(&zst, &limited(100, MAX)).unwrap_err();
+    assert!(
+        e.problem
+            .starts_with("the file is longer than the --max-file-bytes limit of 100 bytes"),
+        "{e}"
+    );
+    let e = load_with(&zst, &limited(u64::MAX, 1)).unwrap_err();
+    assert_eq!(e.at, Location::Record(2), "{e}");
+    assert!(e.problem.contains("more than 1 bars"), "{e}");
+    assert_eq!(load_with(&zst, &limited(unpacked, 2)).unwrap().len(), 2);
+}
+
+const MAX: usize = tickloop_feed::MAX_CANDLES;
+
+#[test]
+fn a_bar_past_2262_is_a_date_out_of_range() {
+    let s = Scratch::new();
+    let p = s.file(
+        "far.csv",
+        ",Open,High,Low,Close\n2017-04-19 09:00:00,1,2,0.5,1.5\n9999-01-01 00:00:00,1,2,0.5,1.5\n",
+    );
+    let e = load(&p, Format::Auto).unwrap_err();
+    assert_eq!(
+        (e.at, e.field.as_deref()),
+        (Location::Line(3), Some("time (first column)")),
+        "{e}"
+    );
+    assert!(
+        e.problem.contains("is a date out of range")
+            && e.problem.contains("1677-09-21")
+            && e.problem.contains("2262-04-11"),
+        "{e}"
+    );
+    // Binance: an open time in ms past 2262 is out of range too.
+    let p = s.file(
+        "BTCUSDT-far.csv",
+        kline(9_300_000_000_000, "1", "2", "0.5", "1.5", "3"),
+    );
+    let e = load(&p, Format::Auto).unwrap_err();
+    assert!(e.problem.contains("is a date out of range"), "{e}");
+}
