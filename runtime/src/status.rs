@@ -17,15 +17,13 @@ use std::path::{Path, PathBuf};
 /// Bumped when a field changes meaning; readers check it.
 pub const STATUS_FORMAT: u32 = 1;
 
-/// Extra facts other services contribute to the status (config; adapters have their own
-/// [`StatusWriter::set_adapters`]).
+/// Extra facts other services contribute to the status (the config's digest; the config's
+/// generation and rejections are the loop's counts, [`crate::event_loop::LoopStats`], so they
+/// always equal the telemetry's; adapters have their own [`StatusWriter::set_adapters`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatusExtra {
-    /// Config files applied since start (0: the one the engine started with).
-    pub config_generation: u64,
-    /// FNV-1a of the applied config file's bytes, and configs rejected so far.
+    /// FNV-1a of the applied config file's bytes.
     pub config_digest: u64,
-    pub config_rejected: u64,
 }
 
 /// Shared between the status writer and whoever updates the extras (single-threaded).
@@ -408,12 +406,12 @@ impl Serialize for Doc<'_, '_> {
         }
         m.serialize_entry("rings", &Rings(v))?;
         m.serialize_entry("timers", &Timers(v))?;
-        m.serialize_entry("config_generation", &extra.config_generation)?;
+        m.serialize_entry("config_generation", &v.stats.config_generation)?;
         m.serialize_entry(
             "config_digest",
             &format_args!("{:016x}", extra.config_digest),
         )?;
-        m.serialize_entry("config_rejected", &extra.config_rejected)?;
+        m.serialize_entry("config_rejected", &v.stats.config_rejected)?;
         let (emitted, dropped, degraded) = v.telemetry;
         m.serialize_entry(
             "telemetry",
