@@ -134,6 +134,7 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
         From::Next => Start::Next,
         From::Oldest => Start::Oldest,
     };
+    tickloop_runtime::crash::install("this reader").context("installing the SIGBUS handler")?;
     let mut reader = Reader::attach(
         &path,
         ReaderOptions {

@@ -1119,3 +1119,81 @@ fn config_rejections_count_the_same_in_telemetry_status_and_metrics() {
     assert!(events[0]["line"].as_u64().unwrap() > 0, "{events:?}");
     assert!(err.contains("the config file is missing"), "{err}");
 }
+
+/// Spawn an engine that dumps no core when it dies of a signal.
+fn engine_without_core(cfg: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(TICKLOOP);
+    command
+        .args(["run", "--config", cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            Ok(())
+        });
+    }
+    command.spawn().unwrap()
+}
+
+#[test]
+fn a_ring_truncated_under_the_engine_is_one_line_naming_it_and_a_crashed_status() {
+    use std::os::unix::process::ExitStatusExt;
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = TempDir::new("sigbus");
+    let (cfg, status) = (dir.file("engine.toml"), dir.file("s.json"));
+    write_config(&cfg, &ring.0, &status, "");
+    let run = engine_without_core(&cfg);
+    wait_for_file(&status);
+    feed(&ring, 1_000, 100_000);
+    wait_until("the engine never read the candles", || {
+        status_doc(&status)["candles"] == 1_000
+    });
+    std::fs::File::options()
+        .write(true)
+        .open(ring.path())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{err}");
+    let fatal: Vec<&str> = err.lines().filter(|l| l.contains("fatal")).collect();
+    assert_eq!(fatal.len(), 1, "one line: {err}");
+    let path = ring.path().display().to_string();
+    assert!(
+        fatal[0].starts_with(&format!(
+            "tickloop: fatal: SIGBUS reading ring {path} at offset "
+        )),
+        "{err}"
+    );
+    assert!(
+        fatal[0].contains("was truncated to 0 bytes under the engine"),
+        "{err}"
+    );
+    assert!(fatal[0].contains("restart its feed"), "{err}");
+
+    let doc = status_doc(&status);
+    assert_eq!(doc["state"], "crashed", "{doc}");
+    assert_eq!(doc["crash"]["signal"], "SIGBUS", "{doc}");
+    assert_eq!(doc["crash"]["ring"], path.as_str(), "{doc}");
+    assert!(
+        doc["crash"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("truncated to 0 bytes"),
+        "{doc}"
+    );
+    // The rest is the last status written while running.
+    assert_eq!(doc["candles"], 1_000, "{doc}");
+    let (code, said) = status_code(&status, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("crashed") && said.contains(&path), "{said}");
+}

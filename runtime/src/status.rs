@@ -5,6 +5,10 @@
 //! It never blocks longer than one small write, never allocates after [`StatusWriter::new`]
 //! (the document is rendered into a preallocated buffer), and never stops the loop: a failed
 //! write is counted and retried on the next tick.
+//!
+//! States: `running`, `stopping`, `stopped`, and `crashed`, which only [`crate::crash`]'s
+//! SIGBUS handler writes (the last document with that state and a `crash` object; the file
+//! is registered with it in [`StatusWriter::new`]).
 
 use crate::event_loop::{LoopView, Service, StopReason};
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -125,6 +129,10 @@ impl StatusWriter {
                 dir: dir.clone(),
                 cause,
             })?;
+        let pid = std::process::id();
+        let started_unix_ns = crate::sys::realtime_ns();
+        let fallback = crash_fallback(pid, component, account, interval_ns, started_unix_ns);
+        crate::crash::set_status_file(path, pid, fallback);
         Ok(StatusWriter {
             path: path.into(),
             tmp: CString::new(probe.as_os_str().as_bytes()).expect("a path has no NUL"),
@@ -134,8 +142,8 @@ impl StatusWriter {
             buf: Vec::with_capacity(64 << 10),
             component: component.into(),
             account: account.into(),
-            pid: std::process::id(),
-            started_unix_ns: crate::sys::realtime_ns(),
+            pid,
+            started_unix_ns,
             extra,
             trading: None,
             failures: 0,
@@ -223,6 +231,40 @@ impl Service for StatusWriter {
     }
     fn stop(&mut self, view: &LoopView<'_>) {
         self.write(view, "stopped");
+    }
+}
+
+/// What the SIGBUS handler writes if the engine dies before its first status (the handler
+/// cannot format, so it is rendered at startup), with the keys first in the order `write`
+/// renders them (the handler finds `"state"` and `"pid"` near the start).
+fn crash_fallback(
+    pid: u32,
+    component: &str,
+    account: &str,
+    interval_ns: u64,
+    started_unix_ns: i64,
+) -> Vec<u8> {
+    let json = |s: &str| serde_json::to_string(s).expect("a string renders");
+    format!(
+        "{{\"format\":{STATUS_FORMAT},\"state\":\"crashed\",\"pid\":{pid},\"component\":{},\"account\":{},\"version\":{},\"interval_ns\":{interval_ns},\"started_unix_ns\":{started_unix_ns}}}\n",
+        json(component),
+        json(account),
+        json(env!("CARGO_PKG_VERSION")),
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_crash_fallback_is_a_document_the_sigbus_handler_can_mark() {
+        let doc = super::crash_fallback(4242, "engine", "a\"b", 1_000_000, 7);
+        let (at, end) = crate::crash::state_value(&doc).expect("state near the start");
+        assert_eq!(&doc[at..end], b"crashed");
+        assert!(doc[..64].windows(11).any(|w| w == b"\"pid\":4242,"));
+        let parsed: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(parsed["account"], "a\"b");
+        assert_eq!(parsed["pid"], 4242);
     }
 }
 
