@@ -1197,3 +1197,74 @@ fn a_ring_truncated_under_the_engine_is_one_line_naming_it_and_a_crashed_status(
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("crashed") && said.contains(&path), "{said}");
 }
+
+#[test]
+fn an_engine_that_finds_the_reader_registry_full_warns_as_ring_tail_does() {
+    use tickloop_runtime::ring::layout::MAX_READERS;
+    use tickloop_runtime::ring::{Reader, ReaderOptions, Start};
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    // This process holds every registry entry.
+    let readers: Vec<Reader> = (0..MAX_READERS)
+        .map(|_| {
+            Reader::attach(
+                &ring.path(),
+                ReaderOptions {
+                    start: Start::Next,
+                    register: true,
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(readers.iter().all(Reader::registered));
+    let path = ring.path().display().to_string();
+    let warning = format!(
+        "ring {path}: no control-page entry for this reader (all {MAX_READERS} reader entries are held by live readers)"
+    );
+
+    let tail = tickloop(&["ring", "tail", "--ring", &ring.0, "--idle-exit", "0.2"]);
+    assert!(
+        String::from_utf8_lossy(&tail.stderr).contains(&warning),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+
+    let dir = TempDir::new("registry-full");
+    let status = dir.file("s.json");
+    let run = Command::new(TICKLOOP)
+        .args([
+            "run",
+            "--ring",
+            &ring.0,
+            "--status",
+            &status,
+            "--duration",
+            "3",
+        ])
+        .args(["--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&status);
+    // (Not `feed`: it waits for every registered reader, and this process's never read.)
+    assert!(synthetic_feed(&ring, 2_000, 20_000, 4)
+        .status()
+        .unwrap()
+        .success());
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&warning), "{err}");
+    assert!(
+        err.contains("polls every 0.1 ms instead of parking"),
+        "{err}"
+    );
+    // It still reads every candle, and its status says it holds no entry.
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stats"]["candles"], 2_000, "{report}");
+    let doc = status_doc(&status);
+    assert_eq!(doc["rings"][0]["registered"], false, "{doc}");
+    drop(readers);
+}

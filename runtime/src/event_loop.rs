@@ -746,6 +746,11 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         Ok(index as SourceId)
     }
 
+    /// The rings the loop reads, in source order.
+    pub fn rings(&self) -> &[RingSource] {
+        &self.rings
+    }
+
     pub fn driver_report(&self) -> &DriverReport {
         &self.driver_report
     }

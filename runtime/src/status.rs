@@ -367,7 +367,7 @@ impl Serialize for RingDoc<'_> {
         let r = self.ring.reader();
         let stats = r.stats();
         let write_seq = r.write_seq();
-        let mut m = s.serialize_map(Some(8))?;
+        let mut m = s.serialize_map(Some(10))?;
         m.serialize_entry("source", &self.source)?;
         m.serialize_entry("path", &r.path())?;
         m.serialize_entry("cursor", &r.cursor())?;
@@ -377,6 +377,9 @@ impl Serialize for RingDoc<'_> {
         m.serialize_entry("lost", &stats.lost)?;
         m.serialize_entry("overruns", &stats.overruns)?;
         m.serialize_entry("removed", &self.ring.removed())?;
+        // Without a registry entry the ring's writer cannot wake it and `ring info` does not
+        // list it (the registry was full, or the file is read-only to this user).
+        m.serialize_entry("registered", &r.registered())?;
         m.end()
     }
 }
