@@ -2,7 +2,6 @@
 //! `tickloop config check FILE` validates and prints. Unknown keys are refused; every error
 //! names the file, the line, the field, the bad value and the fix, before anything starts.
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tickloop_runtime::event_loop::{LoopConfig, LoopView};
@@ -78,13 +77,24 @@ impl Default for LogSection {
 pub struct ConfigSection {
     /// How often the engine looks at this file for changes (ms, from the loop's tick).
     pub poll_ms: u64,
+    /// Every this many polls, read the file even when its stat fingerprint is unchanged and
+    /// compare its content (catches an edit whose size and mtime were restored); 0: only on
+    /// SIGHUP.
+    pub content_check_every: u32,
 }
 
 impl Default for ConfigSection {
     fn default() -> Self {
-        ConfigSection { poll_ms: 1000 }
+        ConfigSection {
+            poll_ms: 1000,
+            content_check_every: 10,
+        }
     }
 }
+
+/// The largest config file read (at start, by `config check`, and while running): a bigger
+/// one is refused before it is read, so no file can stall the loop reading it.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,13 +183,17 @@ impl EngineConfig {
 
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> anyhow::Result<EngineConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "config {}: cannot read it (check the path, or start from examples/tickloop.toml)",
+        let mut bytes = Vec::new();
+        read_bounded(path, &mut bytes).map_err(|e| match e {
+            ReadError::Io(e) => anyhow::anyhow!(
+                "config {}: cannot read it: {e} (check the path, or start from examples/tickloop.toml)",
                 path.display()
-            )
+            ),
+            too_big => anyhow::anyhow!("config {}: {too_big}", path.display()),
         })?;
-        Self::parse(path, &text)
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| anyhow::anyhow!("config {}: not UTF-8: {e}", path.display()))?;
+        Self::parse(path, text)
     }
 
     pub fn parse(path: &Path, text: &str) -> anyhow::Result<EngineConfig> {
@@ -336,30 +350,103 @@ fn writable(dir: &Path) -> bool {
     ok
 }
 
+/// Why a config file could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(std::io::Error),
+    NotAFile,
+    TooBig(u64),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "cannot read it: {e}"),
+            ReadError::NotAFile => f.write_str("it is not a regular file (a config is read whole, at once)"),
+            ReadError::TooBig(size) => write!(
+                f,
+                "it is {size} bytes, over the {MAX_CONFIG_BYTES}-byte limit for a config file (is this the right file?)"
+            ),
+        }
+    }
+}
+
+/// Read the regular file `path` into `buf` (cleared first; its capacity is kept, so polling
+/// the same file again allocates nothing), refusing one over [`MAX_CONFIG_BYTES`] before
+/// reading it, or once it grows past that while being read. Never blocks on a FIFO.
+fn read_bounded(path: &Path, buf: &mut Vec<u8>) -> Result<(), ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    buf.clear();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile);
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ReadError::TooBig(meta.len()));
+    }
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(buf)
+        .map_err(ReadError::Io)?;
+    if buf.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ReadError::TooBig(buf.len() as u64));
+    }
+    Ok(())
+}
+
 /// Polls the config file on the loop's tick (no watcher thread): a stat fingerprint (device,
 /// inode, size, mtime in ns) catches in-place edits and replacement by rename alike. A change
 /// is applied only once the file has held still for one poll (so a file written in pieces is
 /// never read half-written) and only if it parses and validates; otherwise the last good
-/// config stays and the rejection is reported once. SIGHUP polls at once.
+/// config stays and the rejection is reported once. A file whose content equals the applied
+/// one (touched, or copied back) is taken as it is, without a new generation.
+///
+/// The fingerprint misses an in-place edit of the same size whose mtime was restored (`cp -p`,
+/// `rsync -t`, deploy tools that pin mtimes), so the content is compared too: at once on
+/// SIGHUP, and every `config.content_check_every` polls (a different content must then hold
+/// still for one more poll). SIGHUP also judges again a file that was refused (a directory it
+/// names may exist now) and reports again a file that is still missing.
+///
+/// Every rejection is one `ConfigRejected` event; the loop counts them as it emits them, so
+/// telemetry, the status file and metrics always show the same number.
 pub struct ConfigWatcher {
     path: PathBuf,
     interval_ns: u64,
+    content_every: u32,
+    polls: u64,
     last_poll: u64,
     reloads_seen: u64,
+    /// Generations applied since start (0: the config the engine started with).
+    generation: u64,
     applied: Fingerprint,
+    applied_digest: u64,
     /// A changed fingerprint waiting to hold still for one poll.
     settling: Option<Fingerprint>,
+    /// A changed content under an unchanged fingerprint, waiting to hold still for one poll.
+    content_settling: Option<u64>,
+    /// The file last refused (its fingerprint, and its digest when it was read), so it is
+    /// reported once.
     rejected_fp: Option<Fingerprint>,
+    rejected_digest: Option<u64>,
+    /// Why the file cannot be looked at (reported once per cause until it is back).
+    unstatable: Option<std::io::ErrorKind>,
     current: EngineConfig,
     extra: tickloop_runtime::status::SharedExtra,
+    /// The file's bytes, reused from poll to poll.
+    buf: Vec<u8>,
 }
 
 type Fingerprint = (u64, u64, u64, i64, i64);
 
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
+fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 pub fn digest(bytes: &[u8]) -> u64 {
@@ -373,117 +460,230 @@ impl ConfigWatcher {
         poll_ms: u64,
         extra: tickloop_runtime::status::SharedExtra,
     ) -> ConfigWatcher {
+        let mut buf = Vec::new();
+        let applied_digest = match read_bounded(path, &mut buf) {
+            Ok(()) => digest(&buf),
+            Err(_) => 0,
+        };
         let mut e = extra.get();
-        e.config_digest = std::fs::read(path).map(|b| digest(&b)).unwrap_or(0);
+        e.config_digest = applied_digest;
         extra.set(e);
         ConfigWatcher {
             path: path.into(),
             interval_ns: poll_ms.saturating_mul(1_000_000),
+            content_every: current.config.content_check_every,
+            polls: 0,
             last_poll: 0,
             reloads_seen: 0,
+            generation: 0,
             applied: fingerprint(path).unwrap_or_default(),
+            applied_digest,
             settling: None,
+            content_settling: None,
             rejected_fp: None,
+            rejected_digest: None,
+            unstatable: None,
             current,
             extra,
+            buf,
         }
     }
 
-    fn poll(&mut self, immediate: bool, view: &LoopView<'_>) {
-        let Some(fp) = fingerprint(&self.path) else {
-            if self.rejected_fp != Some(Default::default()) {
-                let kept = self.extra.get().config_generation;
-                tracing::warn!(
-                    "config {}: cannot stat it (removed?); keeping generation {kept}",
-                    self.path.display()
-                );
-                view.emit_telemetry(Telemetry::ConfigRejected {
-                    generation_kept: kept,
-                    line: 0,
-                    reason: Text::new("the config file cannot be read (removed?)"),
-                });
-                self.rejected_fp = Some(Default::default());
-            }
-            return;
+    fn poll(&mut self, forced: bool, view: &LoopView<'_>) {
+        self.polls += 1;
+        let fp = match fingerprint(&self.path) {
+            Ok(fp) => fp,
+            Err(e) => return self.cannot_stat(e, forced, view),
         };
-        if fp == self.applied || Some(fp) == self.rejected_fp {
+        if self.unstatable.take().is_some() {
+            tracing::info!(
+                "config {}: the file is back; judging it",
+                self.path.display()
+            );
+        }
+        let known = fp == self.applied || Some(fp) == self.rejected_fp;
+        if known {
             self.settling = None;
-            return;
+            let due = forced
+                || self.content_settling.is_some()
+                || (self.content_every > 0 && self.polls.is_multiple_of(self.content_every as u64));
+            if !due {
+                return;
+            }
+        } else {
+            self.content_settling = None;
+            if self.settling != Some(fp) && !forced {
+                self.settling = Some(fp);
+                return;
+            }
+            self.settling = None;
         }
-        if self.settling != Some(fp) && !immediate {
-            self.settling = Some(fp);
-            return;
-        }
-        self.settling = None;
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
+        let mut buf = std::mem::take(&mut self.buf);
+        let read = read_bounded(&self.path, &mut buf);
         // The file may have changed again between the stat and the read: judge it next time.
-        if fingerprint(&self.path) != Some(fp) {
+        if fingerprint(&self.path).ok() == Some(fp) {
+            match read {
+                Err(e) => {
+                    if forced || Some(fp) != self.rejected_fp {
+                        self.reject(
+                            fp,
+                            None,
+                            &format!("config {}: {e}", self.path.display()),
+                            view,
+                        );
+                    }
+                }
+                Ok(()) => self.judge(fp, &buf, known, forced, view),
+            }
+        }
+        self.buf = buf;
+    }
+
+    /// The file as read under fingerprint `fp`: the same content as applied, already refused,
+    /// waiting to hold still, or a candidate to validate and apply.
+    fn judge(
+        &mut self,
+        fp: Fingerprint,
+        bytes: &[u8],
+        known: bool,
+        forced: bool,
+        view: &LoopView<'_>,
+    ) {
+        let d = digest(bytes);
+        if d == self.applied_digest {
+            if self.rejected_fp.is_some() {
+                tracing::info!(
+                    "config {}: back to the content of generation {}",
+                    self.path.display(),
+                    self.generation
+                );
+            }
+            self.applied = fp;
+            self.rejected_fp = None;
+            self.rejected_digest = None;
+            self.content_settling = None;
             return;
         }
-        let mut extra = self.extra.get();
-        let parsed = std::str::from_utf8(&bytes)
+        if known && !forced {
+            if Some(d) == self.rejected_digest {
+                return;
+            }
+            if self.content_settling != Some(d) {
+                self.content_settling = Some(d);
+                return;
+            }
+        }
+        self.content_settling = None;
+        if known {
+            tracing::info!(
+                "config {}: the content changed under the same size and mtime (digest {d:016x}); judging it",
+                self.path.display()
+            );
+        }
+        let parsed = std::str::from_utf8(bytes)
             .map_err(|e| anyhow::anyhow!("config {}: not UTF-8: {e}", self.path.display()))
             .and_then(|text| EngineConfig::parse(&self.path, text));
-        match parsed {
-            Ok(new) => {
-                let restart = restart_needed(&self.current, &new);
-                extra.config_generation += 1;
-                extra.config_digest = digest(&bytes);
-                let generation = extra.config_generation;
-                tracing::info!(
-                    "config {}: generation {generation} applied (digest {:016x}){}",
-                    self.path.display(),
-                    extra.config_digest,
-                    if restart.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; these take effect at the next restart: {}",
-                            restart.join(", ")
-                        )
-                    }
-                );
-                match (self.current.app_config(), new.app_config()) {
-                    (Ok(old), Ok(bytes)) if old != bytes => view.reconfigure_app(generation, bytes),
-                    (_, Err(e)) => tracing::error!("config: cannot encode the app's config: {e}"),
-                    _ => {}
-                }
-                if new.log != self.current.log && !crate::logging::set_level(&new.log.level) {
-                    tracing::info!(
-                        "config: log.level {} not applied: {} sets the level",
-                        new.log.level,
-                        crate::logging::ENV
-                    );
-                }
-                self.interval_ns = new.config.poll_ms.saturating_mul(1_000_000);
-                view.emit_telemetry(Telemetry::ConfigApplied {
-                    generation,
-                    restart_needed: restart.len() as u32,
-                });
-                self.current = new;
-                self.applied = fp;
-                self.rejected_fp = None;
+        let new = match parsed {
+            Ok(new) => new,
+            Err(e) => return self.reject(fp, Some(d), &format!("{e:#}"), view),
+        };
+        let restart = restart_needed(&self.current, &new);
+        self.generation += 1;
+        let generation = self.generation;
+        tracing::info!(
+            "config {}: generation {generation} applied (digest {d:016x}){}",
+            self.path.display(),
+            if restart.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; these take effect at the next restart: {}",
+                    restart.join(", ")
+                )
             }
-            Err(e) => {
-                extra.config_rejected += 1;
-                let reason = format!("{e:#}");
-                tracing::error!(
-                    "config rejected, keeping generation {}: {reason}",
-                    extra.config_generation
-                );
-                view.emit_telemetry(Telemetry::ConfigRejected {
-                    generation_kept: extra.config_generation,
-                    line: line_in(&reason),
-                    reason: Text::new(&reason),
-                });
-                self.rejected_fp = Some(fp);
-            }
+        );
+        match (self.current.app_config(), new.app_config()) {
+            (Ok(old), Ok(bytes)) if old != bytes => view.reconfigure_app(generation, bytes),
+            (_, Err(e)) => tracing::error!("config: cannot encode the app's config: {e}"),
+            _ => {}
         }
+        if new.log != self.current.log && !crate::logging::set_level(&new.log.level) {
+            tracing::info!(
+                "config: log.level {} not applied: {} sets the level",
+                new.log.level,
+                crate::logging::ENV
+            );
+        }
+        self.interval_ns = new.config.poll_ms.saturating_mul(1_000_000);
+        self.content_every = new.config.content_check_every;
+        view.emit_telemetry(Telemetry::ConfigApplied {
+            generation,
+            restart_needed: restart.len() as u32,
+        });
+        self.current = new;
+        self.applied = fp;
+        self.applied_digest = d;
+        self.rejected_fp = None;
+        self.rejected_digest = None;
+        let mut extra = self.extra.get();
+        extra.config_digest = d;
         self.extra.set(extra);
     }
+
+    /// One rejection: logged whole, and one `ConfigRejected` event whose reason leaves out
+    /// the file's path (the event's 96 bytes are for what went wrong).
+    fn reject(&mut self, fp: Fingerprint, digest: Option<u64>, reason: &str, view: &LoopView<'_>) {
+        tracing::error!(
+            "config rejected, keeping generation {}: {reason}",
+            self.generation
+        );
+        view.emit_telemetry(Telemetry::ConfigRejected {
+            generation_kept: self.generation,
+            line: line_in(reason),
+            reason: Text::new(without_path(reason, &self.path)),
+        });
+        self.rejected_fp = Some(fp);
+        self.rejected_digest = digest;
+    }
+
+    /// The file cannot be stat'ed: a rejection, reported once per cause (again on SIGHUP).
+    fn cannot_stat(&mut self, e: std::io::Error, forced: bool, view: &LoopView<'_>) {
+        self.settling = None;
+        self.content_settling = None;
+        if self.unstatable == Some(e.kind()) && !forced {
+            return;
+        }
+        self.unstatable = Some(e.kind());
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "the config file is missing (removed, or renamed away)".to_string()
+            }
+            _ => format!("the config file cannot be looked at: {e}"),
+        };
+        tracing::warn!(
+            "config {}: {why}; keeping generation {} (put it back; SIGHUP looks at once)",
+            self.path.display(),
+            self.generation
+        );
+        view.emit_telemetry(Telemetry::ConfigRejected {
+            generation_kept: self.generation,
+            line: 0,
+            reason: Text::new(&why),
+        });
+    }
+}
+
+/// `reason` without its leading "config PATH" and " line N" (the event has the line).
+fn without_path<'a>(reason: &'a str, path: &Path) -> &'a str {
+    let prefix = format!("config {}", path.display());
+    let Some(rest) = reason.strip_prefix(&prefix) else {
+        return reason;
+    };
+    let rest = match rest.strip_prefix(" line ") {
+        Some(r) => r.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    rest.strip_prefix(": ").unwrap_or(rest)
 }
 
 /// The line number an error message names ("... line 12: ..."), or 0.

@@ -47,7 +47,7 @@ enum Command {
     Replay(run_cmd::ReplayArgs),
     /// Run a strategy over a data file through the loop (simulated clock, paper fills).
     Backtest(backtest_cmd::BacktestArgs),
-    /// Show a running engine's status file; exit 0 fresh, 1 stale or stopped, 2 missing.
+    /// Show a running engine's status file; exit 0 fresh, 1 stale, stopped or crashed, 2 missing.
     Status(status_cmd::StatusArgs),
     /// Configuration files.
     #[command(subcommand)]

@@ -8,12 +8,37 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tickloop_runtime::ring::info::{self, RingInfo};
+use tickloop_runtime::ring::layout::MAX_READERS;
 use tickloop_runtime::ring::verify::Verifier;
 use tickloop_runtime::ring::{
-    self, ring_path, Bytes, CreateOptions, ReadResult, Reader, ReaderOptions, Start, WaitStrategy,
-    Writer,
+    self, ring_path, Bytes, CreateOptions, ReadResult, Reader, ReaderOptions, Start, Unregistered,
+    WaitStrategy, Writer,
 };
 use tickloop_runtime::sys;
+
+/// What a reader without a control-page entry is told (`ring tail` and the engine say the
+/// same), or None when it holds one. `parks`: whether it would sleep on the doorbell.
+pub(crate) fn unregistered_warning(reader: &Reader, parks: bool) -> Option<String> {
+    let (why, fix) = match reader.unregistered()? {
+        Unregistered::ReadOnly => (
+            "the ring file is read-only to this user".to_string(),
+            "run it as the ring's owner",
+        ),
+        Unregistered::RegistryFull => (
+            format!("all {MAX_READERS} reader entries are held by live readers"),
+            "stop a reader (`tickloop ring info` lists them) to free one",
+        ),
+    };
+    let effect = if parks {
+        "it reads every candle but polls every 0.1 ms instead of parking, and `ring info` does not list it"
+    } else {
+        "it reads every candle, but `ring info` does not list it"
+    };
+    Some(format!(
+        "ring {}: no control-page entry for this reader ({why}): {effect}; {fix}",
+        reader.path().display()
+    ))
+}
 
 pub fn run(command: RingCommand) -> Result<ExitCode> {
     match command {
@@ -134,6 +159,7 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
         From::Next => Start::Next,
         From::Oldest => Start::Oldest,
     };
+    tickloop_runtime::crash::install("this reader").context("installing the SIGBUS handler")?;
     let mut reader = Reader::attach(
         &path,
         ReaderOptions {
@@ -148,10 +174,8 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
             interval: Duration::from_micros(100),
         },
     };
-    if args.wait == Wait::Park && !reader.registered() {
-        eprintln!(
-            "tickloop: warning: no control-page entry for this reader (read-only file or 63 readers already): it polls instead of parking"
-        );
+    if let Some(warning) = unregistered_warning(&reader, args.wait == Wait::Park) {
+        tracing::warn!("{warning}");
     }
     let stop = crate::stop_flag();
     let idle_limit = args.idle_exit.map(|s| (s * 1e9) as i64);

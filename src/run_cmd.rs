@@ -584,7 +584,16 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
         journal: journal.clone(),
         app_config,
     };
+    // Before the rings are mapped: a ring truncated under the engine is then one line naming
+    // it and a `crashed` status, not a silent SIGBUS.
+    tickloop_runtime::crash::install("the engine").context("installing the SIGBUS handler")?;
     let mut event_loop = EventLoop::new(builder, app, sink)?;
+    for ring in event_loop.rings() {
+        let parks = mode == Mode::Park;
+        if let Some(warning) = crate::ring_cmd::unregistered_warning(ring.reader(), parks) {
+            tracing::warn!("{warning}");
+        }
+    }
     // Before the status writer: services stop in order, so the status says "running" while
     // adapters get their grace periods.
     if let Some(host) = &adapters {

@@ -1,6 +1,6 @@
 //! `tickloop status` and `tickloop config check`: read what a running engine wrote, or what
-//! a config file says, and present it. Exit codes are for monitors: status 0 fresh, 1 stale
-//! or stopped, 2 missing or unreadable.
+//! a config file says, and present it. Exit codes are for monitors: status 0 fresh, 1 stale,
+//! stopped or crashed, 2 missing or unreadable.
 
 use crate::config::EngineConfig;
 use clap::Args;
@@ -75,13 +75,16 @@ pub fn status(args: &StatusArgs) -> ExitCode {
         print!("{text}");
     } else {
         let lag = &doc["loop_lag"];
+        let written = match doc["written_unix_ns"] {
+            serde_json::Value::Null => "no status written before".to_string(),
+            _ => format!("written {:.1} s ago", age as f64 / 1e9),
+        };
         println!(
-            "{}@{} pid {} ({}): {state}, written {:.1} s ago, up {:.1} s",
+            "{}@{} pid {} ({}): {state}, {written}, up {:.1} s",
             doc["component"].as_str().unwrap_or("?"),
             doc["account"].as_str().unwrap_or("?"),
             num("pid"),
             doc["version"].as_str().unwrap_or("?"),
-            age as f64 / 1e9,
             num("uptime_ns") as f64 / 1e9
         );
         println!(
@@ -145,6 +148,21 @@ pub fn status(args: &StatusArgs) -> ExitCode {
         if t["degraded"] == true {
             println!("telemetry degraded: {} events dropped", t["dropped"]);
         }
+    }
+    if state == "crashed" {
+        let crash = &doc["crash"];
+        let at = crash["unix_ns"].as_i64().unwrap_or(0);
+        let ago = (tickloop_runtime::sys::realtime_ns() - at).max(0) as f64 / 1e9;
+        eprintln!(
+            "tickloop: status: the engine crashed {ago:.1} s ago: {} ({}{}); its last status before that is shown above",
+            crash["signal"].as_str().unwrap_or("a fatal signal"),
+            crash["cause"].as_str().unwrap_or("no cause recorded"),
+            match crash["ring"].as_str() {
+                Some(ring) => format!(", ring {ring}"),
+                None => String::new(),
+            }
+        );
+        return ExitCode::from(1);
     }
     if state == "stopped" {
         eprintln!(

@@ -867,3 +867,404 @@ fn a_strategy_run_trades_shows_its_book_logs_open_positions_and_replays() {
     let r = tickloop(&["replay", "--journal", &journal, "--verify"]);
     assert!(r.status.success(), "{}", clear_failure(&r));
 }
+
+/// Wait until `done()` holds, failing with `what` after 20 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Events of `kind` in the telemetry files so far (while the engine writes them: whole lines
+/// only, by their text).
+fn telemetry_count_now(dir: &str, kind: &str) -> usize {
+    let needle = format!("\"kind\":\"{kind}\"");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .map(|text| text.lines().filter(|l| l.contains(&needle)).count())
+        .sum()
+}
+
+/// Rewrite `path` in place with `text` (the same size as before) and put its mtime back, as
+/// `cp -p`, `rsync -t` and deploy tools that pin mtimes do: the stat fingerprint (device,
+/// inode, size, mtime) is the one before the edit.
+fn edit_keeping_size_and_mtime(path: &str, text: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let before = std::fs::metadata(path).unwrap();
+    assert_eq!(before.len(), text.len() as u64, "the edit keeps the size");
+    std::fs::write(path, text).unwrap();
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(before.modified().unwrap()).unwrap();
+    drop(file);
+    let after = std::fs::metadata(path).unwrap();
+    assert_eq!(
+        (
+            after.dev(),
+            after.ino(),
+            after.size(),
+            after.mtime(),
+            after.mtime_nsec()
+        ),
+        (
+            before.dev(),
+            before.ino(),
+            before.size(),
+            before.mtime(),
+            before.mtime_nsec()
+        ),
+        "the stat fingerprint is unchanged"
+    );
+}
+
+#[test]
+fn a_same_size_edit_with_its_mtime_restored_is_applied_on_sighup_and_by_the_content_check() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = TempDir::new("pinned-mtime");
+    let (cfg, status, _journal, telemetry) = engine_files(&dir);
+    let telemetry_section = format!("[telemetry]\ndir = \"{telemetry}\"\n");
+    // Polled every second, content compared every tenth poll (the default): the first
+    // content check is ten seconds away.
+    let body = |fast: u32| format!("{telemetry_section}[sma]\nfast = {fast}\nslow = 30\n");
+    write_config(&cfg, &ring.0, &status, &body(10));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mut run = Command::new(TICKLOOP)
+        .args(["run", "--config", &cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&status);
+    let generation = || status_doc(&status)["config_generation"].as_u64();
+    wait_until("no status yet", || generation().is_some());
+    assert_eq!(generation(), Some(0));
+
+    // fast 10 -> 12 in place, size and mtime kept: a poll's stat does not see it...
+    let first = text.replace(&body(10), &body(12));
+    edit_keeping_size_and_mtime(&cfg, &first);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(generation(), Some(0), "applied before any content check");
+    // ...SIGHUP compares the content, and applies it.
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGHUP) };
+    wait_until("SIGHUP never applied the same-size edit", || {
+        generation() == Some(1)
+    });
+    assert_eq!(
+        status_doc(&status)["config_digest"],
+        format!("{:016x}", fnv1a64(first.as_bytes()))
+    );
+
+    // Polls every 100 ms, content compared every second poll: the next such edit is applied
+    // without a signal.
+    let fast_polls =
+        format!("{telemetry_section}[config]\npoll_ms = 100\ncontent_check_every = 2\n");
+    let second = first.replace(&telemetry_section, &fast_polls);
+    let tmp = dir.file("engine.toml.new");
+    std::fs::write(&tmp, &second).unwrap();
+    std::fs::rename(&tmp, &cfg).unwrap();
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGHUP) };
+    wait_until("the new poll settings were never applied", || {
+        generation() == Some(2)
+    });
+    let third = second.replace(
+        &body(12).replace(&telemetry_section, ""),
+        &body(13).replace(&telemetry_section, ""),
+    );
+    assert_ne!(third, second);
+    edit_keeping_size_and_mtime(&cfg, &third);
+    wait_until("the periodic content check never applied the edit", || {
+        generation() == Some(3)
+    });
+    assert_eq!(
+        status_doc(&status)["config_digest"],
+        format!("{:016x}", fnv1a64(third.as_bytes()))
+    );
+
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(run.wait().unwrap().success(), "{err}");
+    assert!(
+        err.contains("the content changed under the same size and mtime"),
+        "{err}"
+    );
+    let applied = telemetry_of(&telemetry, "config_applied");
+    assert_eq!(applied.len(), 3, "{applied:?}");
+    assert!(telemetry_of(&telemetry, "config_rejected").is_empty());
+}
+
+#[test]
+fn config_rejections_count_the_same_in_telemetry_status_and_metrics() {
+    use std::io::{BufRead, Read, Write};
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = TempDir::new("reject-counts");
+    let (cfg, status, _journal, telemetry) = engine_files(&dir);
+    let extra = format!(
+        "[telemetry]\ndir = \"{telemetry}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[config]\npoll_ms = 100\n"
+    );
+    write_config(&cfg, &ring.0, &status, &extra);
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let mut run = Command::new(TICKLOOP)
+        .args(["run", "--config", &cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let stderr = run.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Some((_, rest)) = line.split_once("tickloop: metrics at http://") {
+                let _ = addr_tx.send(rest.trim_end_matches("/metrics").to_string());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the engine says where metrics are");
+    wait_for_file(&status);
+    let replace = |text: &str| {
+        let tmp = dir.file("engine.toml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &cfg).unwrap();
+    };
+    let rejected_now = || telemetry_count_now(&telemetry, "config_rejected");
+    let mut expected = 0;
+    let mut step = |what: &str, act: &dyn Fn()| {
+        act();
+        expected += 1;
+        wait_until(&format!("{what}: no config_rejected event"), || {
+            rejected_now() >= expected
+        });
+        assert_eq!(rejected_now(), expected, "{what}: one event");
+    };
+    step("unknown key", &|| replace(&format!("{good}bogus = 1\n")));
+    step("missing", &|| std::fs::remove_file(&cfg).unwrap());
+    step("invalid after missing", &|| {
+        replace(&good.replace("poll_ms = 100", "poll_ms = 1"))
+    });
+    step("missing again", &|| std::fs::remove_file(&cfg).unwrap());
+    // SAFETY: our own child.
+    step("still missing on SIGHUP", &|| unsafe {
+        libc::kill(run.id() as i32, libc::SIGHUP);
+    });
+    step("bad UTF-8", &|| {
+        let tmp = dir.file("engine.toml.new");
+        std::fs::write(&tmp, b"[engine]\naccount = \"\xff\"\n").unwrap();
+        std::fs::rename(&tmp, &cfg).unwrap();
+    });
+    // Over the 1 MiB bound: refused unread, here and by `config check`.
+    let huge = format!("{good}#{}\n", "x".repeat(1 << 20));
+    step("over 1 MiB", &|| replace(&huge));
+    let big = dir.file("big.toml");
+    std::fs::write(&big, &huge).unwrap();
+    let checked = tickloop(&["config", "check", &big]);
+    assert!(
+        clear_failure(&checked).contains("over the 1048576-byte limit"),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    replace(&good);
+
+    let metric = || -> Option<u64> {
+        let mut client = std::net::TcpStream::connect(&addr).ok()?;
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        client.read_to_string(&mut response).ok()?;
+        response
+            .lines()
+            .find_map(|l| l.strip_prefix("tickloop_config_rejected_total "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    wait_until("metrics never showed every rejection", || {
+        metric() == Some(expected as u64)
+    });
+    wait_until("the status file never showed every rejection", || {
+        status_doc(&status)["config_rejected"] == expected
+    });
+    // SAFETY: our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    assert!(run.wait().unwrap().success());
+    let err = log.join().unwrap();
+    let events = telemetry_of(&telemetry, "config_rejected");
+    let doc = status_doc(&status);
+    assert_eq!(doc["state"], "stopped", "{doc}");
+    assert_eq!(events.len(), expected, "{events:?}");
+    assert_eq!(doc["config_rejected"], expected as u64, "{doc}");
+    assert_eq!(doc["config_generation"], 0, "nothing new applied: {doc}");
+    // Reasons that say what happened, without the path eating the event's text.
+    let reasons: Vec<&str> = events
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].contains("bogus"), "{reasons:?}");
+    assert!(reasons[1].contains("missing"), "{reasons:?}");
+    assert!(reasons[2].contains("poll_ms"), "{reasons:?}");
+    assert!(reasons[5].contains("UTF-8"), "{reasons:?}");
+    assert!(reasons[6].contains("1048576-byte limit"), "{reasons:?}");
+    assert!(events[0]["line"].as_u64().unwrap() > 0, "{events:?}");
+    assert!(err.contains("the config file is missing"), "{err}");
+}
+
+/// Spawn an engine that dumps no core when it dies of a signal.
+fn engine_without_core(cfg: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(TICKLOOP);
+    command
+        .args(["run", "--config", cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            Ok(())
+        });
+    }
+    command.spawn().unwrap()
+}
+
+#[test]
+fn a_ring_truncated_under_the_engine_is_one_line_naming_it_and_a_crashed_status() {
+    use std::os::unix::process::ExitStatusExt;
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = TempDir::new("sigbus");
+    let (cfg, status) = (dir.file("engine.toml"), dir.file("s.json"));
+    write_config(&cfg, &ring.0, &status, "");
+    let run = engine_without_core(&cfg);
+    wait_for_file(&status);
+    feed(&ring, 1_000, 100_000);
+    wait_until("the engine never read the candles", || {
+        status_doc(&status)["candles"] == 1_000
+    });
+    std::fs::File::options()
+        .write(true)
+        .open(ring.path())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{err}");
+    let fatal: Vec<&str> = err.lines().filter(|l| l.contains("fatal")).collect();
+    assert_eq!(fatal.len(), 1, "one line: {err}");
+    let path = ring.path().display().to_string();
+    assert!(
+        fatal[0].starts_with(&format!(
+            "tickloop: fatal: SIGBUS reading ring {path} at offset "
+        )),
+        "{err}"
+    );
+    assert!(
+        fatal[0].contains("was truncated to 0 bytes under the engine"),
+        "{err}"
+    );
+    assert!(fatal[0].contains("restart its feed"), "{err}");
+
+    let doc = status_doc(&status);
+    assert_eq!(doc["state"], "crashed", "{doc}");
+    assert_eq!(doc["crash"]["signal"], "SIGBUS", "{doc}");
+    assert_eq!(doc["crash"]["ring"], path.as_str(), "{doc}");
+    assert!(
+        doc["crash"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("truncated to 0 bytes"),
+        "{doc}"
+    );
+    // The rest is the last status written while running.
+    assert_eq!(doc["candles"], 1_000, "{doc}");
+    let (code, said) = status_code(&status, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("crashed") && said.contains(&path), "{said}");
+}
+
+#[test]
+fn an_engine_that_finds_the_reader_registry_full_warns_as_ring_tail_does() {
+    use tickloop_runtime::ring::layout::MAX_READERS;
+    use tickloop_runtime::ring::{Reader, ReaderOptions, Start};
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    // This process holds every registry entry.
+    let readers: Vec<Reader> = (0..MAX_READERS)
+        .map(|_| {
+            Reader::attach(
+                &ring.path(),
+                ReaderOptions {
+                    start: Start::Next,
+                    register: true,
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(readers.iter().all(Reader::registered));
+    let path = ring.path().display().to_string();
+    let warning = format!(
+        "ring {path}: no control-page entry for this reader (all {MAX_READERS} reader entries are held by live readers)"
+    );
+
+    let tail = tickloop(&["ring", "tail", "--ring", &ring.0, "--idle-exit", "0.2"]);
+    assert!(
+        String::from_utf8_lossy(&tail.stderr).contains(&warning),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+
+    let dir = TempDir::new("registry-full");
+    let status = dir.file("s.json");
+    let run = Command::new(TICKLOOP)
+        .args([
+            "run",
+            "--ring",
+            &ring.0,
+            "--status",
+            &status,
+            "--duration",
+            "3",
+        ])
+        .args(["--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&status);
+    // (Not `feed`: it waits for every registered reader, and this process's never read.)
+    assert!(synthetic_feed(&ring, 2_000, 20_000, 4)
+        .status()
+        .unwrap()
+        .success());
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&warning), "{err}");
+    assert!(
+        err.contains("polls every 0.1 ms instead of parking"),
+        "{err}"
+    );
+    // It still reads every candle, and its status says it holds no entry.
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stats"]["candles"], 2_000, "{report}");
+    let doc = status_doc(&status);
+    assert_eq!(doc["rings"][0]["registered"], false, "{doc}");
+    drop(readers);
+}

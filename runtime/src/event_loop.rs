@@ -376,6 +376,12 @@ pub struct LoopStats {
     pub reload_requests: u64,
     /// New app configurations taken while running.
     pub app_reconfigured: u64,
+    /// The config generation in force (the last `ConfigApplied` emitted; 0: the one the
+    /// engine started with) and the configs rejected so far (every `ConfigRejected`
+    /// emitted), counted where the events are emitted, so telemetry, the status file and
+    /// metrics agree by construction.
+    pub config_generation: u64,
+    pub config_rejected: u64,
     /// Telemetry from services beyond the per-tick limit.
     pub service_requests_dropped: u64,
     pub journal_records: u64,
@@ -433,6 +439,8 @@ pub struct EventLoop<A: App, S: OutputSink<A::Output>> {
     lag: Histogram<u64>,
     started: Nanos,
     last_candle: Option<(i64, Nanos)>,
+    /// The config generation whose app parameters the app runs (the last it accepted).
+    app_generation: u64,
     requests: RefCell<ServiceRequests>,
 }
 
@@ -583,6 +591,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             lag: histogram(),
             started: now,
             last_candle: None,
+            app_generation: 0,
             requests: RefCell::new(ServiceRequests::new()),
             config,
         };
@@ -622,6 +631,13 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
     }
 
     fn emit_telemetry(&mut self, event: Telemetry) {
+        match event {
+            Telemetry::ConfigApplied { generation, .. } => {
+                self.stats.config_generation = generation
+            }
+            Telemetry::ConfigRejected { .. } => self.stats.config_rejected += 1,
+            _ => {}
+        }
         self.telemetry
             .emit(self.now, crate::sys::realtime_ns(), &event);
     }
@@ -683,16 +699,20 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         match result {
             Ok(()) => {
                 self.stats.app_reconfigured += 1;
+                self.app_generation = generation;
                 self.dispatch(EventKind::Reconfigured { generation });
             }
             Err(why) => {
+                let kept = self.app_generation;
                 tracing::error!(
-                    "config generation {generation}: the app refused its new parameters: {why}"
+                    "config generation {generation}: the app refused its new parameters and keeps those of generation {kept}: {why}"
                 );
                 self.emit_telemetry(Telemetry::ConfigRejected {
-                    generation_kept: generation,
+                    generation_kept: kept,
                     line: 0,
-                    reason: Text::from_fmt(format_args!("the app refused it: {why}")),
+                    reason: Text::from_fmt(format_args!(
+                        "the app refused the parameters of generation {generation}: {why}"
+                    )),
                 });
             }
         }
@@ -724,6 +744,11 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             .map_err(|e| registering(&format!("fd source {index} (fd {})", source.fd()), e))?;
         self.fd_sources.push(source);
         Ok(index as SourceId)
+    }
+
+    /// The rings the loop reads, in source order.
+    pub fn rings(&self) -> &[RingSource] {
+        &self.rings
     }
 
     pub fn driver_report(&self) -> &DriverReport {

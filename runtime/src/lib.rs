@@ -14,6 +14,9 @@ pub mod alloc_count;
 #[cfg(not(loom))]
 pub mod app;
 pub mod clock;
+/// The SIGBUS handler that names the ring and marks the status file `crashed`.
+#[cfg(not(loom))]
+pub mod crash;
 #[cfg(not(loom))]
 pub mod driver;
 #[cfg(not(loom))]

@@ -369,7 +369,10 @@ pub struct Snapshot {
     pub telemetry_degraded: bool,
     pub adapters: [AdapterSnapshot; MAX_ADAPTERS],
     pub adapter_count: usize,
+    /// The config generation in force and the configs rejected since start (the loop's
+    /// counts of its `config_applied` and `config_rejected` events).
     pub config_generation: u64,
+    pub config_rejected: u64,
 }
 
 impl Snapshot {
@@ -778,12 +781,20 @@ const ADAPTER_FAMILIES: &[Family<AdapterSnapshot>] = &[(
     |a| Metric::Value(Value::Int(a.state as u64)),
 )];
 
-const CONFIG_FAMILIES: &[Family<Snapshot>] = &[(
-    "tickloop_config_generation",
-    "gauge",
-    "Generation of the configuration in force (incremented by each reload).",
-    |s| Metric::Value(Value::Int(s.config_generation)),
-)];
+const CONFIG_FAMILIES: &[Family<Snapshot>] = &[
+    (
+        "tickloop_config_generation",
+        "gauge",
+        "Generation of the configuration in force (incremented by each reload).",
+        |s| Metric::Value(Value::Int(s.config_generation)),
+    ),
+    (
+        "tickloop_config_rejected_total",
+        "counter",
+        "Configurations rejected (invalid, unreadable, missing, or refused by the app).",
+        |s| Metric::Value(Value::Int(s.config_rejected)),
+    ),
+];
 
 /// Render `snapshot` in the Prometheus text exposition format 0.0.4: every family with its
 /// `# HELP` and `# TYPE`, names prefixed `tickloop_`, times in seconds, counters ending in
@@ -1581,6 +1592,8 @@ impl crate::event_loop::Service for SharedMetrics {
         let mut snap = server.snapshot().clone();
         snap.uptime_ns = view.now.saturating_sub(view.started);
         snap.set_loop_stats(&view.stats);
+        snap.config_generation = view.stats.config_generation;
+        snap.config_rejected = view.stats.config_rejected;
         snap.loop_lag = Quantiles::from_histogram(view.lag);
         snap.clear_lists();
         for p in view.periodic {

@@ -5,6 +5,10 @@
 //! It never blocks longer than one small write, never allocates after [`StatusWriter::new`]
 //! (the document is rendered into a preallocated buffer), and never stops the loop: a failed
 //! write is counted and retried on the next tick.
+//!
+//! States: `running`, `stopping`, `stopped`, and `crashed`, which only [`crate::crash`]'s
+//! SIGBUS handler writes (the last document with that state and a `crash` object; the file
+//! is registered with it in [`StatusWriter::new`]).
 
 use crate::event_loop::{LoopView, Service, StopReason};
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -17,15 +21,13 @@ use std::path::{Path, PathBuf};
 /// Bumped when a field changes meaning; readers check it.
 pub const STATUS_FORMAT: u32 = 1;
 
-/// Extra facts other services contribute to the status (config; adapters have their own
-/// [`StatusWriter::set_adapters`]).
+/// Extra facts other services contribute to the status (the config's digest; the config's
+/// generation and rejections are the loop's counts, [`crate::event_loop::LoopStats`], so they
+/// always equal the telemetry's; adapters have their own [`StatusWriter::set_adapters`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatusExtra {
-    /// Config files applied since start (0: the one the engine started with).
-    pub config_generation: u64,
-    /// FNV-1a of the applied config file's bytes, and configs rejected so far.
+    /// FNV-1a of the applied config file's bytes.
     pub config_digest: u64,
-    pub config_rejected: u64,
 }
 
 /// Shared between the status writer and whoever updates the extras (single-threaded).
@@ -132,6 +134,10 @@ impl StatusWriter {
                 dir: dir.clone(),
                 cause,
             })?;
+        let pid = std::process::id();
+        let started_unix_ns = crate::sys::realtime_ns();
+        let fallback = crash_fallback(pid, component, account, interval_ns, started_unix_ns);
+        crate::crash::set_status_file(path, pid, fallback);
         Ok(StatusWriter {
             path: path.into(),
             tmp: CString::new(probe.as_os_str().as_bytes()).expect("a path has no NUL"),
@@ -141,8 +147,8 @@ impl StatusWriter {
             buf: Vec::with_capacity(64 << 10),
             component: component.into(),
             account: account.into(),
-            pid: std::process::id(),
-            started_unix_ns: crate::sys::realtime_ns(),
+            pid,
+            started_unix_ns,
             extra,
             trading: None,
             failures: 0,
@@ -230,6 +236,40 @@ impl Service for StatusWriter {
     }
     fn stop(&mut self, view: &LoopView<'_>) {
         self.write(view, "stopped");
+    }
+}
+
+/// What the SIGBUS handler writes if the engine dies before its first status (the handler
+/// cannot format, so it is rendered at startup), with the keys first in the order `write`
+/// renders them (the handler finds `"state"` and `"pid"` near the start).
+fn crash_fallback(
+    pid: u32,
+    component: &str,
+    account: &str,
+    interval_ns: u64,
+    started_unix_ns: i64,
+) -> Vec<u8> {
+    let json = |s: &str| serde_json::to_string(s).expect("a string renders");
+    format!(
+        "{{\"format\":{STATUS_FORMAT},\"state\":\"crashed\",\"pid\":{pid},\"component\":{},\"account\":{},\"version\":{},\"interval_ns\":{interval_ns},\"started_unix_ns\":{started_unix_ns}}}\n",
+        json(component),
+        json(account),
+        json(env!("CARGO_PKG_VERSION")),
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_crash_fallback_is_a_document_the_sigbus_handler_can_mark() {
+        let doc = super::crash_fallback(4242, "engine", "a\"b", 1_000_000, 7);
+        let (at, end) = crate::crash::state_value(&doc).expect("state near the start");
+        assert_eq!(&doc[at..end], b"crashed");
+        assert!(doc[..64].windows(11).any(|w| w == b"\"pid\":4242,"));
+        let parsed: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        assert_eq!(parsed["account"], "a\"b");
+        assert_eq!(parsed["pid"], 4242);
     }
 }
 
@@ -332,7 +372,7 @@ impl Serialize for RingDoc<'_> {
         let r = self.ring.reader();
         let stats = r.stats();
         let write_seq = r.write_seq();
-        let mut m = s.serialize_map(Some(8))?;
+        let mut m = s.serialize_map(Some(10))?;
         m.serialize_entry("source", &self.source)?;
         m.serialize_entry("path", &r.path())?;
         m.serialize_entry("cursor", &r.cursor())?;
@@ -342,6 +382,9 @@ impl Serialize for RingDoc<'_> {
         m.serialize_entry("lost", &stats.lost)?;
         m.serialize_entry("overruns", &stats.overruns)?;
         m.serialize_entry("removed", &self.ring.removed())?;
+        // Without a registry entry the ring's writer cannot wake it and `ring info` does not
+        // list it (the registry was full, or the file is read-only to this user).
+        m.serialize_entry("registered", &r.registered())?;
         m.end()
     }
 }
@@ -413,12 +456,12 @@ impl Serialize for Doc<'_, '_> {
         }
         m.serialize_entry("rings", &Rings(v))?;
         m.serialize_entry("timers", &Timers(v))?;
-        m.serialize_entry("config_generation", &extra.config_generation)?;
+        m.serialize_entry("config_generation", &v.stats.config_generation)?;
         m.serialize_entry(
             "config_digest",
             &format_args!("{:016x}", extra.config_digest),
         )?;
-        m.serialize_entry("config_rejected", &extra.config_rejected)?;
+        m.serialize_entry("config_rejected", &v.stats.config_rejected)?;
         let (emitted, dropped, degraded) = v.telemetry;
         m.serialize_entry(
             "telemetry",

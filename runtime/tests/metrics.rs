@@ -280,6 +280,7 @@ fn full_snapshot() -> Snapshot {
         telemetry_dropped: 3,
         telemetry_degraded: true,
         config_generation: 4,
+        config_rejected: 5,
         ..Snapshot::default()
     };
     for i in 0..MAX_TIMERS as u64 {
@@ -356,6 +357,7 @@ fn worst_snapshot() -> Snapshot {
         telemetry_dropped: u64::MAX,
         telemetry_degraded: true,
         config_generation: u64::MAX,
+        config_rejected: u64::MAX,
         ..Snapshot::default()
     };
     for i in 0..MAX_TIMERS {
@@ -805,6 +807,7 @@ fn get_metrics_answers_valid_prometheus_text_on_every_driver() {
         assert_eq!(value("tickloop_telemetry_dropped_total", &[]), 3.0);
         assert_eq!(value("tickloop_telemetry_degraded", &[]), 1.0);
         assert_eq!(value("tickloop_config_generation", &[]), 4.0);
+        assert_eq!(value("tickloop_config_rejected_total", &[]), 5.0);
         assert_eq!(
             value("tickloop_loop_lag_seconds", &[("quantile", "0.99")]),
             25e-6

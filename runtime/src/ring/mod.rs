@@ -31,7 +31,9 @@ mod writer;
 #[cfg(not(loom))]
 pub use error::{Bytes, RingError};
 #[cfg(not(loom))]
-pub use reader::{ReadResult, Reader, ReaderOptions, ReaderStats, Start, WaitStrategy};
+pub use reader::{
+    ReadResult, Reader, ReaderOptions, ReaderStats, Start, Unregistered, WaitStrategy,
+};
 #[cfg(not(loom))]
 pub use segment::{create, ring_path, CreateOptions};
 #[cfg(not(loom))]

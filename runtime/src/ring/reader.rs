@@ -91,6 +91,15 @@ pub struct ReaderStats {
     pub parks: u64,
 }
 
+/// Why a reader that asked for a control-page entry holds none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unregistered {
+    /// The ring file is not writable by this user, so its control page is mapped read-only.
+    ReadOnly,
+    /// Every one of the [`MAX_READERS`] entries is held by a live reader.
+    RegistryFull,
+}
+
 pub struct Reader {
     seg: Segment,
     slots: *const Slot,
@@ -104,6 +113,8 @@ pub struct Reader {
     next_publish: u64,
     /// The last park could not issue the membarrier the writer relies on.
     membarrier_failed: bool,
+    /// Asked for an entry and got none: why.
+    unregistered: Option<Unregistered>,
 }
 
 // SAFETY: the raw pointer points into `seg`'s mapping, which moves with the reader.
@@ -138,10 +149,17 @@ impl Reader {
             published_cursor: u64::MAX,
             next_publish: u64::MAX,
             membarrier_failed: false,
+            unregistered: None,
         };
         if options.register {
             reader.entry = reader.register();
             reader.publish_progress();
+            if reader.entry.is_none() {
+                reader.unregistered = Some(match reader.seg.control() {
+                    None => Unregistered::ReadOnly,
+                    Some(_) => Unregistered::RegistryFull,
+                });
+            }
         }
         Ok(reader)
     }
@@ -400,6 +418,11 @@ impl Reader {
     /// True if this reader holds a control-page entry (can park, shows in `ring info`).
     pub fn registered(&self) -> bool {
         self.entry.is_some()
+    }
+
+    /// Why this reader holds no control-page entry although it asked for one.
+    pub fn unregistered(&self) -> Option<Unregistered> {
+        self.unregistered
     }
 
     /// The writer's published position (positions below it are complete).

@@ -2,7 +2,9 @@
 //! replacing), validation of everything in the header before anything is mapped, and the
 //! mappings themselves (read-only for readers, who map only the control page writable).
 //!
-//! This module owns files and mappings; it knows nothing about positions or candles.
+//! This module owns files and mappings; it knows nothing about positions or candles. Every
+//! mapping is listed with [`crate::crash`] while it exists, so a SIGBUS from a ring truncated
+//! under this process is reported with the ring's path.
 
 use super::error::{Bytes, RingError};
 use super::layout::*;
@@ -63,6 +65,9 @@ pub enum Access {
 
 /// An open, validated, mapped ring segment.
 pub struct Segment {
+    /// The mappings as the SIGBUS handler knows them ([`crate::crash`]): listed once mapped,
+    /// and unlisted first on drop (fields drop in order), before the file and maps go.
+    _crash: [crate::crash::MappingGuard; 2],
     /// What validation accepted; bounds every slice into the mapping (the header is shared
     /// memory and is not trusted again after validation).
     geometry: Geometry,
@@ -130,7 +135,18 @@ impl Segment {
         } else {
             None
         };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let listed =
+            |map: &MmapRaw| crate::crash::register_mapping(map.as_ptr(), map.len(), fd, path);
+        let _crash = [
+            listed(&map),
+            match &control {
+                Some((control, _)) => listed(control),
+                None => crate::crash::MappingGuard::none(),
+            },
+        ];
         Ok(Segment {
+            _crash,
             geometry,
             path: path.to_owned(),
             _file: file,
@@ -295,7 +311,8 @@ fn read_header_bytes(file: &File, path: &Path) -> Result<[u8; 256], RingError> {
 
 /// Check everything about the file before mapping it, so that a bad file is an error, never a
 /// SIGBUS or a wild read. (A ring truncated while mapped still raises SIGBUS in its users: the
-/// files are private to their owner, who must remove rings with `ring rm`, never truncate them.) Returns the geometry the header declares.
+/// files are private to their owner, who must remove rings with `ring rm`, never truncate
+/// them; [`crate::crash`] reports it.) Returns the geometry the header declares.
 pub fn validate(file: &File, path: &Path) -> Result<Geometry, RingError> {
     let meta = file
         .metadata()
