@@ -186,7 +186,7 @@ impl OutputSink<HostOutput> for HostSink {
             HostOutput::FillFault(f) => {
                 t.fill_faults += 1;
                 // Every one is in telemetry; the log has the first ten, then every 1000th.
-                if t.fill_faults <= 10 || t.fill_faults % 1000 == 0 {
+                if t.fill_faults <= 10 || t.fill_faults.is_multiple_of(1000) {
                     tracing::warn!(
                         "adapter {} reported a fill that was not believed ({} so far): order {}, qty {}, price {}, remaining {}: {}; the book did not move",
                         f.adapter, t.fill_faults, f.order, f.qty, f.price, f.remaining, f.fault
