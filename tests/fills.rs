@@ -5,46 +5,12 @@
 //! orders are refused before they are sent.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::*;
 use serde_json::Value;
-
-fn wait_for_file(path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !Path::new(path).exists() {
-        assert!(Instant::now() < deadline, "{path} never appeared");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn status_doc(path: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default()).unwrap_or_default()
-}
-
-/// Every telemetry event written under `dir`, oldest first.
-fn telemetry(dir: &str) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".jsonl"))
-        .collect();
-    // Rotated files (`-N`) are older than the live one; the test writes far less than one.
-    files.sort();
-    files
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
 
 /// The engine's metrics text.
 fn metrics(port: u16) -> String {
@@ -163,7 +129,7 @@ fn fills_that_do_not_fit_their_order_never_move_the_book_and_each_is_one_fault_e
     assert!(err.contains("was not believed"), "{err}");
     let doc = status_doc(&status);
     let trading = &doc["trading"];
-    let events = telemetry(&tele);
+    let events = telemetry_events(&tele);
     assert_eq!(
         of_kind(&events, "dropped").len(),
         0,

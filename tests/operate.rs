@@ -22,14 +22,6 @@ fn write_config(path: &str, ring: &str, status: &str, extra: &str) {
     .unwrap();
 }
 
-fn wait_for_file(path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !Path::new(path).exists() {
-        assert!(Instant::now() < deadline, "{path} never appeared");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn status_code(file: &str, extra: &[&str]) -> (Option<i32>, String) {
     let mut args = vec!["status", "--file", file];
     args.extend_from_slice(extra);
@@ -574,11 +566,6 @@ fn the_metrics_endpoint_answers_while_a_silent_client_cannot_stall_the_loop() {
     assert!(run.wait().unwrap().success());
 }
 
-/// The status file as JSON (null while it does not exist or is being replaced).
-fn status_doc(path: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default()).unwrap_or_default()
-}
-
 /// An engine's files in `dir`: config, status, journal, and a telemetry directory (created).
 fn engine_files(dir: &TempDir) -> (String, String, String, String) {
     let telemetry = dir.file("telemetry");
@@ -593,21 +580,8 @@ fn engine_files(dir: &TempDir) -> (String, String, String, String) {
 
 /// The telemetry events of `kind` in the JSONL files under `dir`.
 fn telemetry_of(dir: &str, kind: &str) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
+    telemetry_events(dir)
+        .into_iter()
         .filter(|v| v["kind"] == kind)
         .collect()
 }

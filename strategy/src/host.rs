@@ -941,14 +941,7 @@ impl<S: Strategy> StrategyHost<S> {
             pos: self.stats.candles,
             ts_ns,
         };
-        self.apply_fill(cx, &fill);
-        cx.emit(HostOutput::Fill(fill));
-        self.stats.fills += 1;
-        if self.fills.len() < self.fills.capacity() {
-            self.fills.push(fill);
-        } else {
-            self.stats.updates_dropped += 1;
-        }
+        self.book_fill(cx, &fill);
         self.book.pending[o.symbol as usize] -= units;
         self.book.orders[i].units -= units;
         if o.state == OrderState::Submitted {
@@ -1054,14 +1047,20 @@ impl<S: Strategy> StrategyHost<S> {
                 pos,
                 ts_ns: candle.ts_ns,
             };
-            self.apply_fill(cx, &fill);
-            cx.emit(HostOutput::Fill(fill));
-            self.stats.fills += 1;
-            if self.fills.len() < self.fills.capacity() {
-                self.fills.push(fill);
-            } else {
-                self.stats.updates_dropped += 1;
-            }
+            self.book_fill(cx, &fill);
+        }
+    }
+
+    /// Book a fill (the paper broker's, or a venue's that was checked): the trades and cash,
+    /// its output, and the strategy's `on_fill` to come.
+    fn book_fill(&mut self, cx: &mut Context<'_, HostOutput>, fill: &Fill) {
+        self.apply_fill(cx, fill);
+        cx.emit(HostOutput::Fill(*fill));
+        self.stats.fills += 1;
+        if self.fills.len() < self.fills.capacity() {
+            self.fills.push(*fill);
+        } else {
+            self.stats.updates_dropped += 1;
         }
     }
 

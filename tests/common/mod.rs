@@ -212,3 +212,37 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Wait (up to 20 s) for `path` to exist.
+pub fn wait_for_file(path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::path::Path::new(path).exists() {
+        assert!(Instant::now() < deadline, "{path} never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The status file as JSON (null while it does not exist or is being replaced).
+pub fn status_doc(path: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default()).unwrap_or_default()
+}
+
+/// Every telemetry event in the JSONL files under `dir`, file by file in name order.
+pub fn telemetry_events(dir: &str) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
