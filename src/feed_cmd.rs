@@ -254,6 +254,7 @@ pub(crate) fn open_writer(
     slots: u64,
     symbols: &[String],
 ) -> Result<Writer> {
+    tickloop_runtime::crash::install("the feed").context("installing the SIGBUS handler")?;
     match info::inspect(path, usize::MAX) {
         Ok(existing) => {
             let new = symbols

@@ -339,6 +339,7 @@ pub fn synthetic(args: &SyntheticArgs) -> Result<ExitCode> {
             );
         }
     }
+    tickloop_runtime::crash::install("the feed").context("installing the SIGBUS handler")?;
     let (mut writer, created) = Writer::open_or_create(&path, options)?;
     if created {
         eprintln!(

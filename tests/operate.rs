@@ -1144,7 +1144,7 @@ fn a_ring_truncated_under_the_engine_is_one_line_naming_it_and_a_crashed_status(
     let path = ring.path().display().to_string();
     assert!(
         fatal[0].starts_with(&format!(
-            "tickloop: fatal: SIGBUS reading ring {path} at offset "
+            "tickloop: fatal: SIGBUS in ring {path} at offset "
         )),
         "{err}"
     );
@@ -1170,6 +1170,45 @@ fn a_ring_truncated_under_the_engine_is_one_line_naming_it_and_a_crashed_status(
     let (code, said) = status_code(&status, &[]);
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("crashed") && said.contains(&path), "{said}");
+}
+
+#[test]
+fn a_ring_truncated_under_its_feed_is_one_line_naming_it() {
+    use std::os::unix::process::ExitStatusExt;
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let writer = synthetic_feed(&ring, 100_000_000, 100_000, 4)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the feed never published", || {
+        tickloop_runtime::ring::info::inspect(&ring.path(), 0)
+            .map(|i| i.write_seq > 1_000)
+            .unwrap_or(false)
+    });
+    std::fs::File::options()
+        .write(true)
+        .open(ring.path())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let out = writer.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{err}");
+    let fatal: Vec<&str> = err.lines().filter(|l| l.contains("fatal")).collect();
+    assert_eq!(fatal.len(), 1, "one line: {err}");
+    let path = ring.path().display().to_string();
+    assert!(
+        fatal[0].starts_with(&format!(
+            "tickloop: fatal: SIGBUS in ring {path} at offset "
+        )),
+        "{err}"
+    );
+    assert!(
+        fatal[0].contains("was truncated to 0 bytes under the feed"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -319,7 +319,7 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
         }
         Some(hit) => {
             let path = &hit.path[..hit.path_len];
-            line.put(b"reading ring ")
+            line.put(b"in ring ")
                 .put(path)
                 .put(b" at offset ")
                 .dec(hit.offset as u64)
