@@ -763,6 +763,27 @@ impl<S: Strategy> StrategyHost<S> {
     /// An order's fate from the venue adapter.
     fn on_adapter(&mut self, cx: &mut Context<'_, HostOutput>, event: &AdapterEvent) {
         if self.config.adapter != Some(event.adapter()) {
+            // Only fills can be about orders; from another adapter, none is this host's.
+            if let AdapterEvent::Fill {
+                adapter,
+                order,
+                qty,
+                price,
+                ..
+            } = *event
+            {
+                self.fill_fault(
+                    cx,
+                    FillFaultReport {
+                        adapter,
+                        order,
+                        fault: FillFault::UnknownOrder,
+                        qty,
+                        price,
+                        remaining: f64::NAN,
+                    },
+                );
+            }
             return;
         }
         match *event {
@@ -783,8 +804,18 @@ impl<S: Strategy> StrategyHost<S> {
                 reason,
                 ..
             } => {
-                if let Some(i) = self.order_index(request) {
+                let Some(i) = self.order_index(request) else {
+                    return;
+                };
+                if self.book.orders[i].state == OrderState::Submitted {
                     self.reject(cx, i, RejectReason::of_failure(reason));
+                } else {
+                    // It was accepted or filled in part already: the venue has it, whatever
+                    // became of the request (a late answer timed out, the adapter restarted).
+                    tracing::warn!(
+                        "order {request}: its place_order failed ({reason}) after the venue had taken it ({:?}); it stays open",
+                        self.book.orders[i].state
+                    );
                 }
             }
             AdapterEvent::OrderUpdate { order, status, .. } => {
@@ -800,6 +831,11 @@ impl<S: Strategy> StrategyHost<S> {
                     OrderStatus::PartiallyFilled | OrderStatus::Filled => return,
                 };
                 let state = self.book.orders[i].state;
+                // A venue that rejects an order it had accepted has ended it: a cancel.
+                let next = match next {
+                    OrderState::Rejected if !state.can_become(next) => OrderState::Cancelled,
+                    next => next,
+                };
                 if state == next || !state.can_become(next) {
                     return;
                 }
@@ -865,27 +901,39 @@ impl<S: Strategy> StrategyHost<S> {
         if !(price.is_finite() && price > 0.0) {
             return Err(FillFault::BadPrice);
         }
-        let key = trade.unwrap_or_else(|| {
-            let mut content = [0u8; 33];
-            content[0] = b'c'; // apart from trade ids' hashes
-            content[1..9].copy_from_slice(&order.to_le_bytes());
-            content[9..17].copy_from_slice(&qty.to_bits().to_le_bytes());
-            content[17..25].copy_from_slice(&price.to_bits().to_le_bytes());
-            content[25..33].copy_from_slice(&ts_ns.to_le_bytes());
-            tickloop_runtime::ring::layout::fnv1a64(&content)
-        });
+        // The order and the venue's trade id (venues number trades per symbol, so the same
+        // id may come back for another order), or where there is none, the fill's content.
+        let mut content = [0u8; 33];
+        content[1..9].copy_from_slice(&order.to_le_bytes());
+        match trade {
+            Some(t) => {
+                content[0] = b't';
+                content[9..17].copy_from_slice(&t.to_le_bytes());
+            }
+            None => {
+                content[0] = b'c';
+                content[9..17].copy_from_slice(&qty.to_bits().to_le_bytes());
+                content[17..25].copy_from_slice(&price.to_bits().to_le_bytes());
+                content[25..33].copy_from_slice(&ts_ns.to_le_bytes());
+            }
+        }
+        let key = tickloop_runtime::ring::layout::fnv1a64(&content);
         if self.seen.contains(&key) {
             return Err(FillFault::Duplicate);
         }
         let index = self.order_index(order).ok_or(FillFault::UnknownOrder)?;
         let o = &self.book.orders[index];
-        // `units` is what is left; a tolerance of 1e-9 of the order's size absorbs the float
-        // residue of partial fills, never a real unit.
-        let ordered = (o.units + o.filled).abs();
-        if qty > o.units.abs() + 1e-9 * ordered {
+        // `units` is what is left.
+        if qty > o.units.abs() + self.residue(o) {
             return Err(FillFault::Overfill);
         }
         Ok((index, key))
+    }
+
+    /// The float residue partial fills of `o` may leave: 1e-9 of its size, and never as much
+    /// as half a lot.
+    fn residue(&self, o: &Order) -> f64 {
+        (1e-9 * (o.units + o.filled).abs()).min(0.5 * self.config.lot)
     }
 
     fn remember_fill(&mut self, key: TradeId) {
@@ -920,7 +968,7 @@ impl<S: Strategy> StrategyHost<S> {
         let o = self.book.orders[i];
         // The last fill of an order takes exactly what was left, so no residue stays open.
         let rest = o.units.abs();
-        let done = qty >= rest - 1e-9 * (o.units + o.filled).abs();
+        let done = qty >= rest - self.residue(&o);
         let units = o.side.sign() * if done { rest } else { qty };
         let filled = o.filled + units;
         let avg = if filled == 0.0 {
@@ -984,7 +1032,6 @@ impl<S: Strategy> StrategyHost<S> {
                 i += 1;
                 continue;
             }
-            self.transition(cx, i, OrderState::Accepted);
             let position = self.book.position(order.symbol);
             let margin = self.book.margin_available();
             let units = match order.size {
@@ -1023,12 +1070,14 @@ impl<S: Strategy> StrategyHost<S> {
                 self.reject(cx, i, reason);
                 continue;
             }
+            // Refused or cancelled straight from Submitted: only a fill is accepted first.
             if next == OrderState::Cancelled {
                 self.stats.cancelled += 1;
                 self.transition(cx, i, next);
                 self.remove_order(i);
                 continue;
             }
+            self.transition(cx, i, OrderState::Accepted);
             {
                 let o = &mut self.book.orders[i];
                 o.filled = units;

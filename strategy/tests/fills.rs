@@ -27,7 +27,7 @@ thread_local! {
     static HEARD: Rc<RefCell<Heard>> = Rc::default();
 }
 
-/// Buys `volume` units of the candle's symbol on every candle.
+/// Buys `volume` units of the candle's symbol on every candle (none at 0).
 struct Buyer;
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -40,7 +40,9 @@ impl Strategy for Buyer {
         Ok(Buyer)
     }
     fn on_candle(&mut self, cx: &mut StrategyCx<'_, '_>, _pos: u64, c: &Candle) {
-        cx.buy(c.symbol, Size::Units(c.volume));
+        if c.volume > 0.0 {
+            cx.buy(c.symbol, Size::Units(c.volume));
+        }
     }
     fn on_fill(&mut self, _cx: &mut StrategyCx<'_, '_>, fill: &Fill) {
         HEARD.with(|h| h.borrow_mut().fills.push(*fill));
@@ -60,13 +62,22 @@ struct Run {
 
 impl Run {
     fn new() -> Run {
+        Run::with(Some(0))
+    }
+
+    /// Orders to `adapter`, or the paper broker with `None`.
+    fn with(adapter: Option<u16>) -> Run {
         let host = StrategyHost::new(HostSetup {
             host: HostConfig {
                 symbols: 2,
-                adapter: Some(0),
+                adapter,
                 ..HostConfig::default()
             },
-            risk: RiskConfig::default(),
+            risk: RiskConfig {
+                max_order_notional: 0.0,
+                max_position_notional: 0.0,
+                ..RiskConfig::default()
+            },
             strategy: NoConfig {},
         })
         .unwrap();
@@ -109,6 +120,10 @@ impl Run {
             pos: 0,
             candle,
         })
+    }
+
+    fn adapter(&mut self, event: AdapterEvent) -> Vec<HostOutput> {
+        self.event(EventKind::Adapter(event))
     }
 
     fn fill(&mut self, order: u64, qty: f64, price: f64, trade: Option<u64>) -> Vec<HostOutput> {
@@ -274,4 +289,101 @@ fn rejections_say_what_happened() {
     );
     assert_eq!(run.host.stats().rejected, 2);
     assert_eq!(run.host.book().pending(1), 0.0);
+}
+
+fn state_of(out: &[HostOutput], order: u64) -> Vec<OrderState> {
+    out.iter()
+        .filter_map(|o| match o {
+            HostOutput::Order(u) if u.order == order => Some(u.state),
+            _ => None,
+        })
+        .collect()
+}
+
+fn done(id: u64) -> AdapterEvent {
+    AdapterEvent::Done {
+        adapter: 0,
+        request: id,
+        kind: RequestKind::PlaceOrder,
+        count: 0,
+    }
+}
+
+fn failed(id: u64, reason: FailReason) -> AdapterEvent {
+    AdapterEvent::Failed {
+        adapter: 0,
+        request: id,
+        kind: RequestKind::PlaceOrder,
+        reason,
+    }
+}
+
+#[test]
+fn an_adapters_events_in_any_order_never_break_an_order_and_the_paper_broker_rejects_cleanly() {
+    // A request that fails after the venue took the order (a partial fill streamed before a
+    // late answer, then a timeout): the order stays open, and fills on.
+    let mut run = Run::new();
+    let (id, _) = sent(&run.candle(10.0))[0];
+    assert!(booked(&run.fill(id, 4.0, 2.5, Some(1))));
+    let out = run.adapter(failed(id, FailReason::Timeout));
+    assert!(state_of(&out, id).is_empty(), "{out:?}");
+    assert!(booked(&run.fill(id, 6.0, 2.5, Some(2))));
+    assert_eq!(run.host.book().position(1), 10.0);
+    assert!(run.host.book().open_orders().is_empty());
+
+    // An order accepted, then reported rejected by the venue: ended, as a cancel.
+    let (id, _) = sent(&run.candle(3.0))[0];
+    run.adapter(done(id));
+    let out = run.adapter(AdapterEvent::OrderUpdate {
+        adapter: 0,
+        order: id,
+        status: tickloop_runtime::adapter::OrderStatus::Rejected,
+        filled: f64::NAN,
+        remaining: f64::NAN,
+        avg_price: f64::NAN,
+    });
+    assert_eq!(state_of(&out, id), vec![OrderState::Cancelled]);
+    assert!(run.host.book().open_orders().is_empty());
+    assert_eq!(run.host.book().pending(1), 0.0);
+    // The adapter's error after that is about no open order.
+    assert!(state_of(&run.adapter(failed(id, FailReason::Timeout)), id).is_empty());
+
+    // Venues number trades per symbol: the same trade id on another order is a new fill.
+    let (a, _) = sent(&run.candle(1.0))[0];
+    let (b, _) = sent(&run.candle(1.0))[0];
+    assert!(booked(&run.fill(a, 1.0, 2.5, Some(77))));
+    assert!(booked(&run.fill(b, 1.0, 2.5, Some(77))));
+    assert_eq!(run.host.book().position(1), 12.0);
+
+    // A fill from an adapter the host does not trade through is no fill of its own.
+    let out = run.event(EventKind::Adapter(AdapterEvent::Fill {
+        adapter: 3,
+        order: 1,
+        qty: 1.0,
+        price: 2.5,
+        fee: 0.0,
+        ts_ns: 0,
+        trade: None,
+    }));
+    assert_eq!(fault(&out), Some(FillFault::UnknownOrder));
+
+    // The paper broker rejects at the next candle, straight from Submitted: less than one
+    // lot, and more than the margin left.
+    let mut paper = Run::with(None);
+    paper.candle(0.4);
+    let out = paper.candle(0.0);
+    assert_eq!(state_of(&out, 1), vec![OrderState::Rejected]);
+    paper.candle(1e9);
+    let out = paper.candle(0.0);
+    assert_eq!(state_of(&out, 2), vec![OrderState::Rejected]);
+    let reasons: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            HostOutput::Order(u) => u.reason,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, vec![RejectReason::NoMargin]);
+    assert_eq!(paper.host.stats().rejected, 2);
+    assert!(paper.host.book().open_orders().is_empty());
 }
