@@ -1118,7 +1118,6 @@ fn engine_without_core(cfg: &str) -> std::process::Child {
 
 #[test]
 fn a_ring_truncated_under_the_engine_is_one_line_naming_it_and_a_crashed_status() {
-    use std::os::unix::process::ExitStatusExt;
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
     let dir = TempDir::new("sigbus");
@@ -1130,29 +1129,9 @@ fn a_ring_truncated_under_the_engine_is_one_line_naming_it_and_a_crashed_status(
     wait_until("the engine never read the candles", || {
         status_doc(&status)["candles"] == 1_000
     });
-    std::fs::File::options()
-        .write(true)
-        .open(ring.path())
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    let out = run.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{err}");
-    let fatal: Vec<&str> = err.lines().filter(|l| l.contains("fatal")).collect();
-    assert_eq!(fatal.len(), 1, "one line: {err}");
+    let fatal = truncate_under(run, &ring, "the engine");
     let path = ring.path().display().to_string();
-    assert!(
-        fatal[0].starts_with(&format!(
-            "tickloop: fatal: SIGBUS in ring {path} at offset "
-        )),
-        "{err}"
-    );
-    assert!(
-        fatal[0].contains("was truncated to 0 bytes under the engine"),
-        "{err}"
-    );
-    assert!(fatal[0].contains("restart its feed"), "{err}");
+    assert!(fatal.contains("restart its feed"), "{fatal}");
 
     let doc = status_doc(&status);
     assert_eq!(doc["state"], "crashed", "{doc}");
@@ -1174,7 +1153,6 @@ fn a_ring_truncated_under_the_engine_is_one_line_naming_it_and_a_crashed_status(
 
 #[test]
 fn a_ring_truncated_under_its_feed_is_one_line_naming_it() {
-    use std::os::unix::process::ExitStatusExt;
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
     let writer = synthetic_feed(&ring, 100_000_000, 100_000, 4)
@@ -1187,13 +1165,20 @@ fn a_ring_truncated_under_its_feed_is_one_line_naming_it() {
             .map(|i| i.write_seq > 1_000)
             .unwrap_or(false)
     });
+    truncate_under(writer, &ring, "the feed");
+}
+
+/// Truncate `ring` to nothing under `process` (`role` in its message): it must die by SIGBUS
+/// with one fatal line naming the ring, its size now and what it ran as. Returns the line.
+fn truncate_under(process: std::process::Child, ring: &Name, role: &str) -> String {
+    use std::os::unix::process::ExitStatusExt;
     std::fs::File::options()
         .write(true)
         .open(ring.path())
         .unwrap()
         .set_len(0)
         .unwrap();
-    let out = writer.wait_with_output().unwrap();
+    let out = process.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{err}");
     let fatal: Vec<&str> = err.lines().filter(|l| l.contains("fatal")).collect();
@@ -1206,9 +1191,10 @@ fn a_ring_truncated_under_its_feed_is_one_line_naming_it() {
         "{err}"
     );
     assert!(
-        fatal[0].contains("was truncated to 0 bytes under the feed"),
+        fatal[0].contains(&format!("was truncated to 0 bytes under {role}")),
         "{err}"
     );
+    fatal[0].to_string()
 }
 
 #[test]
