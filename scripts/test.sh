@@ -9,5 +9,5 @@ scripts/setup.sh
 echo "== tests (release build: the multi-process tests move millions of candles)"
 cargo nextest run --workspace --release --no-fail-fast
 
-echo "== loom model check of the ring protocols (runtime/src/ring/protocol.rs)"
-RUSTFLAGS="--cfg loom" cargo test -p tickloop-runtime --release --lib --target-dir target/loom -- loom
+echo "== loom model check of the ring protocols (ring/src/protocol.rs)"
+RUSTFLAGS="--cfg loom" cargo test -p tickloop-ring --release --lib --target-dir target/loom -- loom

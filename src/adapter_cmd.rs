@@ -16,7 +16,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tickloop_runtime::ring::{self, Candle, ReadResult, Reader, ReaderOptions, Start};
+use tickloop_ring::{self as ring, Candle, ReadResult, Reader, ReaderOptions, Start};
 
 #[derive(Subcommand)]
 pub enum AdapterCommand {
@@ -233,7 +233,7 @@ fn hello_reply(name: &str, capabilities: &[&str]) -> serde_json::Value {
 const ALL_CAPS: [&str; 4] = ["accounts", "bars", "subscribe", "orders"];
 
 fn now_ns() -> i64 {
-    tickloop_runtime::sys::realtime_ns()
+    tickloop_ring::sys::realtime_ns()
 }
 
 // ---------------------------------------------------------------- echo

@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use tickloop_app::telemetry::{Telemetry, Text};
 use tickloop_runtime::event_loop::{LoopConfig, LoopView};
 use tickloop_runtime::metrics::MetricsConfig;
-use tickloop_runtime::telemetry::{Telemetry, TelemetryConfig, Text};
+use tickloop_runtime::telemetry::TelemetryConfig;
 use tickloop_strategy::host::HostConfig;
 use tickloop_strategy::risk::RiskConfig;
 use tickloop_strategy::sma::SmaConfig;
@@ -299,7 +300,7 @@ impl EngineConfig {
             anyhow::bail!("config {}: {e}", at(path, text, "[telemetry"));
         }
         for ring in &self.rings {
-            tickloop_runtime::ring::ring_path(&ring.name)
+            tickloop_ring::ring_path(&ring.name)
                 .map_err(|e| anyhow::anyhow!("config {}: rings: {e}", at(path, text, "name")))?;
         }
         // The status file is written from the housekeeping tick, so no more often than it.
@@ -450,7 +451,7 @@ fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
 }
 
 pub fn digest(bytes: &[u8]) -> u64 {
-    tickloop_runtime::ring::layout::fnv1a64(bytes)
+    tickloop_ring::layout::fnv1a64(bytes)
 }
 
 impl ConfigWatcher {

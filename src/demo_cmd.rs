@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tickloop_runtime::ring::{self, CreateOptions};
+use tickloop_ring::{self as ring, CreateOptions};
 
 /// The bundled EURUSD hourly candles (backtesting.py's sample data), so the demo needs no files.
 const EURUSD: &str = include_str!("../data/EURUSD.csv");

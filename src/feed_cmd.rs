@@ -18,7 +18,7 @@ use tickloop_feed::{
     format_span, format_ts, Dataset, Format, LoadOptions, Pace, ReplayReport, MAX_CANDLES,
     MAX_FILE_BYTES, MAX_LINE_BYTES,
 };
-use tickloop_runtime::ring::{info, ring_path, CreateOptions, RingError, Writer};
+use tickloop_ring::{info, ring_path, CreateOptions, RingError, Writer};
 
 /// How much of a data file is accepted; each bound is checked as the file is read, so memory
 /// stays bounded whatever the file holds.
@@ -254,7 +254,7 @@ pub(crate) fn open_writer(
     slots: u64,
     symbols: &[String],
 ) -> Result<Writer> {
-    tickloop_runtime::crash::install("the feed").context("installing the SIGBUS handler")?;
+    tickloop_ring::crash::install("the feed").context("installing the SIGBUS handler")?;
     match info::inspect(path, usize::MAX) {
         Ok(existing) => {
             let new = symbols

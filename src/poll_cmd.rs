@@ -15,14 +15,14 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
+use tickloop_app::clock::{Nanos, MILLIS, SECONDS};
 use tickloop_feed::poll::{PollConfig, PollCounts, PollFeed, PollOutput};
 use tickloop_feed::tiered::TieredConfig;
+use tickloop_ring::{ring_path, verify, Writer};
 use tickloop_runtime::adapter::{
     AdapterConfig, AdapterHandle, AdapterHost, AdapterHostConfig, SharedHost,
 };
-use tickloop_runtime::clock::{Nanos, MILLIS, SECONDS};
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, LoopView, Service};
-use tickloop_runtime::ring::{ring_path, verify, Writer};
 use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
 
 #[derive(Args, Clone)]
@@ -136,7 +136,7 @@ struct PollSink {
     seen: Rc<Seen>,
 }
 
-impl tickloop_runtime::app::OutputSink<PollOutput> for PollSink {
+impl tickloop_app::OutputSink<PollOutput> for PollSink {
     fn output(&mut self, _at: Nanos, output: &PollOutput) {
         match *output {
             // A refusal comes back to the app as `Failed { Refused }`.
@@ -146,7 +146,7 @@ impl tickloop_runtime::app::OutputSink<PollOutput> for PollSink {
             PollOutput::Publish(bar) => {
                 let mut w = self.writer.borrow_mut();
                 let pos = w.next_position();
-                let candle = tickloop_runtime::ring::Candle {
+                let candle = tickloop_ring::Candle {
                     symbol: self.ring_ids[bar.symbol as usize],
                     ..bar
                 };
@@ -187,7 +187,7 @@ impl Service for Housekeeping {
     fn tick(&mut self, view: &LoopView<'_>) {
         self.writer
             .borrow_mut()
-            .heartbeat(tickloop_runtime::sys::realtime_ns());
+            .heartbeat(tickloop_ring::sys::realtime_ns());
         let secs = view.now.saturating_sub(view.started) as f64 / SECONDS as f64;
         self.bar.set_message(format!(
             "{secs:.0} s: {} bars published, {} failed requests, {} overruns",
@@ -259,8 +259,7 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
         symbols: names.len() as u32,
         hold,
         bar_ns: args.bar_ms.saturating_mul(MILLIS),
-        epoch_offset_ns: tickloop_runtime::sys::realtime_ns()
-            - tickloop_runtime::sys::monotonic_ns(),
+        epoch_offset_ns: tickloop_ring::sys::realtime_ns() - tickloop_ring::sys::monotonic_ns(),
         adapter: 0,
     };
     let app = PollFeed::new(config.clone()).map_err(|e| anyhow::anyhow!("feed poll: {e}"))?;

@@ -7,14 +7,14 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tickloop_runtime::ring::info::{self, RingInfo};
-use tickloop_runtime::ring::layout::MAX_READERS;
-use tickloop_runtime::ring::verify::Verifier;
-use tickloop_runtime::ring::{
-    self, ring_path, Bytes, CreateOptions, ReadResult, Reader, ReaderOptions, Start, Unregistered,
-    WaitStrategy, Writer,
+use tickloop_ring::info::{self, RingInfo};
+use tickloop_ring::layout::MAX_READERS;
+use tickloop_ring::sys;
+use tickloop_ring::verify::Verifier;
+use tickloop_ring::{
+    self as ring, ring_path, Bytes, CreateOptions, ReadResult, Reader, ReaderOptions, Start,
+    Unregistered, WaitStrategy, Writer,
 };
-use tickloop_runtime::sys;
 
 /// What a reader without a control-page entry is told (`ring tail` and the engine say the
 /// same), or None when it holds one. `parks`: whether it would sleep on the doorbell.
@@ -159,7 +159,7 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
         From::Next => Start::Next,
         From::Oldest => Start::Oldest,
     };
-    tickloop_runtime::crash::install("this reader").context("installing the SIGBUS handler")?;
+    tickloop_ring::crash::install("this reader").context("installing the SIGBUS handler")?;
     let mut reader = Reader::attach(
         &path,
         ReaderOptions {
@@ -339,7 +339,7 @@ pub fn synthetic(args: &SyntheticArgs) -> Result<ExitCode> {
             );
         }
     }
-    tickloop_runtime::crash::install("the feed").context("installing the SIGBUS handler")?;
+    tickloop_ring::crash::install("the feed").context("installing the SIGBUS handler")?;
     let (mut writer, created) = Writer::open_or_create(&path, options)?;
     if created {
         eprintln!(

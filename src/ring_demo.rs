@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tickloop_runtime::ring::verify::VerifySummary;
-use tickloop_runtime::ring::{self, info, CreateOptions};
+use tickloop_ring::verify::VerifySummary;
+use tickloop_ring::{self as ring, info, CreateOptions};
 
 #[derive(clap::Args, Clone)]
 pub struct DemoArgs {

@@ -9,16 +9,16 @@ use serde::Serialize;
 use std::io::{BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tickloop_app::clock::{Nanos, MICROS, SECONDS};
+use tickloop_app::App;
+use tickloop_app::OutputSink;
+use tickloop_ring::{self as ring, Start};
 use tickloop_runtime::adapter::{AdapterHandle, AdapterHost, AdapterHostConfig, SharedHost};
-use tickloop_runtime::app::App;
-use tickloop_runtime::app::OutputSink;
-use tickloop_runtime::clock::{Nanos, MICROS, SECONDS};
 use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions};
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
 use tickloop_runtime::journal::JournalReader;
 use tickloop_runtime::lock::{self, InstanceLock};
 use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
-use tickloop_runtime::ring::{self, Start};
 use tickloop_runtime::status::StatusWriter;
 use tickloop_runtime::status::{SharedTrading, TradingStatus};
 use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
@@ -586,7 +586,7 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
     };
     // Before the rings are mapped: a ring truncated under the engine is then one line naming
     // it and a `crashed` status, not a silent SIGBUS.
-    tickloop_runtime::crash::install("the engine").context("installing the SIGBUS handler")?;
+    tickloop_ring::crash::install("the engine").context("installing the SIGBUS handler")?;
     let mut event_loop = EventLoop::new(builder, app, sink)?;
     for ring in event_loop.rings() {
         let parks = mode == Mode::Park;

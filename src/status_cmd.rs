@@ -66,7 +66,7 @@ pub fn status(args: &StatusArgs) -> ExitCode {
     };
     let num = |k: &str| doc[k].as_u64().unwrap_or(0);
     let written = doc["written_unix_ns"].as_i64().unwrap_or(0);
-    let age = (tickloop_runtime::sys::realtime_ns() - written).max(0) as u64;
+    let age = (tickloop_ring::sys::realtime_ns() - written).max(0) as u64;
     let max_age = args
         .max_age
         .unwrap_or_else(|| 3 * num("interval_ns").max(1_000_000));
@@ -152,7 +152,7 @@ pub fn status(args: &StatusArgs) -> ExitCode {
     if state == "crashed" {
         let crash = &doc["crash"];
         let at = crash["unix_ns"].as_i64().unwrap_or(0);
-        let ago = (tickloop_runtime::sys::realtime_ns() - at).max(0) as f64 / 1e9;
+        let ago = (tickloop_ring::sys::realtime_ns() - at).max(0) as f64 / 1e9;
         eprintln!(
             "tickloop: status: the engine crashed {ago:.1} s ago: {} ({}{}); its last status before that is shown above",
             crash["signal"].as_str().unwrap_or("a fatal signal"),

@@ -4,13 +4,13 @@
 //! answers read into the fixed frame buffer, decoded into fixed structs, delivered as
 //! events, orders with their updates and fills).
 
+use tickloop_app::clock::SECONDS;
+use tickloop_app::{App, Context, Event, EventKind};
 use tickloop_runtime::adapter::{
     AdapterConfig, AdapterEvent, AdapterHost, AdapterHostConfig, AdapterRequest, Request,
     SharedHost, Side,
 };
 use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
-use tickloop_runtime::app::{App, Context, Event, EventKind};
-use tickloop_runtime::clock::SECONDS;
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode};
 

@@ -12,13 +12,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tickloop_app::clock::{Nanos, MILLIS, SECONDS};
+use tickloop_app::{App, Context, Event, EventKind, TimerId};
 use tickloop_runtime::adapter::{
     AdapterConfig, AdapterEvent, AdapterHandle, AdapterHost, AdapterHostConfig, AdapterRequest,
     AdapterStats, DownCause, ErrorCode, ExitStatus, ExitWatch, FailReason, Fault, OrderStatus,
     Request, RequestError, RequestKind, SharedHost, Side,
 };
-use tickloop_runtime::app::{App, Context, Event, EventKind, TimerId};
-use tickloop_runtime::clock::{Nanos, MILLIS, SECONDS};
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode};
 use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
@@ -356,8 +356,8 @@ fn watch_status(path: &std::path::Path, done: &AtomicBool) -> Vec<(Nanos, Durati
             continue;
         }
         let written = v["written_unix_ns"].as_i64().unwrap_or(0);
-        let now = tickloop_runtime::sys::realtime_ns();
-        let at = tickloop_runtime::sys::monotonic_ns() as Nanos;
+        let now = tickloop_ring::sys::realtime_ns();
+        let at = tickloop_ring::sys::monotonic_ns() as Nanos;
         samples.push((at, Duration::from_nanos((now - written).max(0) as u64)));
     }
     samples
@@ -1256,7 +1256,7 @@ fn without_pidfds_exits_are_seen_through_sigchld() {
 
 #[test]
 fn the_paper_broker_fills_market_orders_at_the_next_candles_open() {
-    use tickloop_runtime::ring::{Candle, CreateOptions, Writer};
+    use tickloop_ring::{Candle, CreateOptions, Writer};
     let ring = Name::new();
     let (mut writer, _) = Writer::open_or_create(&ring.path(), CreateOptions::default()).unwrap();
     let aaa = writer.symbol("AAA").unwrap();

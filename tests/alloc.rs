@@ -2,12 +2,12 @@
 //! thread while a real feed process floods a real ring with 1M candles, the SMA app does its
 //! work, a 100 µs periodic timer fires thousands of times, and every input is journaled.
 
+use tickloop_app::clock::{MICROS, SECONDS};
+use tickloop_app::{App, Context, Event, EventKind};
+use tickloop_ring::Start;
 use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
-use tickloop_runtime::app::{App, Context, Event, EventKind};
-use tickloop_runtime::clock::{MICROS, SECONDS};
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
-use tickloop_runtime::ring::Start;
 use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
 
 mod common;
@@ -86,7 +86,7 @@ fn steady_state_allocations(driver: DriverChoice, mode: Mode) {
             app_config: vec![],
         },
         app,
-        tickloop_runtime::app::Discard,
+        tickloop_app::Discard,
     )
     .unwrap();
     lp.stop_after(20 * SECONDS);

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use tickloop_runtime::ring::{ReadResult, Reader, ReaderOptions, Start};
+use tickloop_ring::{ReadResult, Reader, ReaderOptions, Start};
 
 mod common;
 use common::*;

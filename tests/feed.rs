@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tickloop_runtime::ring::{verify, ReadResult, Reader, ReaderOptions, Start};
+use tickloop_ring::{verify, ReadResult, Reader, ReaderOptions, Start};
 
 mod common;
 use common::*;

@@ -1161,7 +1161,7 @@ fn a_ring_truncated_under_its_feed_is_one_line_naming_it() {
         .spawn()
         .unwrap();
     wait_until("the feed never published", || {
-        tickloop_runtime::ring::info::inspect(&ring.path(), 0)
+        tickloop_ring::info::inspect(&ring.path(), 0)
             .map(|i| i.write_seq > 1_000)
             .unwrap_or(false)
     });
@@ -1199,8 +1199,8 @@ fn truncate_under(process: std::process::Child, ring: &Name, role: &str) -> Stri
 
 #[test]
 fn an_engine_that_finds_the_reader_registry_full_warns_as_ring_tail_does() {
-    use tickloop_runtime::ring::layout::MAX_READERS;
-    use tickloop_runtime::ring::{Reader, ReaderOptions, Start};
+    use tickloop_ring::layout::MAX_READERS;
+    use tickloop_ring::{Reader, ReaderOptions, Start};
     let ring = Name::new();
     create_ring(&ring, 1 << 12);
     // This process holds every registry entry.

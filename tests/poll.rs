@@ -4,7 +4,7 @@
 //! ring under /dev/shm, read back here; overruns are typed telemetry; the journal replays.
 
 use std::collections::BTreeMap;
-use tickloop_runtime::ring::{info, verify, ReadResult, Reader, ReaderOptions, Start};
+use tickloop_ring::{info, verify, ReadResult, Reader, ReaderOptions, Start};
 
 mod common;
 use common::*;

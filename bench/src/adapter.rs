@@ -39,15 +39,15 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::Instant;
+use tickloop_app::clock::{Nanos, MICROS, SECONDS};
+use tickloop_app::{App, Context, Event, EventKind, OutputSink};
+use tickloop_ring::sys;
 use tickloop_runtime::adapter::{
     AdapterConfig, AdapterEvent, AdapterHandle, AdapterHost, AdapterHostConfig, AdapterRequest,
     Request, SharedHost,
 };
-use tickloop_runtime::app::{App, Context, Event, EventKind, OutputSink};
-use tickloop_runtime::clock::{Nanos, MICROS, SECONDS};
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, StopReason};
-use tickloop_runtime::sys;
 
 #[derive(clap::Args, Clone, Debug)]
 #[command(mut_arg("save", |a| a.help("Also write adapter.md, adapter.json, adapter-ROW.hgrm per measured row and the plots adapter.svg and adapter.png into this directory (--save is the same)")))]

@@ -4,13 +4,13 @@
 
 use hdrhistogram::Histogram;
 use std::sync::atomic::AtomicU64;
-use tickloop_runtime::app::{App, Discard};
+use tickloop_app::{App, Discard};
+use tickloop_ring::sys;
+use tickloop_ring::{
+    self as ring, Candle, CreateOptions, ReadResult, Reader, ReaderOptions, Start, Writer,
+};
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, LoopError, Mode, RingSpec};
-use tickloop_runtime::ring::{
-    self, Candle, CreateOptions, ReadResult, Reader, ReaderOptions, Start, Writer,
-};
-use tickloop_runtime::sys;
 
 pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds")

@@ -23,11 +23,11 @@ use crate::report::{fmt_ns, progress, spread, Check, Distribution, OutputArgs, R
 use hdrhistogram::Histogram;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tickloop_runtime::app::{App, Context, Event, EventKind};
-use tickloop_runtime::clock::{Nanos, SECONDS};
+use tickloop_app::clock::{Nanos, SECONDS};
+use tickloop_app::{App, Context, Event, EventKind};
+use tickloop_ring::sys;
+use tickloop_ring::{Candle, Start, Writer};
 use tickloop_runtime::event_loop::{LoopStats, RingSpec, StopReason};
-use tickloop_runtime::ring::{Candle, Start, Writer};
-use tickloop_runtime::sys;
 
 #[derive(clap::Args, Clone, Debug)]
 #[command(mut_arg("save", |a| a.help("Also write loop.md, loop.json, loop-ROW.hgrm per row and the plots loop.svg and loop.png into this directory (--save is the same)")))]

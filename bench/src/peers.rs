@@ -13,7 +13,7 @@ use crate::harness::{
 };
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tickloop_runtime::sys;
+use tickloop_ring::sys;
 
 /// The message every peer carries: the writer's stopwatch stamp and a sequence number.
 type Msg = [u64; 2];

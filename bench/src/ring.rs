@@ -19,8 +19,8 @@ use crate::report::{self, fmt_ns, fmt_rate, spread, Check, Distribution, OutputA
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
-use tickloop_runtime::ring::{Candle, CreateOptions, ReadResult, Start, Writer};
-use tickloop_runtime::sys;
+use tickloop_ring::sys;
+use tickloop_ring::{Candle, CreateOptions, ReadResult, Start, Writer};
 
 #[derive(clap::Args, Clone, Debug)]
 #[command(mut_arg("save", |a| a.help("Also write ring.md, ring.json, ring-ROW.hgrm per measured row and the plots ring.svg and ring.png into this directory (--save is the same)")))]

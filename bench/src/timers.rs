@@ -36,10 +36,10 @@ use crate::report::{
 };
 use hdrhistogram::Histogram;
 use std::time::Duration;
-use tickloop_runtime::app::{App, Context, Event, EventKind, TimerId};
-use tickloop_runtime::clock::{Nanos, MICROS, SECONDS};
+use tickloop_app::clock::{Nanos, MICROS, SECONDS};
+use tickloop_app::{App, Context, Event, EventKind, TimerId};
+use tickloop_ring::sys;
 use tickloop_runtime::event_loop::StopReason;
-use tickloop_runtime::sys;
 
 #[derive(clap::Args, Clone, Debug)]
 #[command(mut_arg("save", |a| a.help("Also write timers.md, timers.json, timers-ROW.hgrm per measured row and the plots timers.svg and timers.png into this directory (--save is the same)")))]

@@ -26,7 +26,7 @@
 use crate::dataset::{read_error, Builder, Dataset, Format, LoadError, LoadOptions, Location};
 use std::io::Read;
 use std::path::Path;
-use tickloop_runtime::ring::Candle;
+use tickloop_ring::Candle;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::parsing::Parsed;

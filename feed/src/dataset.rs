@@ -18,8 +18,8 @@ use crate::bounded::{over_in, Bounded, Over};
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use tickloop_runtime::ring::layout::SYMBOL_NAME_MAX;
-use tickloop_runtime::ring::Candle;
+use tickloop_ring::layout::SYMBOL_NAME_MAX;
+use tickloop_ring::Candle;
 
 /// Which parser reads a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,7 +25,7 @@ use dbn::{Compression, OhlcvMsg, Record, Schema, VersionUpgradePolicy};
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::path::Path;
-use tickloop_runtime::ring::Candle;
+use tickloop_ring::Candle;
 
 /// Bytes allowed for the metadata header (symbology can be large).
 const MAX_METADATA: u64 = 256 << 20;

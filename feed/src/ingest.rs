@@ -30,8 +30,8 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tickloop_runtime::ring::{verify, Candle, RingError, Writer};
-use tickloop_runtime::sys;
+use tickloop_ring::sys;
+use tickloop_ring::{verify, Candle, RingError, Writer};
 
 /// Longest line accepted, in bytes (without the newline).
 pub const MAX_LINE: usize = 4096;

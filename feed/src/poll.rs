@@ -14,10 +14,10 @@
 
 use crate::tiered::{Overrun, Tier, TieredConfig, TieredPoller};
 use serde::{Deserialize, Serialize};
-use tickloop_runtime::adapter::{AdapterEvent, AdapterId, AdapterRequest, FailReason, Request};
-use tickloop_runtime::app::{App, Context, Event, EventKind, TimerId};
-use tickloop_runtime::ring::Candle;
-use tickloop_runtime::telemetry::Telemetry;
+use tickloop_app::telemetry::Telemetry;
+use tickloop_app::venue::{AdapterEvent, AdapterId, AdapterRequest, FailReason, Request};
+use tickloop_app::{App, Context, Event, EventKind, TimerId};
+use tickloop_ring::Candle;
 
 /// The app's timer: the next cycle of the schedule.
 const CYCLE_TIMER: TimerId = 0;
@@ -295,8 +295,8 @@ impl App for PollFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickloop_runtime::adapter::RequestKind;
-    use tickloop_runtime::app::Action;
+    use tickloop_app::venue::RequestKind;
+    use tickloop_app::Action;
 
     const MS: u64 = 1_000_000;
 
@@ -341,7 +341,7 @@ mod tests {
             adapter: 0,
             pid: 1,
             protocol: 1,
-            capabilities: tickloop_runtime::adapter::Capabilities::BARS,
+            capabilities: tickloop_app::venue::Capabilities::BARS,
             starts: 1,
         })
     }
@@ -478,8 +478,8 @@ mod tests {
             MS,
             EventKind::Adapter(AdapterEvent::Down {
                 adapter: 0,
-                cause: tickloop_runtime::adapter::DownCause::Exited,
-                status: tickloop_runtime::adapter::ExitStatus::Code(1),
+                cause: tickloop_app::venue::DownCause::Exited,
+                status: tickloop_app::venue::ExitStatus::Code(1),
                 restart_in_ms: 100,
             }),
         );

@@ -9,8 +9,8 @@
 use crate::Dataset;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tickloop_runtime::ring::{info, verify, Candle, RingError, Writer};
-use tickloop_runtime::sys;
+use tickloop_ring::sys;
+use tickloop_ring::{info, verify, Candle, RingError, Writer};
 
 /// How fast a replay publishes.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,8 +7,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tickloop_runtime::ring::{verify, Candle, RingError, Writer};
-use tickloop_runtime::sys;
+use tickloop_ring::sys;
+use tickloop_ring::{verify, Candle, RingError, Writer};
 
 /// SplitMix64: a small, fast, well-distributed generator; the seed fully determines it.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tickloop_feed::ingest::{Ingest, Listen, MAX_LINE};
 use tickloop_feed::{load, replay, Format, Pace};
-use tickloop_runtime::ring::{
-    self, verify, CreateOptions, ReadResult, Reader, ReaderOptions, Start, Writer,
+use tickloop_ring::{
+    self as ring, verify, CreateOptions, ReadResult, Reader, ReaderOptions, Start, Writer,
 };
 
 struct TestRing(PathBuf);

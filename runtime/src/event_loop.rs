@@ -8,19 +8,14 @@
 //! allocates after [`EventLoop::new`], never blocks except in the driver, and never lets one
 //! source starve the others: a flood of candles delays a timer by at most one batch.
 
-use crate::app::{
-    Action, App, Context, Event, EventKind, OutputSink, SourceId, TimerId, TimerRefusal,
-};
-use crate::clock::{Nanos, MICROS, MILLIS};
 use crate::driver::{
     AnyDriver, Driver, DriverChoice, DriverKind, DriverOptions, DriverReport, Interest, Readiness,
     ReadyList, Token, Wait,
 };
 use crate::host::{self, HostConfig, HostSetup};
 use crate::journal::{JournalError, JournalHeader, JournalWriter, Record};
-use crate::ring::{ReadResult, Reader, ReaderOptions, RingError, Start};
-use crate::signals::{SignalKind, Signals};
-use crate::telemetry::{StopCause, Telemetry, TelemetrySink, Text};
+use crate::signals::Signals;
+use crate::telemetry::TelemetrySink;
 use crate::timer::{TimerKey, TimerWheel};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -30,6 +25,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
+use tickloop_app::clock::{Nanos, MICROS, MILLIS};
+use tickloop_app::telemetry::{StopCause, Telemetry, Text};
+use tickloop_app::SignalKind;
+use tickloop_app::{
+    Action, App, Context, Event, EventKind, OutputSink, SourceId, TimerId, TimerRefusal,
+};
+use tickloop_ring::{ReadResult, Reader, ReaderOptions, RingError, Start};
 
 /// How the loop waits when it has nothing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -188,7 +190,7 @@ impl LoopConfig {
     /// FNV-1a of the configuration, recorded in journals.
     pub fn fingerprint(&self) -> u64 {
         let bytes = postcard::to_allocvec(self).unwrap_or_default();
-        crate::ring::layout::fnv1a64(&bytes)
+        tickloop_ring::layout::fnv1a64(&bytes)
     }
 }
 
@@ -478,12 +480,12 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 let header = JournalHeader {
                     build: env!("CARGO_PKG_VERSION").to_string(),
                     config_fingerprint: config.fingerprint()
-                        ^ crate::ring::layout::fnv1a64(&builder.app_config),
+                        ^ tickloop_ring::layout::fnv1a64(&builder.app_config),
                     app: app.name().to_string(),
                     app_config: builder.app_config.clone(),
                     actions_per_event: config.actions_per_event,
                     driver: String::new(),
-                    started_unix_ns: crate::sys::realtime_ns(),
+                    started_unix_ns: tickloop_ring::sys::realtime_ns(),
                 };
                 Some((path.clone(), header))
             }
@@ -514,7 +516,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             DriverOptions {
                 fd_capacity: FIRST_SOURCE_TOKEN + MAX_FD_SOURCES as u32,
                 ready_capacity: config.ready_capacity,
-                sim_start: crate::clock::SECONDS,
+                sim_start: tickloop_app::clock::SECONDS,
                 sim_step: config.sim_step_ns,
             },
         )
@@ -639,7 +641,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             _ => {}
         }
         self.telemetry
-            .emit(self.now, crate::sys::realtime_ns(), &event);
+            .emit(self.now, tickloop_ring::sys::realtime_ns(), &event);
     }
 
     /// Add a service run on the housekeeping tick (before the run).
@@ -1334,8 +1336,8 @@ fn bind_wake_socket() -> io::Result<(UnixDatagram, u64)> {
     let pid = std::process::id() as u64;
     let mut last = None;
     for n in 1..=64u64 {
-        let id = pid << 32 | (crate::sys::monotonic_ns() as u64 & 0xffff_ff00) | n;
-        let name = crate::ring::layout::wake_socket_name(id);
+        let id = pid << 32 | (tickloop_ring::sys::monotonic_ns() as u64 & 0xffff_ff00) | n;
+        let name = tickloop_ring::layout::wake_socket_name(id);
         let addr = SocketAddr::from_abstract_name(name)?;
         match UnixDatagram::bind_addr(&addr) {
             Ok(socket) => {

@@ -10,13 +10,13 @@
 //! little-endian u32 length and that many postcard bytes: one [`JournalHeader`] frame, then
 //! [`Record`] frames, ending with [`Record::End`] when the run stopped cleanly.
 
-use crate::app::{Action, Event};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use tickloop_app::{Action, Event};
 
 pub const MAGIC: &[u8; 8] = b"TICKJRNL";
 pub const FORMAT_VERSION: u16 = 2;
@@ -29,7 +29,7 @@ pub struct JournalHeader {
     pub build: String,
     /// FNV-1a of the loop's and the app's configuration.
     pub config_fingerprint: u64,
-    /// Which app ran ([`crate::app::App::name`]) and its configuration (postcard bytes).
+    /// Which app ran ([`tickloop_app::App::name`]) and its configuration (postcard bytes).
     pub app: String,
     pub app_config: Vec<u8>,
     /// The loop's limit of actions per event (the app sees the same limit in replay).
@@ -45,7 +45,7 @@ pub enum Record<O> {
     Input(Event),
     Output(Action<O>),
     /// The app was offered a new configuration (postcard bytes) before the next input;
-    /// `accepted` is what [`crate::app::App::reconfigure`] answered.
+    /// `accepted` is what [`tickloop_app::App::reconfigure`] answered.
     AppConfig {
         generation: u64,
         config: Vec<u8>,

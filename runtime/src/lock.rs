@@ -42,7 +42,6 @@
 //! while it lives (the file is `O_CLOEXEC`, so an `exec`ed child does not); dropping an
 //! [`InstanceLock`] in such a child closes only its copy and leaves the parent's lock alone.
 
-use crate::sys;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::fs::{DirBuilder, File};
@@ -52,6 +51,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tickloop_ring::sys;
 
 /// The size every holder record is padded to with spaces (a longer one is written whole).
 pub const RECORD_LEN: usize = 512;

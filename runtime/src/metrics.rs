@@ -43,8 +43,6 @@
 //! Its clock is CLOCK_MONOTONIC, read by itself: timeouts protect the loop and are not inputs
 //! of the app, so nothing here is journaled or affects replay.
 
-use crate::app::{EventKind, SourceId, TimerId};
-use crate::clock::Nanos;
 use crate::driver::epoll::Timerfd;
 use crate::driver::{monotonic_now, Interest, Readiness};
 use crate::event_loop::{FdSource, LoopStats, Periodic};
@@ -55,6 +53,8 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use tickloop_app::clock::Nanos;
+use tickloop_app::{EventKind, SourceId, TimerId};
 
 /// Bytes of each connection's response buffer. The largest possible rendering (every list of
 /// the [`Snapshot`] full, every number at `u64::MAX`, every label 32 escaped bytes) is well

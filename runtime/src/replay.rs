@@ -5,12 +5,13 @@
 //! driver serves the replay's signals (Ctrl-C stops a long replay cleanly). Replay never
 //! performs actions: timers, outputs and stops are only compared (and written out if asked).
 
-use crate::app::{Action, App, Context, Event};
 use crate::driver::{AnyDriver, Driver, DriverOptions, Interest, ReadyList, Token, Wait};
 use crate::journal::{JournalError, JournalReader, Record};
-use crate::signals::{SignalKind, Signals};
+use crate::signals::Signals;
 use serde::Serialize;
 use std::io::{self, Write};
+use tickloop_app::SignalKind;
+use tickloop_app::{Action, App, Context, Event};
 
 /// The first place a replay differs from the recording.
 #[derive(Debug, Clone, Serialize)]

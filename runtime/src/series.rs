@@ -5,12 +5,12 @@
 //! It owns its candles and the eventfd. It never reorders or drops a candle, never reads a
 //! clock and never allocates after `new`.
 
-use crate::app::{EventKind, SourceId};
 use crate::driver::{Interest, Readiness};
 use crate::event_loop::FdSource;
-use crate::ring::Candle;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use tickloop_app::{EventKind, SourceId};
+use tickloop_ring::Candle;
 
 pub struct SeriesSource {
     candles: Vec<Candle>,

@@ -6,15 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-
-/// What a signal asks of the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum SignalKind {
-    /// SIGTERM or SIGINT: finish the iteration, run shutdown, exit 0.
-    Stop { signal: i32 },
-    /// SIGHUP: look at the configuration now.
-    Reload,
-}
+use tickloop_app::SignalKind;
 
 /// The signalfd. Dropping it closes the fd but leaves the signals blocked on the thread; once
 /// the loop has taken a stop signal it calls [`Signals::release_stop`], so that a second

@@ -135,9 +135,9 @@ impl StatusWriter {
                 cause,
             })?;
         let pid = std::process::id();
-        let started_unix_ns = crate::sys::realtime_ns();
+        let started_unix_ns = tickloop_ring::sys::realtime_ns();
         let fallback = crash_fallback(pid, component, account, interval_ns, started_unix_ns);
-        crate::crash::set_status_file(path, pid, fallback);
+        tickloop_ring::crash::set_status_file(path, pid, fallback);
         Ok(StatusWriter {
             path: path.into(),
             tmp: CString::new(probe.as_os_str().as_bytes()).expect("a path has no NUL"),
@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn the_crash_fallback_is_a_document_the_sigbus_handler_can_mark() {
         let doc = super::crash_fallback(4242, "engine", "a\"b", 1_000_000, 7);
-        let (at, end) = crate::crash::state_value(&doc).expect("state near the start");
+        let (at, end) = tickloop_ring::crash::state_value(&doc).expect("state near the start");
         assert_eq!(&doc[at..end], b"crashed");
         assert!(doc[..64].windows(11).any(|w| w == b"\"pid\":4242,"));
         let parsed: serde_json::Value = serde_json::from_slice(&doc).unwrap();
@@ -422,7 +422,7 @@ impl Serialize for Doc<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (w, v) = (self.w, self.view);
         let extra = w.extra.get();
-        let now_unix = crate::sys::realtime_ns();
+        let now_unix = tickloop_ring::sys::realtime_ns();
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("format", &STATUS_FORMAT)?;
         m.serialize_entry("state", self.state)?;

@@ -13,8 +13,8 @@
 //! sorted by (deadline, insertion sequence), which gives strict deadline order with ties in
 //! insertion order.
 
-use crate::clock::Nanos;
 use std::fmt;
+use tickloop_app::clock::Nanos;
 
 /// Number of levels.
 const LEVELS: usize = 7;
@@ -625,8 +625,8 @@ impl<T: Copy> TimerWheel<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{MICROS, MILLIS, SECONDS};
     use std::collections::{BTreeMap, HashMap};
+    use tickloop_app::clock::{MICROS, MILLIS, SECONDS};
 
     const MINUTES: Nanos = 60 * SECONDS;
     const HOURS: Nanos = 60 * MINUTES;

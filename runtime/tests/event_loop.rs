@@ -3,17 +3,18 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use tickloop_runtime::app::{App, Context, Event, EventKind, OutputSink, TimerRefusal};
-use tickloop_runtime::clock::{Nanos, MILLIS, SECONDS};
+use tickloop_app::clock::{Nanos, MILLIS, SECONDS};
+use tickloop_app::SignalKind;
+use tickloop_app::{App, Context, Event, EventKind, OutputSink, TimerRefusal};
+use tickloop_ring::{Candle, Start, Writer};
 use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions, Interest, Readiness};
 use tickloop_runtime::event_loop::{
     EventLoop, FdSource, LoopBuilder, LoopConfig, LoopError, Mode, RingSpec, StopReason,
 };
 use tickloop_runtime::journal::{JournalHeader, JournalReader, JournalWriter, Record};
 use tickloop_runtime::replay::replay;
-use tickloop_runtime::ring::{Candle, Start, Writer};
-use tickloop_runtime::signals::SignalKind;
 
+#[path = "../../ring/tests/common/mod.rs"]
 mod common;
 use common::TestRing;
 
@@ -480,14 +481,12 @@ fn a_journal_replays_identically_and_a_changed_action_is_named() {
         kind: EventKind::Started,
     };
     w.record::<u64>(&Record::Input(started));
-    w.record::<u64>(&Record::Output(
-        tickloop_runtime::app::Action::SetPeriodic {
-            timer: 0,
-            first: SECONDS + MILLIS,
-            period: MILLIS,
-            budget: MILLIS,
-        },
-    ));
+    w.record::<u64>(&Record::Output(tickloop_app::Action::SetPeriodic {
+        timer: 0,
+        first: SECONDS + MILLIS,
+        period: MILLIS,
+        budget: MILLIS,
+    }));
     w.record::<u64>(&Record::Input(Event {
         at: SECONDS + MILLIS,
         kind: EventKind::Timer {
@@ -495,7 +494,7 @@ fn a_journal_replays_identically_and_a_changed_action_is_named() {
             deadline: SECONDS + MILLIS,
         },
     }));
-    w.record::<u64>(&Record::Output(tickloop_runtime::app::Action::Output(999)));
+    w.record::<u64>(&Record::Output(tickloop_app::Action::Output(999)));
     w.finish().unwrap();
     let mut journal = JournalReader::open(&bad).unwrap();
     let (mut d, _) = AnyDriver::open(DriverChoice::Simulated, DriverOptions::default()).unwrap();
@@ -736,7 +735,7 @@ fn what_wakes_a_parked_loop_is_stamped_with_the_time_it_woke() {
         // Another thread plays a peer process: after 30 ms it sends its clock reading.
         let peer = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(30));
-            send(writer_fd, tickloop_runtime::sys::monotonic_ns() as u64);
+            send(writer_fd, tickloop_ring::sys::monotonic_ns() as u64);
         });
         let app = Recorder::new(|e, cx| {
             if let EventKind::Notify { .. } = e.kind {

@@ -10,8 +10,8 @@
 use std::io::Read;
 use std::os::fd::FromRawFd;
 use std::sync::{Mutex, RwLock};
+use tickloop_ring::sys;
 use tickloop_runtime::host::{self, HostConfig, HostError};
-use tickloop_runtime::sys;
 
 const CAP_IPC_LOCK: u32 = 14;
 const CAP_SYS_NICE: u32 = 23;

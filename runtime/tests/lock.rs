@@ -9,9 +9,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tickloop_ring::sys;
 use tickloop_runtime::lock::{self, Acquired, Holder, InstanceLock, LockError};
-use tickloop_runtime::sys;
 
+#[path = "../../ring/tests/common/mod.rs"]
 mod common;
 use common::{fork, kill, try_wait, wait, Gate, Pipe, TestDir};
 

@@ -20,9 +20,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use tickloop_app::clock::{Nanos, MILLIS, SECONDS};
+use tickloop_app::{App, Context, Discard, Event, EventKind};
 use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
-use tickloop_runtime::app::{App, Context, Discard, Event, EventKind};
-use tickloop_runtime::clock::{Nanos, MILLIS, SECONDS};
 use tickloop_runtime::driver::{
     AnyDriver, Driver, DriverChoice, DriverOptions, Interest, Readiness, ReadyList, Token, Wait,
 };

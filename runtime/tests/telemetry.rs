@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tickloop_runtime::telemetry::{
-    AdapterStateKind, Side, StopCause, Telemetry, TelemetryConfig, TelemetryError, TelemetrySink,
-    TelemetryStats, Text,
-};
+use tickloop_app::telemetry::{AdapterStateKind, StopCause, Telemetry, Text};
+use tickloop_app::venue::Side;
+use tickloop_runtime::telemetry::{TelemetryConfig, TelemetryError, TelemetrySink, TelemetryStats};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 

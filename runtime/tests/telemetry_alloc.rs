@@ -5,10 +5,10 @@
 
 use std::fs;
 use std::path::PathBuf;
+use tickloop_app::telemetry::{AdapterStateKind, StopCause, Telemetry, Text};
+use tickloop_app::venue::Side;
 use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
-use tickloop_runtime::telemetry::{
-    AdapterStateKind, Side, StopCause, Telemetry, TelemetryConfig, TelemetrySink, Text,
-};
+use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;

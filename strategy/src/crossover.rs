@@ -9,7 +9,7 @@ use crate::host::{Strategy, StrategyCx};
 use crate::indicators::RollingMean;
 use crate::orders::Size;
 use serde::{Deserialize, Serialize};
-use tickloop_runtime::ring::Candle;
+use tickloop_ring::Candle;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -11,7 +11,7 @@ use crate::host::{Strategy, StrategyCx};
 use crate::indicators::RollingMax;
 use crate::orders::{Fill, Size};
 use serde::{Deserialize, Serialize};
-use tickloop_runtime::ring::Candle;
+use tickloop_ring::Candle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -15,14 +15,14 @@ use crate::risk::{Proposed, Risk, RiskConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
-use tickloop_runtime::adapter::{
+use tickloop_app::clock::Nanos;
+use tickloop_app::telemetry::{Telemetry, Text};
+use tickloop_app::venue::{
     AdapterEvent, AdapterRequest, FillFault, OrderStatus, Request, RequestKind, TradeId,
 };
-use tickloop_runtime::app::{App, Context, Event, EventKind, TimerId};
-use tickloop_runtime::clock::Nanos;
-use tickloop_runtime::ring::Candle;
-use tickloop_runtime::signals::SignalKind;
-use tickloop_runtime::telemetry::{Telemetry, Text};
+use tickloop_app::SignalKind;
+use tickloop_app::{App, Context, Event, EventKind, TimerId};
+use tickloop_ring::Candle;
 
 /// backtesting.py's default order size: a fraction `1 - 2^-52` of the available margin.
 const FULL_EQUITY: f64 = 1.0 - f64::EPSILON;
@@ -917,7 +917,7 @@ impl<S: Strategy> StrategyHost<S> {
                 content[25..33].copy_from_slice(&ts_ns.to_le_bytes());
             }
         }
-        let key = tickloop_runtime::ring::layout::fnv1a64(&content);
+        let key = tickloop_ring::layout::fnv1a64(&content);
         if self.seen.contains(&key) {
             return Err(FillFault::Duplicate);
         }

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use tickloop_runtime::adapter::{ErrorCode, FailReason, FillFault, RequestError, RequestId};
-use tickloop_runtime::clock::Nanos;
-pub use tickloop_runtime::telemetry::Side;
+use tickloop_app::clock::Nanos;
+pub use tickloop_app::venue::Side;
+use tickloop_app::venue::{ErrorCode, FailReason, FillFault, RequestError, RequestId};
 
 /// Order ids are given by the host in order, from 1; they never repeat within a run.
 pub type OrderId = u64;

@@ -6,7 +6,7 @@
 
 use crate::orders::DenyReason;
 use serde::{Deserialize, Serialize};
-use tickloop_runtime::clock::{Nanos, SECONDS};
+use tickloop_app::clock::{Nanos, SECONDS};
 
 /// Limits; 0 means "no limit" for the numeric ones. Applied while running when the config
 /// file changes.

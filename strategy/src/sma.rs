@@ -6,8 +6,8 @@
 //! symbols beyond that are counted and ignored. It never allocates per event.
 
 use serde::{Deserialize, Serialize};
-use tickloop_runtime::app::{App, Context, Event, EventKind};
-use tickloop_runtime::clock::{Nanos, MICROS, MILLIS};
+use tickloop_app::clock::{Nanos, MICROS, MILLIS};
+use tickloop_app::{App, Context, Event, EventKind};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -313,7 +313,7 @@ mod tests {
 #[cfg(test)]
 mod reconfigure_tests {
     use super::*;
-    use tickloop_runtime::app::Action;
+    use tickloop_app::Action;
 
     fn event(at: u64, kind: EventKind) -> Event {
         Event { at, kind }

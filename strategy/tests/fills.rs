@@ -3,13 +3,13 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use tickloop_runtime::adapter::{
+use tickloop_app::clock::{MILLIS, SECONDS};
+use tickloop_app::telemetry::Telemetry;
+use tickloop_app::venue::{
     AdapterEvent, FailReason, FillFault, Request, RequestError, RequestKind,
 };
-use tickloop_runtime::app::{Action, App, Context, Event, EventKind};
-use tickloop_runtime::clock::{MILLIS, SECONDS};
-use tickloop_runtime::ring::Candle;
-use tickloop_runtime::telemetry::Telemetry;
+use tickloop_app::{Action, App, Context, Event, EventKind};
+use tickloop_ring::Candle;
 use tickloop_strategy::host::{
     HostConfig, HostOutput, HostSetup, Strategy, StrategyCx, StrategyHost,
 };
@@ -337,7 +337,7 @@ fn an_adapters_events_in_any_order_never_break_an_order_and_the_paper_broker_rej
     let out = run.adapter(AdapterEvent::OrderUpdate {
         adapter: 0,
         order: id,
-        status: tickloop_runtime::adapter::OrderStatus::Rejected,
+        status: tickloop_app::venue::OrderStatus::Rejected,
         filled: f64::NAN,
         remaining: f64::NAN,
         avg_price: f64::NAN,

@@ -1,11 +1,11 @@
 //! Every risk denial reason, produced through the strategy host as a strategy would meet it,
 //! and seen as its typed output and its telemetry event.
 
-use tickloop_runtime::app::{Action, App, Context, Event, EventKind};
-use tickloop_runtime::clock::{MILLIS, SECONDS};
-use tickloop_runtime::ring::Candle;
-use tickloop_runtime::signals::SignalKind;
-use tickloop_runtime::telemetry::Telemetry;
+use tickloop_app::clock::{MILLIS, SECONDS};
+use tickloop_app::telemetry::Telemetry;
+use tickloop_app::SignalKind;
+use tickloop_app::{Action, App, Context, Event, EventKind};
+use tickloop_ring::Candle;
 use tickloop_strategy::host::{
     HostConfig, HostOutput, HostSetup, Strategy, StrategyCx, StrategyHost,
 };

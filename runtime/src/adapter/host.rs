@@ -17,14 +17,9 @@
 //! (SIGKILL, then `waitpid`) when the host is dropped.
 
 use super::config::{AdapterConfig, AdapterHostConfig, AdapterSetupError, ExitWatch};
-use super::event::{
-    AdapterEvent, AdapterId, AdapterRequest, FailReason, Request, RequestError, RequestId, Side,
-};
 use super::process::{self, Io, Process};
 use super::session::{AdapterStats, IoAction, Session, SymbolTable};
 use super::stderr::StderrLog;
-use crate::app::{EventKind, OutputSink};
-use crate::clock::Nanos;
 use crate::driver::{monotonic_now, Interest, Readiness};
 use crate::event_loop::{EventLoop, FdSource, LoopError, LoopView, Service};
 use mio::unix::SourceFd;
@@ -35,6 +30,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use tickloop_app::clock::Nanos;
+use tickloop_app::venue::{
+    AdapterEvent, AdapterId, AdapterRequest, FailReason, Request, RequestError, RequestId, Side,
+};
+use tickloop_app::{EventKind, OutputSink};
 
 /// Bytes read from one adapter's stdout per call of the fd source; beyond, it asks to be
 /// called again (so a flooding adapter costs the loop a bounded slice of each iteration).
@@ -675,7 +675,7 @@ impl AdapterHost {
                     tracing::info!(adapter = %slot.config.name, pid, "adapter stopped: {status} after {} ms", start.elapsed().as_millis());
                     slot.stderr.finish(&slot.config.name, mono);
                     slot.session.stats_mut().last_down =
-                        Some((super::event::DownCause::Exited, status));
+                        Some((tickloop_app::venue::DownCause::Exited, status));
                     slot.process = None;
                     phase[i].0 = Phase::Done;
                     continue;
@@ -819,7 +819,7 @@ impl SharedHost {
     }
 
     /// Register with `event_loop`: one fd source (the private epoll) and one service.
-    pub fn install<A: crate::app::App, S: OutputSink<A::Output>>(
+    pub fn install<A: tickloop_app::App, S: OutputSink<A::Output>>(
         &self,
         event_loop: &mut EventLoop<A, S>,
     ) -> Result<(), LoopError> {

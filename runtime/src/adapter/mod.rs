@@ -10,7 +10,8 @@
 //! end silently.
 //!
 //! Layers, sans IO below IO (as quinn-proto and quinn):
-//! - [`event`]: the app's side: [`AdapterRequest`] out, [`AdapterEvent`] in (all `Copy`).
+//! - the app's side, [`AdapterRequest`] out and [`AdapterEvent`] in (all `Copy`), is
+//!   `tickloop_app::venue`, re-exported here.
 //! - [`protocol`]: frames and messages, encoded into and decoded from fixed buffers.
 //! - [`session`]: one adapter's state machine: handshake, in-flight table with deadlines on a
 //!   [`crate::timer::TimerWheel`], pings, faults, backoff. No fds, no clock.
@@ -27,7 +28,7 @@
 //! ```no_run
 //! # use tickloop_runtime::adapter::*;
 //! # use tickloop_runtime::event_loop::*;
-//! # use tickloop_runtime::app::*;
+//! # use tickloop_app::*;
 //! # struct MyApp;
 //! # impl App for MyApp { type Output = AdapterRequest; fn name(&self) -> &'static str { "x" }
 //! #   fn on_event(&mut self, _: &Event, _: &mut Context<'_, AdapterRequest>) {} }
@@ -48,7 +49,6 @@
 //! ```
 
 pub mod config;
-pub mod event;
 pub mod host;
 mod process;
 pub mod protocol;
@@ -56,10 +56,10 @@ pub mod session;
 pub mod stderr;
 
 pub use config::{AdapterConfig, AdapterHostConfig, AdapterSetupError, ExitWatch, MAX_ADAPTERS};
-pub use event::{
+pub use host::{AdapterHandle, AdapterHost, SharedHost};
+pub use session::{AdapterState, AdapterStats, SymbolTable};
+pub use tickloop_app::venue::{
     AdapterEvent, AdapterId, AdapterRequest, Capabilities, DownCause, ErrorCode, ExitStatus,
     FailReason, Fault, FillFault, Name, OrderStatus, Request, RequestError, RequestId, RequestKind,
     Side, TradeId, MAX_REQUEST_ID,
 };
-pub use host::{AdapterHandle, AdapterHost, SharedHost};
-pub use session::{AdapterState, AdapterStats, SymbolTable};

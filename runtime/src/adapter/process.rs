@@ -13,11 +13,11 @@
 //! state between calls and never decides anything: the session decides, this performs.
 
 use super::config::AdapterConfig;
-use super::event::ExitStatus;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use tickloop_app::venue::ExitStatus;
 
 /// One running adapter process.
 pub(crate) struct Process {

@@ -10,12 +10,12 @@
 //! the one case serde copies, into a short-lived `Cow`). It never trusts the peer: a length
 //! above the limit, an empty frame or bad JSON is an error value, never a panic.
 
-use super::event::{Capabilities, RequestId, Side, TradeId};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
 use std::io;
+use tickloop_app::venue::{Capabilities, RequestId, Side, TradeId};
 
 /// The protocol version this engine speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -381,7 +381,7 @@ pub struct WireTradeId(pub TradeId);
 impl WireTradeId {
     /// The id of a trade named by `text`.
     pub fn of(text: &str) -> WireTradeId {
-        WireTradeId(crate::ring::layout::fnv1a64(text.as_bytes()))
+        WireTradeId(tickloop_ring::layout::fnv1a64(text.as_bytes()))
     }
 
     /// The id of a trade named by a number: the hash of its decimal digits.
@@ -396,7 +396,7 @@ impl WireTradeId {
                 break;
             }
         }
-        WireTradeId(crate::ring::layout::fnv1a64(&digits[at..]))
+        WireTradeId(tickloop_ring::layout::fnv1a64(&digits[at..]))
     }
 }
 

@@ -13,17 +13,17 @@
 //! one `Done` or `Failed`; a refused one gets one `Failed { Refused }`; one `Down` per process.
 
 use super::config::AdapterConfig;
-use super::event::{
-    AdapterEvent, AdapterId, Capabilities, DownCause, ErrorCode, ExitStatus, FailReason, Fault,
-    Name, OrderStatus, Request, RequestError, RequestId, RequestKind, MAX_REQUEST_ID,
-};
 use super::protocol::{self, FrameStatus, InBuffer, Incoming, OrderType, OutQueue, Outgoing};
-use crate::clock::{Nanos, MILLIS};
-use crate::ring::Candle;
 use crate::timer::{TimerKey, TimerWheel};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fmt;
+use tickloop_app::clock::{Nanos, MILLIS};
+use tickloop_app::venue::{
+    AdapterEvent, AdapterId, Capabilities, DownCause, ErrorCode, ExitStatus, FailReason, Fault,
+    Name, OrderStatus, Request, RequestError, RequestId, RequestKind, MAX_REQUEST_ID,
+};
+use tickloop_ring::Candle;
 
 /// How long an adapter may keep running after closing its stdout or stdin before that is a
 /// fault (an exiting process closes them a moment before it is gone).
@@ -1133,7 +1133,7 @@ fn candle(m: &Incoming<'_>, symbol: u32) -> Option<Candle> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapter::event::Side;
+    use tickloop_app::venue::Side;
 
     const S: Nanos = 1_000_000_000;
 
@@ -1618,7 +1618,7 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        let id = |t: &str| Some(crate::ring::layout::fnv1a64(t.as_bytes()));
+        let id = |t: &str| Some(tickloop_ring::layout::fnv1a64(t.as_bytes()));
         assert_eq!(trades, vec![id("42"), id("42"), id("T-9"), None]);
     }
 }

@@ -7,7 +7,7 @@
 //! allocates per line (a line that is valid UTF-8 is logged as it is; an invalid one is shown
 //! lossily, which copies) and never keeps more than one line.
 
-use crate::clock::{Nanos, SECONDS};
+use tickloop_app::clock::{Nanos, SECONDS};
 
 pub struct StderrLog {
     line: Box<[u8]>,

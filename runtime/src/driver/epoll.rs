@@ -8,11 +8,11 @@ use super::{
     check_token, monotonic_now, Driver, DriverKind, DriverOptions, Interest, Readiness, ReadyList,
     Token, Wait,
 };
-use crate::clock::Nanos;
 use mio::unix::SourceFd;
 use mio::{Events, Poll};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use tickloop_app::clock::Nanos;
 
 /// The timerfd's token inside mio (never handed out).
 const TIMER_TOKEN: mio::Token = mio::Token(usize::MAX - 1);

@@ -12,9 +12,9 @@ pub mod epoll;
 pub mod sim;
 pub mod uring;
 
-use crate::clock::Nanos;
 use std::io;
 use std::os::fd::RawFd;
+use tickloop_app::clock::Nanos;
 
 /// Names a registered fd in readiness reports. Tokens are small integers below the driver's
 /// fd capacity.
@@ -203,8 +203,8 @@ impl Default for DriverOptions {
         DriverOptions {
             fd_capacity: 64,
             ready_capacity: 64,
-            sim_start: crate::clock::SECONDS,
-            sim_step: crate::clock::MICROS,
+            sim_start: tickloop_app::clock::SECONDS,
+            sim_step: tickloop_app::clock::MICROS,
         }
     }
 }

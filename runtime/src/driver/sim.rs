@@ -7,9 +7,9 @@
 
 use super::epoll::EpollDriver;
 use super::{Driver, DriverKind, DriverOptions, Interest, ReadyList, Token, Wait};
-use crate::clock::Nanos;
 use std::io;
 use std::os::fd::RawFd;
+use tickloop_app::clock::Nanos;
 
 pub struct SimDriver {
     fds: EpollDriver,

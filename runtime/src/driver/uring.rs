@@ -8,10 +8,10 @@
 use super::{
     check_token, monotonic_now, Driver, DriverKind, Interest, Readiness, ReadyList, Token, Wait,
 };
-use crate::clock::Nanos;
 use io_uring::{cqueue, opcode, register::Probe, squeue, types, IoUring};
 use std::io;
 use std::os::fd::RawFd;
+use tickloop_app::clock::Nanos;
 
 /// user_data of poll-remove completions (ignored).
 const REMOVE_TAG: u64 = u64::MAX;
@@ -52,7 +52,7 @@ fn disabled_by_sysctl() -> Option<String> {
     let value = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok()?;
     match value.trim() {
         "2" => Some("kernel.io_uring_disabled = 2 (io_uring is disabled for everyone)".into()),
-        "1" if crate::sys::euid() != 0 => Some(
+        "1" if tickloop_ring::sys::euid() != 0 => Some(
             "kernel.io_uring_disabled = 1 (only root and the io_uring_group may use it)".into(),
         ),
         _ => None,

@@ -8,10 +8,27 @@
 //! it goes to `tracing`. Symbols are `u32` ids into the host's symbol table, candles are
 //! [`Candle`]s, and reasons are enums.
 
-use crate::ring::Candle;
-pub use crate::telemetry::Side;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use tickloop_ring::Candle;
+
+/// Which way an order goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    /// +1 for a buy, -1 for a sell.
+    pub fn sign(self) -> f64 {
+        match self {
+            Side::Buy => 1.0,
+            Side::Sell => -1.0,
+        }
+    }
+}
 
 /// An adapter's index, in the order of the host's configuration.
 pub type AdapterId = u16;

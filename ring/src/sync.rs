@@ -1,7 +1,7 @@
 //! The atomics the ring's lock-free protocols are written against.
 //!
 //! Normal builds use `core`'s atomics; `RUSTFLAGS="--cfg loom"` swaps in loom's so the same
-//! protocol code in [`crate::ring::protocol`] is model-checked. Nothing else belongs here.
+//! protocol code in [`crate::protocol`] is model-checked. Nothing else belongs here.
 
 #[cfg(loom)]
 pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};

@@ -5,13 +5,13 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tickloop_runtime::ring::info;
-use tickloop_runtime::ring::verify::{self, Verifier};
-use tickloop_runtime::ring::{
-    self, Candle, CreateOptions, ReadResult, Reader, ReaderOptions, RingError, Start, WaitStrategy,
-    Writer,
+use tickloop_ring::info;
+use tickloop_ring::sys;
+use tickloop_ring::verify::{self, Verifier};
+use tickloop_ring::{
+    self as ring, Candle, CreateOptions, ReadResult, Reader, ReaderOptions, RingError, Start,
+    WaitStrategy, Writer,
 };
-use tickloop_runtime::sys;
 
 mod common;
 use common::{fork, kill, wait, TestRing};

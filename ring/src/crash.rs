@@ -415,7 +415,7 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) -> bool {
 
 /// Where in a status document its state's value lies: (first byte, closing quote). The
 /// status writer puts `"state":"..."` right after `"format"`, with no spaces.
-pub(crate) fn state_value(doc: &[u8]) -> Option<(usize, usize)> {
+pub fn state_value(doc: &[u8]) -> Option<(usize, usize)> {
     const KEY: &[u8] = b"\"state\":\"";
     if doc.first() != Some(&b'{') || !doc.ends_with(b"}\n") {
         return None;

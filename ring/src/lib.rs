@@ -10,6 +10,18 @@
 //!
 //! The ring never blocks its writer, never allocates after attach, and never hands out a torn
 //! or overwritten candle: a reader that is lapped gets `Overrun { lost }` with the exact count.
+//!
+//! The crate needs no event loop: feeds write with it, and the engine's loop reads with it.
+//! Beside the ring it holds the few system calls it makes ([`sys`]), the atomics its protocols
+//! are written against ([`sync`], swapped for loom's under `--cfg loom`) and the SIGBUS
+//! handler that names a ring truncated under a process ([`crash`]).
+
+/// The SIGBUS handler that names the ring and marks the status file `crashed`.
+#[cfg(not(loom))]
+pub mod crash;
+pub mod sync;
+#[cfg(not(loom))]
+pub mod sys;
 
 pub mod protocol;
 

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tickloop_runtime::ring::{self, CreateOptions};
+use tickloop_ring::{self as ring, CreateOptions};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
