@@ -16,8 +16,6 @@ use tickloop_feed::{format_ts, Format};
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode};
 use tickloop_runtime::series::SeriesSource;
-use tickloop_strategy::crossover::SmaCross;
-use tickloop_strategy::drop_trigger::DropTrigger;
 use tickloop_strategy::host::{
     HostConfig, HostOutput, HostSetup, HostStats, Strategy, StrategyHost,
 };
@@ -145,14 +143,13 @@ struct Summary<'a> {
 }
 
 pub fn run(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
-    match args.strategy.as_str() {
-        SmaCross::NAME => backtest::<SmaCross>(args),
-        DropTrigger::NAME => backtest::<DropTrigger>(args),
-        other => bail!("--strategy {}", crate::strategies::unknown(other)),
-    }
+    let entry = crate::strategies::registry()
+        .get(&args.strategy)
+        .map_err(|e| anyhow::anyhow!("--strategy {e}"))?;
+    (entry.backtest)(args)
 }
 
-fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     // Check everything before the data is read.
     let strategy = crate::strategies::params::<S>(&table(&args.params, "param")?)
         .map_err(|e| anyhow::anyhow!("--param: {e}"))?;
@@ -210,6 +207,7 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
             rings: vec![],
             journal: args.journal.clone(),
             app_config,
+            program: crate::strategies::registry().program,
         },
         host,
         Collect::default(),

@@ -275,11 +275,8 @@ impl EngineConfig {
         }
         if let Some(strategy) = &self.strategy {
             if let Err(why) = self.app_config() {
-                let key = if crate::strategies::NAMES.contains(&strategy.name.as_str()) {
-                    "[strategy.params"
-                } else {
-                    "name"
-                };
+                let known = crate::strategies::registry().get(&strategy.name).is_ok();
+                let key = if known { "[strategy.params" } else { "name" };
                 anyhow::bail!("config {}: strategy: {why}", at(path, text, key));
             }
         }

@@ -27,6 +27,8 @@ static HANDLE: OnceLock<Option<Handle>> = OnceLock::new();
 
 struct Format {
     timestamps: bool,
+    /// The program's name, first on every line.
+    program: &'static str,
 }
 
 impl<S, N> FormatEvent<S, N> for Format
@@ -51,14 +53,14 @@ where
             Level::DEBUG => "debug: ",
             Level::TRACE => "trace: ",
         };
-        write!(w, "tickloop: {level}")?;
+        write!(w, "{}: {level}", self.program)?;
         cx.field_format().format_fields(w.by_ref(), event)?;
         writeln!(w)
     }
 }
 
 /// Install the subscriber (once, first thing in `main`).
-pub fn init() {
+pub fn init(program: &'static str) {
     let stderr = std::io::stderr();
     let timestamps = !stderr.is_terminal() && std::env::var_os("JOURNAL_STREAM").is_none();
     let (filter, from_env) = match std::env::var(ENV) {
@@ -66,7 +68,7 @@ pub fn init() {
             Ok(f) => (f, true),
             Err(e) => {
                 eprintln!(
-                    "tickloop: warning: {ENV}={spec:?} is not a log filter ({e}); using info"
+                    "{program}: warning: {ENV}={spec:?} is not a log filter ({e}); using info"
                 );
                 (EnvFilter::new("info"), false)
             }
@@ -77,7 +79,10 @@ pub fn init() {
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .event_format(Format { timestamps });
+        .event_format(Format {
+            timestamps,
+            program,
+        });
     if tracing_subscriber::registry()
         .with(filter)
         .with(layer)

@@ -312,6 +312,7 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
             rings: vec![],
             journal: args.journal.clone(),
             app_config: postcard::to_stdvec(&config)?,
+            program: crate::strategies::registry().program,
         },
         app,
         sink,

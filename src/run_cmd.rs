@@ -22,11 +22,9 @@ use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
 use tickloop_runtime::status::StatusWriter;
 use tickloop_runtime::status::{SharedTrading, TradingStatus};
 use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
-use tickloop_strategy::crossover;
-use tickloop_strategy::drop_trigger::DropTrigger;
 use tickloop_strategy::host::{HostOutput, HostSetup, Strategy, StrategyHost};
 use tickloop_strategy::orders::OrderState;
-use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
+use tickloop_strategy::sma::{SmaConfig, SmaOutput, SmaSignals};
 
 #[derive(Args, Clone)]
 pub struct RunArgs {
@@ -319,7 +317,7 @@ enum AppChoice {
 }
 
 /// Everything a run needs, from the command line or from a config file.
-struct Plan {
+pub(crate) struct Plan {
     config: LoopConfig,
     rings: Vec<RingSpec>,
     journal: Option<PathBuf>,
@@ -463,24 +461,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     match &plan.app {
         AppChoice::Signals(sma) => {
-            let app = SmaCross::new(sma.clone()).map_err(anyhow::Error::msg)?;
+            let app = SmaSignals::new(sma.clone()).map_err(anyhow::Error::msg)?;
             let config = postcard::to_allocvec(sma)?;
             run_with(args, plan, app, config, Tally::default(), None, adapters)
         }
         AppChoice::Strategy { name, config } => {
+            let entry = crate::strategies::registry()
+                .get(name)
+                .map_err(anyhow::Error::msg)?;
             let config = config.clone();
-            match name.as_str() {
-                crossover::SmaCross::NAME => {
-                    run_strategy::<crossover::SmaCross>(args, plan, config, adapters)
-                }
-                DropTrigger::NAME => run_strategy::<DropTrigger>(args, plan, config, adapters),
-                other => bail!("{}", crate::strategies::unknown(other)),
-            }
+            (entry.run)(args, plan, config, adapters)
         }
     }
 }
 
-fn run_strategy<S: Strategy>(
+pub(crate) fn run_strategy<S: Strategy>(
     args: &RunArgs,
     plan: Plan,
     config: Vec<u8>,
@@ -583,6 +578,7 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
         rings,
         journal: journal.clone(),
         app_config,
+        program: crate::strategies::registry().program,
     };
     // Before the rings are mapped: a ring truncated under the engine is then one line naming
     // it and a `crashed` status, not a silent SIGBUS.
@@ -734,47 +730,40 @@ fn print_run(r: &RunReport) {
     }
 }
 
+/// What replaying a journal needs, whatever app it holds.
+pub(crate) struct ReplayInput<'a> {
+    pub header: &'a tickloop_runtime::journal::JournalHeader,
+    pub journal: &'a mut JournalReader,
+    pub driver: &'a mut AnyDriver,
+    pub out: Option<&'a mut BufWriter<std::fs::File>>,
+    pub progress: &'a mut dyn FnMut(u64),
+}
+
 /// Replay a journal of the app `build` makes from the journal's config (postcard `C`; `what`
 /// names it in an error).
 fn replay_app<C: serde::de::DeserializeOwned, A: App>(
     what: &str,
     build: impl FnOnce(C) -> Result<A, String>,
-    header: &tickloop_runtime::journal::JournalHeader,
-    journal: &mut JournalReader,
-    driver: &mut AnyDriver,
-    out: Option<&mut BufWriter<std::fs::File>>,
-    progress: &mut dyn FnMut(u64),
+    input: ReplayInput<'_>,
 ) -> anyhow::Result<tickloop_runtime::replay::ReplayReport> {
-    let config: C = postcard::from_bytes(&header.app_config)
+    let config: C = postcard::from_bytes(&input.header.app_config)
         .with_context(|| format!("the journal's {what} config does not decode"))?;
     let mut app = build(config).map_err(anyhow::Error::msg)?;
     Ok(tickloop_runtime::replay::replay(
-        journal,
+        input.journal,
         &mut app,
-        driver,
-        header.actions_per_event as usize,
-        out.map(|w| w as &mut dyn std::io::Write),
-        progress,
+        input.driver,
+        input.header.actions_per_event as usize,
+        input.out.map(|w| w as &mut dyn std::io::Write),
+        input.progress,
     )?)
 }
 
 /// Replay a journal of a strategy host running `S`.
-fn replay_host<S: tickloop_strategy::host::Strategy>(
-    header: &tickloop_runtime::journal::JournalHeader,
-    journal: &mut JournalReader,
-    driver: &mut AnyDriver,
-    out: Option<&mut BufWriter<std::fs::File>>,
-    progress: &mut dyn FnMut(u64),
+pub(crate) fn replay_host<S: Strategy>(
+    input: ReplayInput<'_>,
 ) -> anyhow::Result<tickloop_runtime::replay::ReplayReport> {
-    replay_app(
-        S::NAME,
-        tickloop_strategy::host::StrategyHost::<S>::new,
-        header,
-        journal,
-        driver,
-        out,
-        progress,
-    )
+    replay_app(S::NAME, StrategyHost::<S>::new, input)
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -820,47 +809,31 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             bar.set_position(n);
         }
     };
+    let input = ReplayInput {
+        header: &header,
+        journal: &mut journal,
+        driver: &mut driver,
+        out: out.as_mut(),
+        progress: &mut progress,
+    };
     let result = match header.app.as_str() {
-        tickloop_feed::poll::PollFeed::NAME => replay_app(
-            "poll feed",
-            tickloop_feed::poll::PollFeed::new,
-            &header,
-            &mut journal,
-            &mut driver,
-            out.as_mut(),
-            &mut progress,
-        )?,
-        "sma" => replay_app(
-            "sma",
-            SmaCross::new,
-            &header,
-            &mut journal,
-            &mut driver,
-            out.as_mut(),
-            &mut progress,
-        )?,
-        tickloop_strategy::crossover::SmaCross::NAME => {
-            replay_host::<tickloop_strategy::crossover::SmaCross>(
-                &header,
-                &mut journal,
-                &mut driver,
-                out.as_mut(),
-                &mut progress,
-            )?
+        tickloop_feed::poll::PollFeed::NAME => {
+            replay_app("poll feed", tickloop_feed::poll::PollFeed::new, input)?
         }
-        tickloop_strategy::drop_trigger::DropTrigger::NAME => {
-            replay_host::<tickloop_strategy::drop_trigger::DropTrigger>(
-                &header,
-                &mut journal,
-                &mut driver,
-                out.as_mut(),
-                &mut progress,
-            )?
+        SmaSignals::NAME => replay_app("sma", SmaSignals::new, input)?,
+        name => {
+            let registry = crate::strategies::registry();
+            let entry = registry.get(name).map_err(|_| {
+                anyhow::anyhow!(
+                    "journal {} was recorded by {} running strategy {name:?}, which {} does not have (it has {}): replay it with the program that recorded it",
+                    args.journal.display(),
+                    header.program,
+                    registry.program,
+                    registry.names().join(", ")
+                )
+            })?;
+            (entry.replay)(input)?
         }
-        other => bail!(
-            "journal {} was recorded by app {other:?}, which this tickloop does not have",
-            args.journal.display()
-        ),
     };
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -1,15 +1,119 @@
-//! The strategies `tickloop run` and `tickloop backtest` can run, by name: parameters from a
-//! TOML table (the config file's `[strategy.params]`, or `--param KEY=VALUE`) checked into the
-//! strategy's config, and the host's setup encoded as the app config the journal records.
+//! The strategies a program can run, by name: tickloop's own and those a user's crate
+//! registers with [`crate::Program::strategy`]. Each is kept as a table of `S`'s
+//! monomorphised functions ([`Entry`]), so `run`, `replay`, `backtest` and `config check` reach
+//! a strategy they know only by the name in a config file or a journal.
+//!
+//! It owns the registry of one process (set once, before any command runs) and the checking of
+//! a strategy's parameters (a TOML table, the config file's `[strategy.params]` or
+//! `--param KEY=VALUE`) into the strategy's own typed config. It never runs a strategy itself.
 
+use crate::backtest_cmd::BacktestArgs;
+use crate::run_cmd::{Plan, ReplayInput, RunArgs};
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use tickloop_runtime::adapter::SharedHost;
+use tickloop_runtime::replay::ReplayReport;
 use tickloop_strategy::crossover::SmaCross;
 use tickloop_strategy::drop_trigger::DropTrigger;
 use tickloop_strategy::host::{HostConfig, HostSetup, Strategy};
 use tickloop_strategy::risk::RiskConfig;
 
-pub const NAMES: &[&str] = &[SmaCross::NAME, DropTrigger::NAME];
+/// What the engine can do with one strategy: each field is `S`'s own function.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub name: &'static str,
+    /// The app config (postcard `HostSetup`) for these settings, after checking every part.
+    pub setup_bytes: fn(&HostConfig, &RiskConfig, &toml::Table) -> Result<Vec<u8>, String>,
+    pub(crate) run: fn(&RunArgs, Plan, Vec<u8>, Option<SharedHost>) -> anyhow::Result<ExitCode>,
+    pub(crate) replay: fn(ReplayInput<'_>) -> anyhow::Result<ReplayReport>,
+    pub(crate) backtest: fn(&BacktestArgs) -> anyhow::Result<ExitCode>,
+}
 
-/// `params` as `S`'s config, checked.
+impl Entry {
+    pub fn of<S: Strategy + 'static>() -> Entry {
+        Entry {
+            name: S::NAME,
+            setup_bytes: encode::<S>,
+            run: crate::run_cmd::run_strategy::<S>,
+            replay: crate::run_cmd::replay_host::<S>,
+            backtest: crate::backtest_cmd::backtest::<S>,
+        }
+    }
+}
+
+/// The program's name and its strategies, in the order they were registered.
+pub struct Registry {
+    pub program: &'static str,
+    entries: Vec<Entry>,
+}
+
+impl Registry {
+    /// tickloop's own strategies, under `program`'s name.
+    pub fn builtin(program: &'static str) -> Registry {
+        Registry {
+            program,
+            entries: vec![Entry::of::<SmaCross>(), Entry::of::<DropTrigger>()],
+        }
+    }
+
+    /// Add `S`; a name already taken (by a built-in or an earlier one) is refused.
+    pub fn add(&mut self, entry: Entry) -> Result<(), String> {
+        if !valid_name(entry.name) {
+            return Err(format!(
+                "strategy name {:?} must be 1 to 64 characters of a-z, 0-9 and _",
+                entry.name
+            ));
+        }
+        if self.entries.iter().any(|e| e.name == entry.name) {
+            return Err(format!(
+                "two strategies are named {:?}: give one another Strategy::NAME",
+                entry.name
+            ));
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.name).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Entry, String> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| self.unknown(name))
+    }
+
+    pub fn unknown(&self, name: &str) -> String {
+        format!(
+            "{name:?} is not a strategy {} has: use one of {}",
+            self.program,
+            self.names().join(", ")
+        )
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+/// Install the process's registry (once, before any command runs; a second call is ignored).
+pub fn install(registry: Registry) {
+    let _ = REGISTRY.set(registry);
+}
+
+/// The process's registry: the installed one, or tickloop's own.
+pub fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(|| Registry::builtin("tickloop"))
+}
+
+/// `params` as `S`'s config, checked by serde (the error names the key) and by `S::new`.
 pub fn params<S: Strategy>(params: &toml::Table) -> Result<S::Config, String> {
     let config: S::Config = toml::Value::Table(params.clone())
         .try_into()
@@ -33,23 +137,33 @@ fn encode<S: Strategy>(
     postcard::to_allocvec(&setup).map_err(|e| e.to_string())
 }
 
-/// The app config (postcard `HostSetup`) for strategy `name`, after checking every part.
+/// The app config for strategy `name` of this process's registry.
 pub fn setup_bytes(
     name: &str,
     host: &HostConfig,
     risk: &RiskConfig,
     table: &toml::Table,
 ) -> Result<Vec<u8>, String> {
-    match name {
-        SmaCross::NAME => encode::<SmaCross>(host, risk, table),
-        DropTrigger::NAME => encode::<DropTrigger>(host, risk, table),
-        other => Err(unknown(other)),
-    }
+    (registry().get(name)?.setup_bytes)(host, risk, table)
 }
 
-pub fn unknown(name: &str) -> String {
-    format!(
-        "{name:?} is not a strategy tickloop has: use one of {}",
-        NAMES.join(", ")
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_unique() {
+        let mut r = Registry::builtin("mybot");
+        assert!(r
+            .add(Entry::of::<SmaCross>())
+            .unwrap_err()
+            .contains("two strategies"));
+        assert!(r
+            .get("nope")
+            .err()
+            .unwrap()
+            .contains("mybot has: use one of sma_cross"));
+        assert!(valid_name("mean_reversion_2"));
+        assert!(!valid_name("Mean") && !valid_name("") && !valid_name("a-b"));
+    }
 }

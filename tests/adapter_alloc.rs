@@ -119,6 +119,7 @@ fn no_allocation_per_message_in_steady_state() {
             rings: vec![],
             journal: None,
             app_config: vec![],
+            program: "tickloop",
         },
         app,
         host.handle(),

@@ -8,7 +8,7 @@ use tickloop_ring::Start;
 use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
-use tickloop_strategy::sma::{SmaConfig, SmaCross, SmaOutput};
+use tickloop_strategy::sma::{SmaConfig, SmaOutput, SmaSignals};
 
 mod common;
 use common::*;
@@ -21,7 +21,7 @@ const WARM_UP: u64 = 10_000;
 
 /// The SMA app, watched: counting starts after the warm-up and ends at shutdown.
 struct Watched {
-    inner: SmaCross,
+    inner: SmaSignals,
     seen: u64,
     timers: u64,
 }
@@ -71,7 +71,7 @@ fn steady_state_allocations(driver: DriverChoice, mode: Mode) {
         ..SmaConfig::default()
     };
     let app = Watched {
-        inner: SmaCross::new(sma).unwrap(),
+        inner: SmaSignals::new(sma).unwrap(),
         seen: 0,
         timers: 0,
     };
@@ -84,6 +84,7 @@ fn steady_state_allocations(driver: DriverChoice, mode: Mode) {
             }],
             journal: Some(journal.clone()),
             app_config: vec![],
+            program: "tickloop",
         },
         app,
         tickloop_app::Discard,

@@ -203,7 +203,7 @@ fn pin_child(pid: u32, core: usize) -> Result<(), String> {
 }
 
 fn raw_block(adapter_core: usize, n: u64, window: usize) -> Result<Block, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find tickloop itself: {e}"))?;
+    let exe = crate::tickloop_exe()?;
     let mut child = Command::new(exe)
         .args(["adapter", "echo", "--raw"])
         .stdin(Stdio::piped())
@@ -332,7 +332,7 @@ fn host_block(
     n: u64,
     window: usize,
 ) -> Result<Block, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find tickloop itself: {e}"))?;
+    let exe = crate::tickloop_exe()?;
     let config = AdapterHostConfig {
         symbols: vec!["BENCH".into()],
         adapters: vec![AdapterConfig {
@@ -377,6 +377,7 @@ fn host_block(
             rings: vec![],
             journal: None,
             app_config: vec![],
+            program: "tickloop",
         },
         app,
         sink,
@@ -410,7 +411,7 @@ fn host_block(
 // ------------------------------------------------------------------ the Python client
 
 fn python_block(adapter_core: usize, engine_core: usize, n: u64) -> Result<Block, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find tickloop itself: {e}"))?;
+    let exe = crate::tickloop_exe()?;
     let mut child = Command::new("python3")
         .args(["-", "--count", &n.to_string()])
         .args(["--cpu", &engine_core.to_string()])

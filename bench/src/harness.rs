@@ -348,6 +348,7 @@ pub(crate) fn new_loop<A: App>(
             rings,
             journal: None,
             app_config: Vec::new(),
+            program: "tickloop",
         },
         app,
         Discard,

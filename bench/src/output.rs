@@ -9,9 +9,6 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// The `.hgrm` files' unit: HdrHistogram's plotter expects microseconds by convention.
-pub const HGRM_UNIT: &str = "microseconds";
-
 /// Ticks per half distance of the percentile iteration, as HdrHistogram's
 /// `outputPercentileDistribution(out, 5, scale)` prints it.
 const TICKS_PER_HALF_DISTANCE: u32 = 5;

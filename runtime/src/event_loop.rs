@@ -453,6 +453,9 @@ pub struct LoopBuilder<'a> {
     pub journal: Option<PathBuf>,
     /// The app's configuration (postcard), recorded in the journal for replay.
     pub app_config: Vec<u8>,
+    /// The program that runs the loop (`tickloop`, or a user's own binary), recorded in the
+    /// journal so a replay in a program without its app can say which one to use.
+    pub program: &'a str,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -481,6 +484,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                     build: env!("CARGO_PKG_VERSION").to_string(),
                     config_fingerprint: config.fingerprint()
                         ^ tickloop_ring::layout::fnv1a64(&builder.app_config),
+                    program: builder.program.to_string(),
                     app: app.name().to_string(),
                     app_config: builder.app_config.clone(),
                     actions_per_event: config.actions_per_event,

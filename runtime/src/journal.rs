@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use tickloop_app::{Action, Event};
 
 pub const MAGIC: &[u8; 8] = b"TICKJRNL";
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// The largest record (an event or one action); bigger ones are refused when recorded.
 pub const MAX_FRAME: usize = 4096;
 
@@ -29,6 +29,8 @@ pub struct JournalHeader {
     pub build: String,
     /// FNV-1a of the loop's and the app's configuration.
     pub config_fingerprint: u64,
+    /// The program that recorded it: `tickloop`, or a user's binary built on the library.
+    pub program: String,
     /// Which app ran ([`tickloop_app::App::name`]) and its configuration (postcard bytes).
     pub app: String,
     pub app_config: Vec<u8>,
@@ -323,6 +325,7 @@ impl JournalReader {
             header: JournalHeader {
                 build: String::new(),
                 config_fingerprint: 0,
+                program: String::new(),
                 app: String::new(),
                 app_config: Vec::new(),
                 actions_per_event: 0,

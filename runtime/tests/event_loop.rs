@@ -80,6 +80,7 @@ fn build(
             rings,
             journal,
             app_config: Vec::new(),
+            program: "tickloop",
         },
         app,
         Outputs::default(),
@@ -469,6 +470,7 @@ fn a_journal_replays_identically_and_a_changed_action_is_named() {
     let header = JournalHeader {
         build: "test".into(),
         config_fingerprint: 0,
+        program: "tickloop".into(),
         app: "recorder".into(),
         app_config: vec![],
         actions_per_event: 64,
@@ -524,6 +526,7 @@ fn bad_limits_and_journal_paths_are_refused_before_the_loop_starts() {
             rings: vec![],
             journal: journal.map(PathBuf::from),
             app_config: vec![],
+            program: "tickloop",
         };
         match EventLoop::new(builder, Recorder::new(|_, _| {}), Outputs::default()) {
             Ok(_) => panic!("{config:?} / {journal:?} was accepted"),

@@ -1482,6 +1482,7 @@ fn the_endpoint_serves_from_inside_the_event_loop_on_every_driver() {
                     rings: vec![],
                     journal: None,
                     app_config: Vec::new(),
+                    program: "tickloop",
                 },
                 app,
                 Discard,

@@ -2,7 +2,7 @@
 //! of closes; when the fast one crosses the slow one it emits [`SmaOutput::Cross`]. A periodic
 //! timer (with a budget) emits a [`SmaOutput::Tick`] summary every `summary_every` ticks.
 //!
-//! All state is allocated in [`SmaCross::new`] (windows for `symbols` symbols); candles of
+//! All state is allocated in [`SmaSignals::new`] (windows for `symbols` symbols); candles of
 //! symbols beyond that are counted and ignored. It never allocates per event.
 
 use serde::{Deserialize, Serialize};
@@ -83,7 +83,7 @@ pub enum SmaOutput {
 /// The timer id of the summary tick.
 pub const TICK_TIMER: u32 = 0;
 
-pub struct SmaCross {
+pub struct SmaSignals {
     config: SmaConfig,
     /// `symbols * slow` closes, one window per symbol.
     closes: Vec<f64>,
@@ -107,10 +107,13 @@ struct SymbolState {
     side: i8,
 }
 
-impl SmaCross {
-    pub fn new(config: SmaConfig) -> Result<SmaCross, String> {
+impl SmaSignals {
+    /// The app's name in a journal.
+    pub const NAME: &'static str = "sma";
+
+    pub fn new(config: SmaConfig) -> Result<SmaSignals, String> {
         config.validate()?;
-        Ok(SmaCross {
+        Ok(SmaSignals {
             closes: vec![0.0; config.symbols as usize * config.slow as usize],
             state: vec![SymbolState::default(); config.symbols as usize],
             config,
@@ -207,11 +210,11 @@ impl SmaCross {
     }
 }
 
-impl App for SmaCross {
+impl App for SmaSignals {
     type Output = SmaOutput;
 
     fn name(&self) -> &'static str {
-        "sma"
+        Self::NAME
     }
 
     fn on_event(&mut self, event: &Event, cx: &mut Context<'_, SmaOutput>) {
@@ -256,7 +259,7 @@ mod tests {
 
     #[test]
     fn crosses_are_detected_against_a_naive_average() {
-        let mut app = SmaCross::new(SmaConfig {
+        let mut app = SmaSignals::new(SmaConfig {
             fast: 3,
             slow: 5,
             symbols: 2,
@@ -321,7 +324,7 @@ mod reconfigure_tests {
 
     #[test]
     fn new_parameters_apply_and_bad_ones_change_nothing() {
-        let mut app = SmaCross::new(SmaConfig {
+        let mut app = SmaSignals::new(SmaConfig {
             fast: 2,
             slow: 4,
             symbols: 4,

@@ -41,7 +41,7 @@
 //! "#)?;
 //! let host = SharedHost::new(AdapterHost::new(&config)?); // checks, finds programs
 //! let loop_config = LoopConfig::default();
-//! let builder = LoopBuilder { config: &loop_config, rings: vec![], journal: None, app_config: vec![] };
+//! let builder = LoopBuilder { config: &loop_config, rings: vec![], journal: None, app_config: vec![], program: "mybot" };
 //! let mut event_loop = EventLoop::new(builder, MyApp, host.handle())?;
 //! host.install(&mut event_loop)?; // one fd source + one service
 //! event_loop.run()?; // adapters start with the loop and stop (gracefully) with it
