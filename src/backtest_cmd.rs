@@ -27,7 +27,7 @@ pub struct BacktestArgs {
     /// pipe, a FIFO or /dev/stdin too (read once, front to back).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
-    /// sma_cross or drop_trigger.
+    /// The strategy, by name (`strategies` lists those this program has).
     #[arg(long, value_name = "NAME")]
     pub strategy: String,
     /// A strategy parameter, e.g. `--param n1=10 --param n2=20` (see `examples/strategies/*.toml`).

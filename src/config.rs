@@ -51,7 +51,7 @@ pub struct EngineConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StrategySection {
-    /// sma_cross or drop_trigger.
+    /// The strategy, by name (`strategies` lists those this program has).
     pub name: String,
     /// The strategy's parameters (see examples/tickloop.toml).
     #[serde(default)]

@@ -84,7 +84,7 @@ pub struct RunArgs {
     pub fast: u32,
     #[arg(long, default_value_t = SmaConfig::default().slow)]
     pub slow: u32,
-    /// Run this strategy (sma_cross, drop_trigger) with the paper broker instead of the
+    /// Run this strategy (`strategies` lists them) with the paper broker instead of the
     /// signal app.
     #[arg(long, value_name = "NAME")]
     pub strategy: Option<String>,

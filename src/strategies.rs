@@ -115,9 +115,17 @@ pub fn registry() -> &'static Registry {
 
 /// `params` as `S`'s config, checked by serde (the error names the key) and by `S::new`.
 pub fn params<S: Strategy>(params: &toml::Table) -> Result<S::Config, String> {
-    let config: S::Config = toml::Value::Table(params.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("{}: {}", S::NAME, e.message().trim()))?;
+    let config: S::Config = serde_path_to_error::deserialize(toml::Value::Table(params.clone()))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let why = e.into_inner();
+            let why = why.message().trim();
+            if path == "." || why.contains("unknown field") {
+                format!("{}: {why}", S::NAME)
+            } else {
+                format!("{}: {path}: {why}", S::NAME)
+            }
+        })?;
     S::new(config.clone(), 1)?;
     Ok(config)
 }
