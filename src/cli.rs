@@ -2,13 +2,10 @@
 //! `mybot`): the subcommands and their arguments, and the dispatch to the command modules.
 //! It holds no logic of its own beyond presenting results; errors leave as one line on stderr.
 
-use crate::{
-    adapter_cmd, backtest_cmd, demo_cmd, feed_cmd, poll_cmd, ring_demo, run_cmd, status_cmd,
-};
-use clap::{Args, Parser, Subcommand};
+use crate::ring_cmd::{RingCommand, SyntheticArgs};
+use crate::{adapter_cmd, backtest_cmd, demo_cmd, feed_cmd, poll_cmd, run_cmd, status_cmd};
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -64,97 +61,6 @@ pub enum Command {
 }
 
 #[derive(Subcommand)]
-pub enum RingCommand {
-    /// Create a ring (crash-safe: temporary name, fallocate, rename).
-    Create(CreateArgs),
-    /// Show a ring's header, writer, and readers' lag.
-    Info {
-        #[command(flatten)]
-        ring: RingArg,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove a ring (refuses while its writer runs, unless --force).
-    Rm {
-        #[command(flatten)]
-        ring: RingArg,
-        /// Remove even if a writer is running or the file is not a ring.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Read candles from a ring; with --verify, check every one and end with a JSON summary.
-    Tail(TailArgs),
-    /// Create a ring, run a synthetic writer and a verifying reader process, report, clean up.
-    Demo(ring_demo::DemoArgs),
-}
-
-#[derive(Args, Clone)]
-pub struct RingArg {
-    /// A name under /dev/shm, or a path containing '/' (e.g. on hugetlbfs).
-    #[arg(long = "ring", value_name = "NAME")]
-    pub ring: String,
-}
-
-#[derive(Args, Clone)]
-pub struct CreateArgs {
-    #[command(flatten)]
-    pub ring: RingArg,
-    /// Number of 64-byte slots (a power of two).
-    #[arg(long, default_value_t = 65536)]
-    pub slots: u64,
-    /// Capacity of the symbol table.
-    #[arg(long, default_value_t = 1024)]
-    pub symbols: u32,
-    /// File mode, in octal.
-    #[arg(long, default_value = "600", value_parser = parse_mode)]
-    pub mode: u32,
-}
-
-#[derive(Args, Clone)]
-pub struct TailArgs {
-    #[command(flatten)]
-    pub ring: RingArg,
-    /// Stop after this many positions (received + lost + torn); 0 = until interrupted.
-    #[arg(long, default_value_t = 0)]
-    pub count: u64,
-    /// Check every candle and end with {"received","lost","duplicates","torn","overruns"}.
-    #[arg(long)]
-    pub verify: bool,
-    /// Start with the next candle published, or the oldest still in the ring.
-    #[arg(long, value_enum, default_value_t = From::Next)]
-    pub from: From,
-    /// How to wait for candles.
-    #[arg(long, value_enum, default_value_t = Wait::Park)]
-    pub wait: Wait,
-    /// Pin the reader to this core.
-    #[arg(long)]
-    pub cpu: Option<usize>,
-    /// Write a fuller JSON report (rate, latency percentiles) to this file.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<std::path::PathBuf>,
-    /// Give up after this many seconds without a candle (exit code 3).
-    #[arg(long, value_name = "SECONDS")]
-    pub idle_exit: Option<f64>,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
-pub enum From {
-    Next,
-    Oldest,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// Busy-spin: lowest latency, burns the core.
-    Spin,
-    /// Spin briefly, then sleep on the ring's doorbell.
-    Park,
-    /// Look every 100 µs.
-    Poll,
-}
-
-#[derive(Subcommand)]
 pub enum ConfigCommand {
     /// Validate a config file and print the effective configuration (non-zero exit if invalid).
     Check {
@@ -173,47 +79,6 @@ pub enum FeedCommand {
     Ingest(feed_cmd::IngestArgs),
     /// Poll an exchange adapter for N symbols on a hot/warm/cold schedule, bars into the ring.
     Poll(poll_cmd::PollArgs),
-}
-
-#[derive(Args, Clone)]
-pub struct SyntheticArgs {
-    #[command(flatten)]
-    pub ring: RingArg,
-    /// Number of symbols (SYN0000, SYN0001, ...).
-    #[arg(long, default_value_t = 8)]
-    pub symbols: usize,
-    /// Candles to publish; 0 = until interrupted.
-    #[arg(long, default_value_t = 0)]
-    pub count: u64,
-    /// Candles per second; 0 = as fast as possible.
-    #[arg(long, default_value_t = 0.0)]
-    pub rate: f64,
-    /// Seed of the random walk.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Slots, if the ring has to be created.
-    #[arg(long, default_value_t = 65536)]
-    pub slots: u64,
-    /// Pin the writer to this core.
-    #[arg(long)]
-    pub cpu: Option<usize>,
-}
-
-fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 600 or 640"))
-}
-
-/// Set by SIGINT/SIGTERM: long-running commands finish their current step and stop.
-pub fn stop_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Registration only fails for forbidden signals, which these are not.
-        let _ = signal_hook::flag::register(signal, stop.clone());
-    }
-    stop
 }
 
 /// Run one command of `cli`; errors come back for [`crate::Program`] to print.

@@ -109,7 +109,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
     if args.synthetic == 0 || !(args.synthetic_rate.is_finite() && args.synthetic_rate > 0.0) {
         bail!("--synthetic and --synthetic-rate must be positive");
     }
-    let stop = crate::stop_flag();
+    let stop = crate::interrupt::stop_flag();
     let exe = std::env::current_exe().context("finding the tickloop executable")?;
     let pid = std::process::id();
     let dir = match &args.dir {

@@ -6,7 +6,7 @@
 //! candle. Progress goes to stderr only when stderr is a terminal. [`LimitArgs`] are the data
 //! file's bounds as flags, shared with `tickloop backtest`.
 
-use crate::RingArg;
+use crate::ring_cmd::RingArg;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -185,7 +185,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     } else {
         ProgressBar::hidden()
     };
-    let stop = crate::stop_flag();
+    let stop = crate::interrupt::stop_flag();
     let report = tickloop_feed::replay(&dataset, &mut writer, args.pace, &stop, &mut |n| {
         bar.set_position(n)
     })?;
@@ -310,7 +310,7 @@ pub fn ingest(args: &IngestArgs) -> Result<ExitCode> {
         ingest.url(),
         path.display()
     );
-    let stop = crate::stop_flag();
+    let stop = crate::interrupt::stop_flag();
     let report = ingest.run(&mut writer, args.count, &stop)?;
     eprint!("{}", ingest_report(&report, &path, &ingest.url()));
     Ok(ExitCode::SUCCESS)

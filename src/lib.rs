@@ -40,6 +40,7 @@ mod cli;
 mod config;
 mod demo_cmd;
 mod feed_cmd;
+mod interrupt;
 mod logging;
 mod poll_cmd;
 mod program;
@@ -49,7 +50,6 @@ mod run_cmd;
 mod status_cmd;
 mod strategies;
 
-pub(crate) use cli::{stop_flag, From, RingArg, RingCommand, SyntheticArgs, TailArgs, Wait};
 pub use program::Program;
 
 /// The application interface: events, actions, the venue vocabulary, telemetry.

@@ -6,7 +6,7 @@
 //! ring (sealed), the writer's heartbeat and the progress line. It never decides what to ask or
 //! publish: that is the app's, so a journal of the run replays to the same decisions.
 
-use crate::RingArg;
+use crate::ring_cmd::RingArg;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use serde::Serialize;

@@ -1,8 +1,8 @@
 //! `tickloop ring create|info|rm|tail` and `tickloop feed synthetic`: argument wiring and
 //! presentation over `tickloop_runtime::ring` and `tickloop_feed`.
 
-use crate::{From, RingCommand, SyntheticArgs, TailArgs, Wait};
 use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -15,6 +15,128 @@ use tickloop_ring::{
     self as ring, ring_path, Bytes, CreateOptions, ReadResult, Reader, ReaderOptions, Start,
     Unregistered, WaitStrategy, Writer,
 };
+
+#[derive(Subcommand)]
+pub enum RingCommand {
+    /// Create a ring (crash-safe: temporary name, fallocate, rename).
+    Create(CreateArgs),
+    /// Show a ring's header, writer, and readers' lag.
+    Info {
+        #[command(flatten)]
+        ring: RingArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a ring (refuses while its writer runs, unless --force).
+    Rm {
+        #[command(flatten)]
+        ring: RingArg,
+        /// Remove even if a writer is running or the file is not a ring.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Read candles from a ring; with --verify, check every one and end with a JSON summary.
+    Tail(TailArgs),
+    /// Create a ring, run a synthetic writer and a verifying reader process, report, clean up.
+    Demo(crate::ring_demo::DemoArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct RingArg {
+    /// A name under /dev/shm, or a path containing '/' (e.g. on hugetlbfs).
+    #[arg(long = "ring", value_name = "NAME")]
+    pub ring: String,
+}
+
+#[derive(Args, Clone)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Number of 64-byte slots (a power of two).
+    #[arg(long, default_value_t = 65536)]
+    pub slots: u64,
+    /// Capacity of the symbol table.
+    #[arg(long, default_value_t = 1024)]
+    pub symbols: u32,
+    /// File mode, in octal.
+    #[arg(long, default_value = "600", value_parser = parse_mode)]
+    pub mode: u32,
+}
+
+#[derive(Args, Clone)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Stop after this many positions (received + lost + torn); 0 = until interrupted.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Check every candle and end with {"received","lost","duplicates","torn","overruns"}.
+    #[arg(long)]
+    pub verify: bool,
+    /// Start with the next candle published, or the oldest still in the ring.
+    #[arg(long, value_enum, default_value_t = From::Next)]
+    pub from: From,
+    /// How to wait for candles.
+    #[arg(long, value_enum, default_value_t = Wait::Park)]
+    pub wait: Wait,
+    /// Pin the reader to this core.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+    /// Write a fuller JSON report (rate, latency percentiles) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+    /// Give up after this many seconds without a candle (exit code 3).
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_exit: Option<f64>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    Next,
+    Oldest,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Busy-spin: lowest latency, burns the core.
+    Spin,
+    /// Spin briefly, then sleep on the ring's doorbell.
+    Park,
+    /// Look every 100 µs.
+    Poll,
+}
+
+#[derive(Args, Clone)]
+pub struct SyntheticArgs {
+    #[command(flatten)]
+    pub ring: RingArg,
+    /// Number of symbols (SYN0000, SYN0001, ...).
+    #[arg(long, default_value_t = 8)]
+    pub symbols: usize,
+    /// Candles to publish; 0 = until interrupted.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Candles per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Seed of the random walk.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Slots, if the ring has to be created.
+    #[arg(long, default_value_t = 65536)]
+    pub slots: u64,
+    /// Pin the writer to this core.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 600 or 640"))
+}
 
 /// What a reader without a control-page entry is told (`ring tail` and the engine say the
 /// same), or None when it holds one. `parks`: whether it would sleep on the doorbell.
@@ -177,7 +299,7 @@ fn tail(args: &TailArgs) -> Result<ExitCode> {
     if let Some(warning) = unregistered_warning(&reader, args.wait == Wait::Park) {
         tracing::warn!("{warning}");
     }
-    let stop = crate::stop_flag();
+    let stop = crate::interrupt::stop_flag();
     let idle_limit = args.idle_exit.map(|s| (s * 1e9) as i64);
     let mut verifier = Verifier::new();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -348,7 +470,7 @@ pub fn synthetic(args: &SyntheticArgs) -> Result<ExitCode> {
             writer.capacity()
         );
     }
-    let stop = crate::stop_flag();
+    let stop = crate::interrupt::stop_flag();
     let report = tickloop_feed::synthetic::run(
         &mut writer,
         &tickloop_feed::synthetic::SyntheticOptions {

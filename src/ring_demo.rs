@@ -52,7 +52,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
     }
     // Registered first: a Ctrl-C at any point reaches the loop below or `wait_for_reader`,
     // and the ring is removed on the way out.
-    let stop = crate::stop_flag();
+    let stop = crate::interrupt::stop_flag();
     let exe = std::env::current_exe().context("finding the tickloop executable")?;
     let name = format!("tickloop-demo-{}", std::process::id());
     let path = ring::ring_path(&name)?;

@@ -47,8 +47,8 @@ pub struct RunArgs {
     #[arg(long = "ring", value_name = "NAME")]
     pub rings: Vec<String>,
     /// Start with the next candle published, or the oldest still in the ring.
-    #[arg(long, value_enum, default_value_t = crate::From::Next)]
-    pub from: crate::From,
+    #[arg(long, value_enum, default_value_t = crate::ring_cmd::From::Next)]
+    pub from: crate::ring_cmd::From,
     /// auto (io_uring if usable, else epoll), epoll, io_uring or simulated.
     #[arg(long, default_value = "auto")]
     pub driver: DriverChoice,
@@ -354,8 +354,8 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
         ..SmaConfig::default()
     };
     let start = match args.from {
-        crate::From::Next => Start::Next,
-        crate::From::Oldest => Start::Oldest,
+        crate::ring_cmd::From::Next => Start::Next,
+        crate::ring_cmd::From::Oldest => Start::Oldest,
     };
     let rings = args
         .rings

@@ -212,6 +212,47 @@ fn live_config(dir: &TempDir, ring: &str) -> String {
     cfg
 }
 
+/// A program without the strategy says which program recorded the journal, in one line.
+fn replay_in_tickloop_names_mybot(journal: &str) {
+    let tickloop = Path::new(MYBOT).with_file_name("tickloop");
+    if !tickloop.is_file() {
+        println!(
+            "skipping the replay in tickloop: {} is not built",
+            tickloop.display()
+        );
+        return;
+    }
+    let o = Command::new(&tickloop)
+        .args(["replay", "--journal", journal])
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "was recorded by mybot running strategy \"mean_reversion\", which tickloop does not have"
+        ),
+        "{err}"
+    );
+}
+
+/// `mybot run` on the template's config, once its status file shows it running.
+fn start_engine(cfg: &str, status_file: &str) -> std::process::Child {
+    let check = mybot(&["config", "check", cfg]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    let run = Command::new(MYBOT)
+        .args(["run", "--config", cfg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the status file", Duration::from_secs(30), || {
+        status(status_file).is_some()
+    });
+    run
+}
+
 #[test]
 fn a_live_run_trades_through_the_paper_adapter_and_its_journal_replays() {
     let dir = TempDir::new("live");
@@ -220,19 +261,8 @@ fn a_live_run_trades_through_the_paper_adapter_and_its_journal_replays() {
     let _ = std::fs::remove_file(&ring_path);
     let o = mybot(&["ring", "create", "--ring", &ring, "--slots", "8192"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let cfg = live_config(&dir, &ring);
-    let check = mybot(&["config", "check", &cfg]);
-    assert!(check.status.success(), "{}", text(&check.stderr));
-    let mut run = Command::new(MYBOT)
-        .args(["run", "--config", &cfg])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let status_file = dir.file("status.json");
-    wait_for("the status file", Duration::from_secs(30), || {
-        status(&status_file).is_some()
-    });
+    let run = start_engine(&live_config(&dir, &ring), &status_file);
     let fed = mybot(&[
         "feed", "replay", "--data", DATA, "--ring", &ring, "--pace", "x3600000",
     ]);
@@ -250,9 +280,8 @@ fn a_live_run_trades_through_the_paper_adapter_and_its_journal_replays() {
     );
     assert_eq!(doc["trading"]["fill_faults"], 0, "{doc}");
     // SIGTERM: a clean stop, exit 0.
-    let pid = run.id() as i32;
     // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGTERM) }, 0);
     let out = run.wait_with_output().unwrap();
     let _ = std::fs::remove_file(&ring_path);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -264,24 +293,5 @@ fn a_live_run_trades_through_the_paper_adapter_and_its_journal_replays() {
         "{}",
         text(&r.stdout)
     );
-    // A program without the strategy says which program recorded it, in one line.
-    let tickloop = Path::new(MYBOT).with_file_name("tickloop");
-    if !tickloop.is_file() {
-        println!(
-            "skipping the replay in tickloop: {} is not built",
-            tickloop.display()
-        );
-        return;
-    }
-    let o = Command::new(&tickloop)
-        .args(["replay", "--journal", &journal])
-        .output()
-        .unwrap();
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("was recorded by mybot running strategy \"mean_reversion\", which tickloop does not have"),
-        "{err}"
-    );
+    replay_in_tickloop_names_mybot(&journal);
 }
