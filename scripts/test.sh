@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 echo "== tests (release build: the multi-process tests move millions of candles)"
+# The benchmark program is its own binary, which no test target builds by itself.
+cargo build --release --locked --quiet -p tickloop-bench
 cargo nextest run --workspace --release --no-fail-fast
 
 echo "== loom model check of the ring protocols (ring/src/protocol.rs)"
