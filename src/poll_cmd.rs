@@ -137,11 +137,11 @@ struct PollSink {
 }
 
 impl tickloop_runtime::app::OutputSink<PollOutput> for PollSink {
-    fn output(&mut self, _at: Nanos, output: &PollOutput) {
+    fn output(&mut self, at: Nanos, output: &PollOutput) {
         match *output {
             // A refusal comes back to the app as `Failed { Refused }`.
             PollOutput::Request(r) => {
-                let _ = self.adapters.request(&r);
+                let _ = self.adapters.request(at, &r);
             }
             PollOutput::Publish(bar) => {
                 let mut w = self.writer.borrow_mut();
