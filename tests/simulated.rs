@@ -136,6 +136,42 @@ fn simulated_run(journal: &Path) -> Vec<Event> {
     lp.app().events.clone()
 }
 
+/// Tick `n` (at `at`) had its request answered (bars, done, and the orders they led to, done
+/// too) before any other input, at the tick's own virtual time.
+fn assert_answered_at_once(events: &[Event], n: usize, at: Nanos) {
+    let id = 101 + n as u64;
+    let start = events.iter().position(|e| e.at == at).unwrap();
+    let after = &events[start + 1..];
+    let end = after
+        .iter()
+        .position(|e| !matches!(e.kind, EventKind::Adapter(_)))
+        .unwrap_or(after.len());
+    let answers = &after[..end];
+    assert!(
+        answers.iter().all(|e| e.at == at),
+        "tick {n}: an answer at another virtual time: {answers:?}"
+    );
+    let done = |r: u64| {
+        answers.iter().any(|e| {
+            matches!(e.kind, EventKind::Adapter(AdapterEvent::Done { request, .. }) if request == r)
+        })
+    };
+    assert!(
+        done(id),
+        "tick {n}: request {id} not answered at once: {answers:?}"
+    );
+    // Echo's 5 bars open at 100..104: three above 101, three orders, all done.
+    let orders: Vec<u64> = answers
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Adapter(AdapterEvent::Fill { order, .. }) => Some(order),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(orders.len(), 3, "tick {n}: {answers:?}");
+    assert!(orders.iter().all(|&o| done(o)), "tick {n}: {answers:?}");
+}
+
 #[test]
 fn through_the_library_two_runs_journal_the_same_bytes_and_answers_take_no_virtual_time() {
     let dir = TempDir::new("simulated-library");
@@ -173,40 +209,8 @@ fn through_the_library_two_runs_journal_the_same_bytes_and_answers_take_no_virtu
     for &(at, deadline) in &deadlines {
         assert!(at - deadline < 100 * MICROS, "{deadlines:?}");
     }
-    // Each tick's request is answered (bars, done, and the orders they led to, done too)
-    // before any other input, at the tick's own virtual time.
     for (n, &at) in ticks.iter().take(TICKS as usize).enumerate() {
-        let id = 101 + n as u64;
-        let start = events.iter().position(|e| e.at == at).unwrap();
-        let after = &events[start + 1..];
-        let end = after
-            .iter()
-            .position(|e| !matches!(e.kind, EventKind::Adapter(_)))
-            .unwrap_or(after.len());
-        let answers = &after[..end];
-        assert!(
-            answers.iter().all(|e| e.at == at),
-            "tick {n}: an answer at another virtual time: {answers:?}"
-        );
-        let done = |r: u64| {
-            answers.iter().any(|e| {
-                matches!(e.kind, EventKind::Adapter(AdapterEvent::Done { request, .. }) if request == r)
-            })
-        };
-        assert!(
-            done(id),
-            "tick {n}: request {id} not answered at once: {answers:?}"
-        );
-        // Echo's 5 bars open at 100..104: three above 101, three orders, all done.
-        let orders: Vec<u64> = answers
-            .iter()
-            .filter_map(|e| match e.kind {
-                EventKind::Adapter(AdapterEvent::Fill { order, .. }) => Some(order),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(orders.len(), 3, "tick {n}: {answers:?}");
-        assert!(orders.iter().all(|&o| done(o)), "tick {n}: {answers:?}");
+        assert_answered_at_once(events, n, at);
     }
     let downs = at_of(&|k| matches!(k, EventKind::Adapter(AdapterEvent::Down { .. })));
     assert!(downs.is_empty(), "the adapter went down: {downs:?}");
@@ -252,6 +256,29 @@ fn simulated_engine(dir: &TempDir, ring: &Name, n: usize) -> std::process::Child
     spawn(&["run", "--config", &config, "--duration", "5", "--json"])
 }
 
+/// Telemetry is stamped by the virtual clocks: the same lines in every run (but the
+/// engine's pid), each wall time the configured epoch plus the loop's time.
+fn assert_same_telemetry(dir: &TempDir, runs: usize) {
+    let lines = |n: usize| -> Vec<serde_json::Value> {
+        telemetry_events(&dir.file(&format!("telemetry{n}")))
+            .into_iter()
+            .map(|mut e| {
+                e.as_object_mut().unwrap().remove("pid");
+                e
+            })
+            .collect()
+    };
+    let telemetry = lines(0);
+    assert!(telemetry.len() > 100, "{} telemetry lines", telemetry.len());
+    for e in &telemetry {
+        let (at, unix) = (e["at_ns"].as_i64().unwrap(), e["unix_ns"].as_i64().unwrap());
+        assert_eq!(unix - at, 1_600_000_000_000_000_000, "{e}");
+    }
+    for n in 1..runs {
+        assert!(lines(n) == telemetry, "telemetry {n} differs");
+    }
+}
+
 #[test]
 fn through_the_command_line_runs_at_once_journal_the_same_bytes_and_replay() {
     let ring = Name::new();
@@ -292,26 +319,7 @@ fn through_the_command_line_runs_at_once_journal_the_same_bytes_and_replay() {
         assert!(journal(n) == first, "journal {n} differs from journal 0");
     }
 
-    // Telemetry is stamped by the virtual clocks: the same lines every run (but the
-    // engine's pid), each wall time the configured epoch plus the loop's time.
-    let lines = |n: usize| -> Vec<serde_json::Value> {
-        telemetry_events(&dir.file(&format!("telemetry{n}")))
-            .into_iter()
-            .map(|mut e| {
-                e.as_object_mut().unwrap().remove("pid");
-                e
-            })
-            .collect()
-    };
-    let telemetry = lines(0);
-    assert!(telemetry.len() > 100, "{} telemetry lines", telemetry.len());
-    for e in &telemetry {
-        let (at, unix) = (e["at_ns"].as_i64().unwrap(), e["unix_ns"].as_i64().unwrap());
-        assert_eq!(unix - at, 1_600_000_000_000_000_000, "{e}");
-    }
-    for n in 1..3 {
-        assert!(lines(n) == telemetry, "telemetry {n} differs");
-    }
+    assert_same_telemetry(&dir, 3);
     let header = JournalReader::open(Path::new(&dir.file("run0.tlj")))
         .unwrap()
         .header()

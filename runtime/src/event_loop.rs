@@ -196,12 +196,17 @@ impl LoopConfig {
                 return bad("host.sched_fifo", p as u64, "use a priority from 1 to 99");
             }
         }
+        self.validate_sim()
+    }
+
+    /// The simulated driver's settings.
+    fn validate_sim(&self) -> Result<(), LoopError> {
         if self.sim_wait_cap_ns < MILLIS || self.sim_wait_cap_ns > 3_600_000 * MILLIS {
-            return bad(
-                "sim_wait_cap_ns",
-                self.sim_wait_cap_ns,
-                "use 1 ms to 1 h (default 10 s)",
-            );
+            return Err(LoopError::Config {
+                field: "sim_wait_cap_ns",
+                value: self.sim_wait_cap_ns.to_string(),
+                fix: "use 1 ms to 1 h (default 10 s)".into(),
+            });
         }
         Ok(())
     }
@@ -914,6 +919,12 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 }
             }
         }
+        Ok(self.wind_down())
+    }
+
+    /// After the last iteration: `Shutdown` to the app, the services' stop, and the journal
+    /// and telemetry written out.
+    fn wind_down(&mut self) -> StopReason {
         let stop = self.stop.expect("the loop only ends on a stop");
         self.emit_telemetry(Telemetry::Stopping {
             reason: match stop {
@@ -939,7 +950,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             // A failure is kept for `journal_failure`: the run itself ended normally.
             let _ = journal.finish();
         }
-        Ok(self.stop.expect("the loop only ends on a stop"))
+        self.stop.expect("the loop only ends on a stop")
     }
 
     /// The one place the loop reads its clock. Time going backwards is a broken invariant.

@@ -114,7 +114,8 @@ pub struct AdapterHost {
 
 impl AdapterHost {
     /// Check the configuration, find every program, and allocate everything. Nothing starts
-    /// until the loop runs (the service's `start`).
+    /// until the loop runs (the service's `start`): the sessions' time starts at 0 and follows
+    /// the `now` the loop hands in from then on.
     pub fn new(config: &AdapterHostConfig) -> Result<AdapterHost, AdapterSetupError> {
         config.validate()?;
         let io = |what: &'static str| move |source| AdapterSetupError::Io { what, source };
@@ -155,8 +156,6 @@ impl AdapterHost {
             Some(fd)
         };
         process::ignore_sigpipe();
-        // The sessions' time starts at 0 and follows the `now` the loop hands in from `start`.
-        let now = 0;
         let mut slots = Vec::with_capacity(config.adapters.len());
         for (i, a) in config.adapters.iter().enumerate() {
             let program =
@@ -168,9 +167,9 @@ impl AdapterHost {
                 config: a.clone(),
                 program,
                 cpus: None,
-                session: Session::new(i as AdapterId, a, now),
+                session: Session::new(i as AdapterId, a, 0),
                 process: None,
-                stderr: StderrLog::new(a.stderr_line_bytes, a.stderr_lines_per_sec, now),
+                stderr: StderrLog::new(a.stderr_line_bytes, a.stderr_lines_per_sec, 0),
                 out_ready: false,
                 err_ready: false,
                 exit_ready: false,
@@ -196,7 +195,7 @@ impl AdapterHost {
             orphans: VecDeque::with_capacity(ORPHANS),
             orphans_lost: 0,
             scratch: vec![0u8; 64 << 10].into_boxed_slice(),
-            now,
+            now: 0,
         })
     }
 
