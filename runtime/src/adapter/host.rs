@@ -949,6 +949,8 @@ impl AdapterHandle {
         )
     }
 
+    // The request's own fields, and the loop's `now`.
+    #[allow(clippy::too_many_arguments)]
     pub fn get_historical_bars(
         &self,
         now: Nanos,
@@ -992,6 +994,8 @@ impl AdapterHandle {
     }
 
     /// `limit: None` is a market order. The order is named by `id` from now on.
+    // The request's own fields, and the loop's `now`.
+    #[allow(clippy::too_many_arguments)]
     pub fn place_order(
         &self,
         now: Nanos,
