@@ -137,11 +137,11 @@ struct PollSink {
 }
 
 impl tickloop_app::OutputSink<PollOutput> for PollSink {
-    fn output(&mut self, _at: Nanos, output: &PollOutput) {
+    fn output(&mut self, at: Nanos, output: &PollOutput) {
         match *output {
             // A refusal comes back to the app as `Failed { Refused }`.
             PollOutput::Request(r) => {
-                let _ = self.adapters.request(&r);
+                let _ = self.adapters.request(at, &r);
             }
             PollOutput::Publish(bar) => {
                 let mut w = self.writer.borrow_mut();
@@ -247,6 +247,15 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
     if args.bar_ms == 0 {
         bail!("--bar-ms must be at least 1");
     }
+    let mut lc = LoopConfig {
+        actions_per_event: args.concurrency.saturating_add(16),
+        ..LoopConfig::default()
+    };
+    lc.host.core = args.cpu;
+    // Bar times are wall times: the offset between the loop's clock and the wall clock, from
+    // the clock the loop will run on.
+    let mut clock = lc.clock();
+    let epoch_offset_ns = clock.wall_now() - clock.now() as i64;
     let config = PollConfig {
         tiered: TieredConfig {
             cycle_ns: args.cycle_ms.saturating_mul(MILLIS),
@@ -259,7 +268,7 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
         symbols: names.len() as u32,
         hold,
         bar_ns: args.bar_ms.saturating_mul(MILLIS),
-        epoch_offset_ns: tickloop_ring::sys::realtime_ns() - tickloop_ring::sys::monotonic_ns(),
+        epoch_offset_ns,
         adapter: 0,
     };
     let app = PollFeed::new(config.clone()).map_err(|e| anyhow::anyhow!("feed poll: {e}"))?;
@@ -294,11 +303,6 @@ pub fn poll(args: &PollArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<u32>, _>>()?;
     let writer = Rc::new(RefCell::new(writer));
     let seen = Rc::new(Seen::default());
-    let mut lc = LoopConfig {
-        actions_per_event: args.concurrency.saturating_add(16),
-        ..LoopConfig::default()
-    };
-    lc.host.core = args.cpu;
     let sink = PollSink {
         adapters: host.handle(),
         writer: writer.clone(),

@@ -164,7 +164,7 @@ struct HostSink {
 }
 
 impl OutputSink<HostOutput> for HostSink {
-    fn output(&mut self, _at: Nanos, output: &HostOutput) {
+    fn output(&mut self, at: Nanos, output: &HostOutput) {
         let mut t = self.trading.borrow_mut();
         match *output {
             HostOutput::Order(u) => {
@@ -222,7 +222,7 @@ impl OutputSink<HostOutput> for HostSink {
             HostOutput::Send(request) => match &self.adapters {
                 // A refusal also reaches the app as the request's `Failed` event.
                 Some(h) => {
-                    if let Err(e) = h.request(&request) {
+                    if let Err(e) = h.request(at, &request) {
                         tracing::debug!("order {} refused by the adapter host: {e:?}", request.id);
                     }
                 }

@@ -20,7 +20,7 @@ use tickloop_runtime::adapter::{
     Request, RequestError, RequestKind, SharedHost, Side,
 };
 use tickloop_runtime::driver::DriverChoice;
-use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode};
+use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, LoopView, Mode, Service};
 use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
 use tickloop_runtime::status::{SharedExtra, StatusWriter};
 
@@ -43,10 +43,27 @@ const EXAMPLE: &str = concat!(
 
 type Script = Box<dyn FnMut(&Event, &mut Context<'_, AdapterRequest>)>;
 
-/// The app: records every event, keeps the liveness timer, and reacts through a script.
+/// The app: records every event (and the pid of each adapter process that became ready),
+/// keeps the liveness timer, and reacts through a script.
 struct Probe {
     events: Vec<Event>,
+    pids: Vec<u32>,
     script: Script,
+}
+
+thread_local! {
+    /// The host of the loop this thread runs, for the pids (no event carries one).
+    static HOST: RefCell<Option<AdapterHandle>> = const { RefCell::new(None) };
+}
+
+/// The current process of `adapter` in this thread's host (0: none).
+fn pid_of(adapter: u16) -> u32 {
+    HOST.with(|h| {
+        h.borrow()
+            .as_ref()
+            .and_then(|h| h.stats(adapter))
+            .map_or(0, |s| s.pid)
+    })
 }
 
 impl App for Probe {
@@ -59,6 +76,9 @@ impl App for Probe {
             cx.every(TICK, TICK_PERIOD, MAX_LATENESS);
         }
         self.events.push(*event);
+        if let EventKind::Adapter(AdapterEvent::Ready { adapter, .. }) = event.kind {
+            self.pids.push(pid_of(adapter));
+        }
         (self.script)(event, cx);
     }
 }
@@ -66,6 +86,7 @@ impl App for Probe {
 fn probe(script: impl FnMut(&Event, &mut Context<'_, AdapterRequest>) + 'static) -> Probe {
     Probe {
         events: Vec::with_capacity(1 << 18),
+        pids: Vec::new(),
         script: Box::new(script),
     }
 }
@@ -73,6 +94,8 @@ fn probe(script: impl FnMut(&Event, &mut Context<'_, AdapterRequest>) + 'static)
 /// What a run left behind.
 struct Run {
     events: Vec<Event>,
+    /// The pid of each `Ready`, in order.
+    pids: Vec<u32>,
     stats: Vec<(String, AdapterStats)>,
     /// The liveness timer's firings and worst lateness.
     firings: u64,
@@ -117,9 +140,11 @@ impl Run {
         self.adapter()
             .into_iter()
             .filter_map(|(at, e)| match e {
-                AdapterEvent::Ready { pid, starts, .. } => Some((at, pid, starts)),
+                AdapterEvent::Ready { starts, .. } => Some((at, starts)),
                 _ => None,
             })
+            .zip(&self.pids)
+            .map(|((at, starts), &pid)| (at, pid, starts))
             .collect()
     }
 
@@ -214,6 +239,7 @@ fn run_with(
     before: impl FnOnce(&AdapterHandle),
 ) -> Run {
     let host = SharedHost::new(AdapterHost::new(config).expect("adapter host"));
+    HOST.with(|h| *h.borrow_mut() = Some(host.handle()));
     before(&host.handle());
     let lc = loop_config();
     // On tmpfs: the status writer's fdatasync costs nothing there, so what the liveness
@@ -309,8 +335,10 @@ fn run_with(
         .collect();
     let worst_status_age = running.iter().copied().max().unwrap_or_default();
     let status_reads = running.len() as u64;
+    HOST.with(|h| *h.borrow_mut() = None);
     Run {
         events: app.events.clone(),
+        pids: app.pids.clone(),
         stats,
         firings,
         worst_lateness,
@@ -694,9 +722,13 @@ fn an_adapter_flooding_stderr_is_logged_in_bounded_lines_and_stays_up() {
     let h = handle.clone();
     let mut id = 0;
     let mut waiting = false;
+    let mut ready = false;
     let app = probe(move |e, cx| match e.kind {
-        // One request in flight at any time, all along: the adapter stays responsive.
-        EventKind::Timer { timer: TICK, .. } if !waiting => {
+        EventKind::Adapter(AdapterEvent::Ready { .. }) => ready = true,
+        // One request in flight at any time, all along, from the handshake on (a request
+        // before it is refused, and a cold start can outlast the first tick): the adapter
+        // stays responsive.
+        EventKind::Timer { timer: TICK, .. } if !waiting && ready => {
             // The probe peeks at the host's counters to know when the flood is over (a test
             // instrument, not something a deterministic app would do).
             let flood_done = h
@@ -1088,7 +1120,8 @@ fn shutdown_stops_every_adapter_within_its_grace_and_reaps_them_all() {
     let host = host_config(&[], adapters);
     let mut ready = 0;
     let app = probe(move |e, cx| {
-        if let EventKind::Adapter(AdapterEvent::Ready { adapter, pid, .. }) = e.kind {
+        if let EventKind::Adapter(AdapterEvent::Ready { adapter, .. }) = e.kind {
+            let pid = pid_of(adapter);
             if adapter == 0 {
                 // The echo adapter, spawned by a loop that blocks SIGTERM/SIGINT/SIGHUP and
                 // (as root) runs SCHED_FIFO: none of that reaches it, nor any fd but 0, 1, 2.
@@ -1168,19 +1201,30 @@ fn shutdown_stops_every_adapter_within_its_grace_and_reaps_them_all() {
     }
 }
 
+/// Starts a host on the loop's clock, and does nothing on the tick or at the stop.
+struct StartOnly(SharedHost);
+
+impl Service for StartOnly {
+    fn start(&mut self, view: &LoopView<'_>) {
+        self.0 .0.borrow_mut().start(view.now);
+    }
+    fn tick(&mut self, _view: &LoopView<'_>) {}
+}
+
 #[test]
 fn dropping_a_host_kills_and_reaps_what_runs() {
     let host = host_config(&[], vec![fault("stubborn")]);
     let pid: Rc<RefCell<u32>> = Rc::default();
     let p = pid.clone();
     let app = probe(move |e, cx| {
-        if let EventKind::Adapter(AdapterEvent::Ready { pid, .. }) = e.kind {
-            *p.borrow_mut() = pid;
+        if let EventKind::Adapter(AdapterEvent::Ready { adapter, .. }) = e.kind {
+            *p.borrow_mut() = pid_of(adapter);
             cx.stop();
         }
     });
-    // A loop that never runs its services' stop: the host's Drop is what is left.
+    // A loop whose one service only starts the host: nothing stops it, its Drop is what is left.
     let shared = SharedHost::new(AdapterHost::new(&host).unwrap());
+    HOST.with(|h| *h.borrow_mut() = Some(shared.handle()));
     {
         let lc = loop_config();
         let mut lp = EventLoop::new(
@@ -1196,13 +1240,14 @@ fn dropping_a_host_kills_and_reaps_what_runs() {
         )
         .unwrap();
         lp.add_fd_source(Box::new(shared.clone())).unwrap();
-        shared.0.borrow_mut().start();
+        lp.add_service(Box::new(StartOnly(shared.clone()))).unwrap();
         lp.stop_after(10 * SECONDS);
         lp.run().unwrap();
     }
     let pid = *pid.borrow();
     assert!(pid > 0);
     assert!(!gone(pid), "still running before the drop");
+    HOST.with(|h| *h.borrow_mut() = None);
     drop(shared);
     assert!(gone(pid), "pid {pid} survived the host");
 }

@@ -526,10 +526,10 @@ impl OrderStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum AdapterEvent {
     /// The adapter started and completed the handshake; requests are accepted from now.
-    /// `starts` counts its processes so far (1 for the first).
+    /// `starts` counts its processes so far (1 for the first). No process id: an event is an
+    /// input of the app, journaled, and a pid differs every run (`AdapterStats::pid` has it).
     Ready {
         adapter: AdapterId,
-        pid: u32,
         protocol: u16,
         capabilities: Capabilities,
         starts: u32,

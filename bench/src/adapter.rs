@@ -261,9 +261,9 @@ struct StampingSink {
 }
 
 impl OutputSink<AdapterRequest> for StampingSink {
-    fn output(&mut self, _at: Nanos, r: &AdapterRequest) {
+    fn output(&mut self, at: Nanos, r: &AdapterRequest) {
         self.sent.borrow_mut()[r.id as usize % WINDOW] = stamp();
-        let _ = self.handle.request(r);
+        let _ = self.handle.request(at, r);
     }
 }
 

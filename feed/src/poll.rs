@@ -339,7 +339,6 @@ mod tests {
     fn ready() -> EventKind {
         EventKind::Adapter(AdapterEvent::Ready {
             adapter: 0,
-            pid: 1,
             protocol: 1,
             capabilities: tickloop_app::venue::Capabilities::BARS,
             starts: 1,

@@ -2,6 +2,11 @@
 //! futex wait/wake on shared memory, membarrier, flock, process identity, and pinning.
 //!
 //! Every function here is a thin, documented wrapper; none keeps state or allocates.
+//!
+//! The two clocks here are the only clock readings of the runtime: the driver builds the
+//! loop's clock from them (`driver::monotonic_now`, `driver::wall_now`), and in the engine
+//! nothing else calls them but the ring's cross-process stamps; programs without a loop
+//! (feeds, one-shot commands) call them directly (`tests/one_clock.rs` keeps that list).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -9,17 +14,20 @@ use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 /// CLOCK_REALTIME in nanoseconds since the Unix epoch (vDSO, no system call).
+#[inline]
 pub fn realtime_ns() -> i64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call). Comparable across processes.
+#[inline]
 pub fn monotonic_ns() -> i64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 // timespec fields are i64 here but i32 on 32-bit targets (a 32-bit Raspberry Pi OS).
 #[allow(clippy::useless_conversion)]
+#[inline]
 fn clock_ns(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

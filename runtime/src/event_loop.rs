@@ -7,10 +7,16 @@
 //! nothing else to do, sleeping in the driver until a doorbell, a timer or an fd). It never
 //! allocates after [`EventLoop::new`], never blocks except in the driver, and never lets one
 //! source starve the others: a flood of candles delays a timer by at most one batch.
+//!
+//! It never reads a clock itself: its time is the driver's (`now` once per iteration, the wall
+//! clock for telemetry and the journal's header), handed to the app, the fd sources and the
+//! services. Under the simulated driver it asks its fd sources, at each clock reading, whether
+//! they are owed input ([`FdSource::owed`]); while one is and the driver holds its clock, it
+//! serves nothing but its fd sources (see `driver::sim`).
 
 use crate::driver::{
-    AnyDriver, Driver, DriverChoice, DriverKind, DriverOptions, DriverReport, Interest, Readiness,
-    ReadyList, Token, Wait,
+    AnyDriver, Clock, Driver, DriverChoice, DriverKind, DriverOptions, DriverReport, Interest,
+    Readiness, ReadyList, Token, Wait,
 };
 use crate::host::{self, HostConfig, HostSetup};
 use crate::journal::{JournalError, JournalHeader, JournalWriter, Record};
@@ -94,6 +100,12 @@ pub struct LoopConfig {
     pub journal_buffer: u32,
     /// Simulated driver: virtual time added by each clock read (ns).
     pub sim_step_ns: Nanos,
+    /// Simulated driver: the wall clock at virtual time 0 (ns since the Unix epoch), so the
+    /// wall times of a simulated run (journal header, telemetry, status) are the same each run.
+    pub sim_epoch_unix_ns: i64,
+    /// Simulated driver: how long (real time, ns) the clock stands still for input an fd source
+    /// is owed (an adapter's answer) before it gives up on it and lets virtual time run.
+    pub sim_wait_cap_ns: Nanos,
     pub host: HostConfig,
 }
 
@@ -112,6 +124,8 @@ impl Default for LoopConfig {
             housekeeping_ns: 100 * MILLIS,
             journal_buffer: 64 << 10,
             sim_step_ns: MICROS,
+            sim_epoch_unix_ns: crate::driver::SIM_EPOCH_UNIX_NS,
+            sim_wait_cap_ns: 10_000 * MILLIS,
             host: HostConfig::default(),
         }
     }
@@ -184,7 +198,37 @@ impl LoopConfig {
                 return bad("host.sched_fifo", p as u64, "use a priority from 1 to 99");
             }
         }
+        self.validate_sim()
+    }
+
+    /// The simulated driver's settings.
+    fn validate_sim(&self) -> Result<(), LoopError> {
+        if self.sim_wait_cap_ns < MILLIS || self.sim_wait_cap_ns > 3_600_000 * MILLIS {
+            return Err(LoopError::Config {
+                field: "sim_wait_cap_ns",
+                value: self.sim_wait_cap_ns.to_string(),
+                fix: "use 1 ms to 1 h (default 10 s)".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// What the driver is opened with (`fd_capacity` for the loop's own fds and sources).
+    pub fn driver_options(&self) -> DriverOptions {
+        DriverOptions {
+            fd_capacity: FIRST_SOURCE_TOKEN + MAX_FD_SOURCES as u32,
+            ready_capacity: self.ready_capacity,
+            sim_start: tickloop_app::clock::SECONDS,
+            sim_step: self.sim_step_ns,
+            sim_epoch_unix_ns: self.sim_epoch_unix_ns,
+            sim_wait_cap: self.sim_wait_cap_ns,
+        }
+    }
+
+    /// The clock a loop with this configuration starts on, before the loop exists (an app's
+    /// config that needs the offset between the loop's clock and the wall clock).
+    pub fn clock(&self) -> Clock {
+        Clock::for_driver(self.driver, &self.driver_options())
     }
 
     /// FNV-1a of the configuration, recorded in journals.
@@ -230,10 +274,30 @@ pub struct RingSpec {
 /// for this iteration (the loop's `batch`) is spent. The source must then stop reading and
 /// return true ("more"): the loop calls it again next iteration. Otherwise it reads until
 /// `EAGAIN` (the driver reports edges, not levels) and returns false.
+///
+/// A source never reads a clock: the loop calls [`FdSource::on_ready_at`] with its `now`.
 pub trait FdSource {
     fn fd(&self) -> RawFd;
     fn interest(&self) -> Interest;
+    /// Serve a readiness report, for a source that needs no time.
     fn on_ready(&mut self, ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool;
+    /// What the loop calls: `now` is the iteration's clock reading. By default `on_ready`.
+    fn on_ready_at(
+        &mut self,
+        now: Nanos,
+        ready: Readiness,
+        emit: &mut dyn FnMut(EventKind) -> bool,
+    ) -> bool {
+        let _ = now;
+        self.on_ready(ready, emit)
+    }
+    /// Whether the source is owed input it asked for and will get without anything else
+    /// happening first (an answer to a request it sent, a process's exit it caused). Only the
+    /// simulated driver asks: it holds virtual time still until what is owed has come (see
+    /// `driver::sim`). By default nothing is owed.
+    fn owed(&self) -> bool {
+        false
+    }
 }
 
 /// A runtime service the embedding program runs on the loop's housekeeping tick: the status
@@ -252,6 +316,9 @@ pub trait Service {
 /// What a [`Service`] may read of the loop.
 pub struct LoopView<'a> {
     pub now: Nanos,
+    /// The driver's clock as it stands at `now`: the wall time (`clock.wall_now()`), and the
+    /// time a service keeps after the loop, in its `stop` (a copy: reading it moves the copy).
+    pub clock: Clock,
     /// When the loop started, on its clock.
     pub started: Nanos,
     pub stats: LoopStats,
@@ -444,6 +511,8 @@ pub struct EventLoop<A: App, S: OutputSink<A::Output>> {
     /// The config generation whose app parameters the app runs (the last it accepted).
     app_generation: u64,
     requests: RefCell<ServiceRequests>,
+    /// The simulated driver runs: fd sources are asked whether they are owed input.
+    simulated: bool,
 }
 
 /// Builds an [`EventLoop`]: everything is opened, allocated and checked before it runs.
@@ -489,7 +558,8 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                     app_config: builder.app_config.clone(),
                     actions_per_event: config.actions_per_event,
                     driver: String::new(),
-                    started_unix_ns: tickloop_ring::sys::realtime_ns(),
+                    // The driver's wall clock, once it is open.
+                    started_unix_ns: 0,
                 };
                 Some((path.clone(), header))
             }
@@ -515,20 +585,13 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 SourceId::MAX
             )));
         }
-        let (mut driver, driver_report) = AnyDriver::open(
-            config.driver,
-            DriverOptions {
-                fd_capacity: FIRST_SOURCE_TOKEN + MAX_FD_SOURCES as u32,
-                ready_capacity: config.ready_capacity,
-                sim_start: tickloop_app::clock::SECONDS,
-                sim_step: config.sim_step_ns,
-            },
-        )
-        .map_err(LoopError::Driver)?;
+        let (mut driver, driver_report) =
+            AnyDriver::open(config.driver, config.driver_options()).map_err(LoopError::Driver)?;
         let journal = match journal {
             None => None,
             Some((path, mut header)) => {
                 header.driver = driver_report.kind.name().to_string();
+                header.started_unix_ns = driver.wall_now();
                 Some(JournalWriter::create(
                     &path,
                     &header,
@@ -565,6 +628,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 skipped: 0,
             });
         }
+        let simulated = driver_report.kind == DriverKind::Simulated;
         let mut event_loop = EventLoop {
             driver,
             driver_report,
@@ -599,6 +663,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             last_candle: None,
             app_generation: 0,
             requests: RefCell::new(ServiceRequests::new()),
+            simulated,
             config,
         };
         event_loop.prefault()?;
@@ -644,8 +709,8 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             Telemetry::ConfigRejected { .. } => self.stats.config_rejected += 1,
             _ => {}
         }
-        self.telemetry
-            .emit(self.now, tickloop_ring::sys::realtime_ns(), &event);
+        let wall = self.driver.wall_now();
+        self.telemetry.emit(self.now, wall, &event);
     }
 
     /// Add a service run on the housekeeping tick (before the run).
@@ -662,6 +727,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
     fn view(&self) -> LoopView<'_> {
         LoopView {
             now: self.now,
+            clock: self.driver.clock(),
             started: self.started,
             stats: self.stats(),
             lag: &self.lag,
@@ -837,6 +903,10 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             let now = self.read_clock();
             self.stats.iterations += 1;
             let mut worked = self.fire_timers(now);
+            if self.simulated && self.driver.hold(self.sources_owed()) {
+                self.serve_owed()?;
+                continue;
+            }
             worked |= self.read_rings();
             worked |= self.serve_pending_sources();
             if now >= self.next_fd_poll {
@@ -855,6 +925,12 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 }
             }
         }
+        Ok(self.wind_down())
+    }
+
+    /// After the last iteration: `Shutdown` to the app, the services' stop, and the journal
+    /// and telemetry written out.
+    fn wind_down(&mut self) -> StopReason {
         let stop = self.stop.expect("the loop only ends on a stop");
         self.emit_telemetry(Telemetry::Stopping {
             reason: match stop {
@@ -880,11 +956,17 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
             // A failure is kept for `journal_failure`: the run itself ended normally.
             let _ = journal.finish();
         }
-        Ok(self.stop.expect("the loop only ends on a stop"))
+        self.stop.expect("the loop only ends on a stop")
     }
 
     /// The one place the loop reads its clock. Time going backwards is a broken invariant.
+    /// In simulation the driver is told first whether an fd source is owed input (it then
+    /// holds its clock).
     fn read_clock(&mut self) -> Nanos {
+        if self.simulated {
+            let owed = self.sources_owed();
+            self.driver.hold(owed);
+        }
         let now = self.driver.now();
         assert!(
             now >= self.now,
@@ -893,6 +975,25 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         );
         self.now = now;
         now
+    }
+
+    /// Simulation: whether any fd source is owed input it asked for.
+    fn sources_owed(&self) -> bool {
+        self.fd_sources.iter().any(|s| s.owed())
+    }
+
+    /// Simulation, the driver holding its clock for owed input: serve the fd sources only, and
+    /// wait in the driver (which blocks until an fd is ready, up to its cap) when none has
+    /// input left from its last call. Rings wait, and no timer comes due: the clock stands still.
+    fn serve_owed(&mut self) -> Result<(), LoopError> {
+        if self.serve_pending_sources() {
+            return Ok(());
+        }
+        let wait = self
+            .wheel
+            .next_deadline()
+            .map_or(Wait::Forever, Wait::Until);
+        self.poll_fds(wait)
     }
 
     /// Fire every due timer. Returns true if any fired.
@@ -1140,7 +1241,8 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
     fn serve_source(&mut self, index: usize, ready: Readiness) {
         let mut source = std::mem::replace(&mut self.fd_sources[index], Box::new(NoSource));
         let mut budget = self.config.batch;
-        let more = source.on_ready(ready, &mut |kind| {
+        let now = self.now;
+        let more = source.on_ready_at(now, ready, &mut |kind| {
             self.dispatch(kind);
             budget = budget.saturating_sub(1);
             budget > 0
@@ -1335,12 +1437,16 @@ impl FdSource for NoSource {
     }
 }
 
+/// Wake sockets this process has bound: a new loop's socket gets a name of its own.
+static WAKE_SOCKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Bind this loop's wake socket under a fresh abstract name; returns it and its id.
 fn bind_wake_socket() -> io::Result<(UnixDatagram, u64)> {
     let pid = std::process::id() as u64;
+    let nth = WAKE_SOCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut last = None;
     for n in 1..=64u64 {
-        let id = pid << 32 | (tickloop_ring::sys::monotonic_ns() as u64 & 0xffff_ff00) | n;
+        let id = pid << 32 | ((nth << 8) & 0xffff_ff00) | n;
         let name = tickloop_ring::layout::wake_socket_name(id);
         let addr = SocketAddr::from_abstract_name(name)?;
         match UnixDatagram::bind_addr(&addr) {

@@ -4,7 +4,9 @@
 //!
 //! It never blocks longer than one small write, never allocates after [`StatusWriter::new`]
 //! (the document is rendered into a preallocated buffer), and never stops the loop: a failed
-//! write is counted and retried on the next tick.
+//! write is counted and retried on the next tick. It never reads a clock: its wall times
+//! (`started_unix_ns`, `written_unix_ns`) are the driver's wall clock, from the loop's view
+//! (virtual under the simulated driver).
 //!
 //! States: `running`, `stopping`, `stopped`, and `crashed`, which only [`crate::crash`]'s
 //! SIGBUS handler writes (the last document with that state and a `crash` object; the file
@@ -135,7 +137,8 @@ impl StatusWriter {
                 cause,
             })?;
         let pid = std::process::id();
-        let started_unix_ns = tickloop_ring::sys::realtime_ns();
+        // Known once the loop starts (the driver's wall clock then); 0 in a crash before.
+        let started_unix_ns = 0;
         let fallback = crash_fallback(pid, component, account, interval_ns, started_unix_ns);
         tickloop_ring::crash::set_status_file(path, pid, fallback);
         Ok(StatusWriter {
@@ -215,6 +218,7 @@ impl StatusWriter {
 
 impl Service for StatusWriter {
     fn start(&mut self, view: &LoopView<'_>) {
+        self.started_unix_ns = view.clock.wall_now();
         self.last_write = Some(view.now);
         self.write(view, "running");
     }
@@ -422,7 +426,7 @@ impl Serialize for Doc<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (w, v) = (self.w, self.view);
         let extra = w.extra.get();
-        let now_unix = tickloop_ring::sys::realtime_ns();
+        let now_unix = v.clock.wall_now();
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("format", &STATUS_FORMAT)?;
         m.serialize_entry("state", self.state)?;

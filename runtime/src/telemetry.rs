@@ -6,6 +6,8 @@
 //! batch buffer, and the counters behind [`TelemetryStats`].
 //!
 //! It must never:
+//! - read a clock: both stamps of a line (`at_ns`, `unix_ns`) are handed to
+//!   [`TelemetrySink::emit`] by the loop, from its driver;
 //! - block the loop longer than one bounded write: [`TelemetrySink::emit`] only serializes
 //!   into the buffer (no IO); [`TelemetrySink::flush`], called from the loop's housekeeping
 //!   tick, issues one write of at most `buffer_bytes` (plus, at most, a rotation: renames and
@@ -58,14 +60,6 @@ struct Line<'a> {
     unix_ns: i64,
     #[serde(flatten)]
     event: &'a Telemetry,
-}
-
-/// The wall clock in ns since the Unix epoch, for `emit`'s `unix_ns` (negative before 1970).
-pub fn unix_now_ns() -> i64 {
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
-        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
-    }
 }
 
 /// An `io::Write` over a Vec's spare capacity up to `limit` bytes: it refuses (without
@@ -404,7 +398,7 @@ impl TelemetrySink {
     }
 
     /// Serialize `event` into the bounded buffer, stamped with the loop's clock `at_ns` and
-    /// the wall clock `unix_ns`. Never allocates, never does IO, never fails: an event that
+    /// the wall clock `unix_ns` (the driver's, handed in: the sink reads no clock). Never allocates, never does IO, never fails: an event that
     /// does not fit in what is left of the buffer is dropped and counted.
     pub fn emit(&mut self, at_ns: u64, unix_ns: i64, event: &Telemetry) {
         let Some(a) = &mut self.active else {

@@ -15,12 +15,18 @@
 //! The only waiting is [`AdapterHost::shutdown`], after the loop has stopped, bounded by the
 //! grace periods. It never leaves a zombie: every child is reaped, at exit, at shutdown, or
 //! (SIGKILL, then `waitpid`) when the host is dropped.
+//!
+//! It never reads a clock: every call is handed `now` by its caller (the loop's fd-source
+//! call and tick, the app's output sink), and the graceful stop keeps time and waits on the
+//! driver's [`Clock`], so under the simulated driver adapters run on virtual time. It tells
+//! the loop when it is owed an answer ([`FdSource::owed`]), which is what lets the simulated
+//! driver record the same run twice.
 
 use super::config::{AdapterConfig, AdapterHostConfig, AdapterSetupError, ExitWatch};
 use super::process::{self, Io, Process};
 use super::session::{AdapterStats, IoAction, Session, SymbolTable};
 use super::stderr::StderrLog;
-use crate::driver::{monotonic_now, Interest, Readiness};
+use crate::driver::{Clock, Interest, Readiness};
 use crate::event_loop::{EventLoop, FdSource, LoopError, LoopView, Service};
 use mio::unix::SourceFd;
 use mio::{Events, Poll, Token};
@@ -29,8 +35,8 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
-use tickloop_app::clock::Nanos;
+use std::time::Duration;
+use tickloop_app::clock::{Nanos, MILLIS, SECONDS};
 use tickloop_app::venue::{
     AdapterEvent, AdapterId, AdapterRequest, FailReason, Request, RequestError, RequestId, Side,
 };
@@ -102,11 +108,14 @@ pub struct AdapterHost {
     orphans: VecDeque<AdapterEvent>,
     orphans_lost: u64,
     scratch: Box<[u8]>,
+    /// The latest time a caller handed in (for a call that comes without one).
+    now: Nanos,
 }
 
 impl AdapterHost {
     /// Check the configuration, find every program, and allocate everything. Nothing starts
-    /// until the loop runs (the service's `start`).
+    /// until the loop runs (the service's `start`): the sessions' time starts at 0 and follows
+    /// the `now` the loop hands in from then on.
     pub fn new(config: &AdapterHostConfig) -> Result<AdapterHost, AdapterSetupError> {
         config.validate()?;
         let io = |what: &'static str| move |source| AdapterSetupError::Io { what, source };
@@ -147,7 +156,6 @@ impl AdapterHost {
             Some(fd)
         };
         process::ignore_sigpipe();
-        let now = monotonic_now();
         let mut slots = Vec::with_capacity(config.adapters.len());
         for (i, a) in config.adapters.iter().enumerate() {
             let program =
@@ -159,9 +167,9 @@ impl AdapterHost {
                 config: a.clone(),
                 program,
                 cpus: None,
-                session: Session::new(i as AdapterId, a, now),
+                session: Session::new(i as AdapterId, a, 0),
                 process: None,
-                stderr: StderrLog::new(a.stderr_line_bytes, a.stderr_lines_per_sec, now),
+                stderr: StderrLog::new(a.stderr_line_bytes, a.stderr_lines_per_sec, 0),
                 out_ready: false,
                 err_ready: false,
                 exit_ready: false,
@@ -187,6 +195,7 @@ impl AdapterHost {
             orphans: VecDeque::with_capacity(ORPHANS),
             orphans_lost: 0,
             scratch: vec![0u8; 64 << 10].into_boxed_slice(),
+            now: 0,
         })
     }
 
@@ -226,9 +235,9 @@ impl AdapterHost {
         self.use_pidfd
     }
 
-    /// Send a request (see [`AdapterHandle::request`]).
-    pub fn request(&mut self, r: &AdapterRequest) -> Result<RequestId, RequestError> {
-        let now = monotonic_now();
+    /// Send a request at `now` on the loop's clock (see [`AdapterHandle::request`]).
+    pub fn request(&mut self, now: Nanos, r: &AdapterRequest) -> Result<RequestId, RequestError> {
+        let now = self.observe(now);
         let i = r.adapter as usize;
         if i >= self.slots.len() {
             if self.orphans.len() < ORPHANS {
@@ -271,14 +280,27 @@ impl AdapterHost {
         }
     }
 
-    /// Start every adapter (the service's `start`).
-    pub fn start(&mut self) {
+    /// Take `now` from a caller; the host's time never goes back.
+    fn observe(&mut self, now: Nanos) -> Nanos {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    /// Whether any adapter owes an answer (see [`Session::owed`]).
+    pub fn owed(&self) -> bool {
+        !self.closed && self.slots.iter().any(|s| s.session.owed())
+    }
+
+    /// Start every adapter at `now` (the service's `start`).
+    pub fn start(&mut self, now: Nanos) {
         if self.started || self.closed {
             return;
         }
         self.started = true;
-        let now = monotonic_now();
+        let now = self.observe(now);
         for i in 0..self.slots.len() {
+            // Brings the session's timers to the loop's time before anything is armed.
+            self.slots[i].session.handle_timeout(now);
             self.slots[i].session.start();
             self.drive(i, now);
         }
@@ -618,9 +640,10 @@ impl AdapterHost {
                 .any(|s| s.out_ready || s.err_ready || s.exit_ready)
     }
 
-    /// The housekeeping tick: deadlines, pings, restarts, the exit sweep without pidfds.
-    pub fn housekeeping(&mut self) {
-        let now = monotonic_now();
+    /// The housekeeping tick at `now`: deadlines, pings, restarts, the exit sweep without
+    /// pidfds.
+    pub fn housekeeping(&mut self, now: Nanos) {
+        let now = self.observe(now);
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
             if !self.use_pidfd && slot.process.as_ref().is_some_and(|p| exited(p.pid)) {
@@ -635,147 +658,153 @@ impl AdapterHost {
         }
     }
 
-    /// Stop every adapter, gracefully and within the grace periods: close its stdin (the
-    /// protocol's "stop"), wait `shutdown_grace_ms`, SIGTERM, wait `term_grace_ms`, SIGKILL;
-    /// read and drop what they write meanwhile (a child blocked writing cannot exit), log
-    /// their stderr, and reap every one. Blocks for at most the longest grace plus a few
-    /// seconds (a process stuck in the kernel after SIGKILL is given up on, loudly).
-    pub fn shutdown(&mut self) {
+    /// Stop every adapter on `clock` (the loop's, once it has stopped), gracefully and within
+    /// the grace periods: close its stdin (the protocol's "stop"), wait `shutdown_grace_ms`,
+    /// SIGTERM, wait `term_grace_ms`, SIGKILL; read and drop what they write meanwhile (a
+    /// child blocked writing cannot exit), log their stderr, and reap every one. Blocks for at
+    /// most the longest grace plus a few seconds (a process stuck in the kernel after SIGKILL
+    /// is given up on, loudly). It waits only in [`Clock::wait_readable`] on its private
+    /// epoll, which holds every pipe and pidfd: under the simulated driver the grace periods
+    /// are virtual deadlines, waited for in real time at most.
+    pub fn shutdown(&mut self, clock: &mut Clock) {
         if self.closed {
             return;
         }
         self.closed = true;
-        let start = Instant::now();
-        #[derive(Clone, Copy, PartialEq)]
-        enum Phase {
-            Closing,
-            Terminated,
-            Killed,
-            Done,
-        }
-        let mut phase = vec![(Phase::Done, start); self.slots.len()];
+        let start = self.observe(clock.now());
+        let mut phases = vec![(StopPhase::Done, start); self.slots.len()];
         for (i, slot) in self.slots.iter_mut().enumerate() {
             slot.session.close();
             if let Some(p) = &mut slot.process {
                 p.stdin = None;
-                phase[i] = (
-                    Phase::Closing,
-                    start + Duration::from_millis(slot.config.shutdown_grace_ms as u64),
-                );
+                // Read what is there already once; edges tell of what comes after.
+                slot.out_ready = true;
+                slot.err_ready = true;
+                let grace = slot.config.shutdown_grace_ms as Nanos * MILLIS;
+                phases[i] = (StopPhase::Closing, start.saturating_add(grace));
             }
         }
+        let mut more = self.drain_stopping(start);
         loop {
-            let now = Instant::now();
-            let mono = monotonic_now();
-            for (i, slot) in self.slots.iter_mut().enumerate() {
-                let Some(pid) = slot.process.as_ref().map(|p| p.pid) else {
-                    continue;
-                };
-                if let Some(status) = process::try_reap(pid) {
-                    tracing::info!(adapter = %slot.config.name, pid, "adapter stopped: {status} after {} ms", start.elapsed().as_millis());
-                    slot.stderr.finish(&slot.config.name, mono);
-                    slot.session.stats_mut().last_down =
-                        Some((tickloop_app::venue::DownCause::Exited, status));
-                    slot.process = None;
-                    phase[i].0 = Phase::Done;
-                    continue;
-                }
-                let (p, deadline) = phase[i];
-                if now < deadline {
-                    continue;
-                }
-                match p {
-                    Phase::Closing => {
-                        tracing::info!(adapter = %slot.config.name, pid, "adapter still running {} ms after its stdin closed: SIGTERM", slot.config.shutdown_grace_ms);
-                        process::signal(pid, libc::SIGTERM);
-                        phase[i] = (
-                            Phase::Terminated,
-                            now + Duration::from_millis(slot.config.term_grace_ms as u64),
-                        );
-                    }
-                    Phase::Terminated => {
-                        tracing::warn!(adapter = %slot.config.name, pid, "adapter ignored SIGTERM for {} ms: SIGKILL", slot.config.term_grace_ms);
-                        process::signal(pid, libc::SIGKILL);
-                        phase[i] = (Phase::Killed, now + Duration::from_secs(5));
-                    }
-                    Phase::Killed => {
-                        tracing::error!(adapter = %slot.config.name, pid, "adapter not gone 5 s after SIGKILL (stuck in the kernel?): giving up on it here; dropping the host tries once more");
-                        phase[i].0 = Phase::Done;
-                    }
-                    Phase::Done => {}
-                }
-            }
-            if phase.iter().all(|(p, _)| *p == Phase::Done) {
-                break;
-            }
-            // Wait for the next deadline, an exit, or output to drain.
-            let next = phase
+            let now = self.observe(clock.now());
+            self.stop_round(now, start, &mut phases);
+            let Some(next) = phases
                 .iter()
-                .filter(|(p, _)| *p != Phase::Done)
-                .map(|&(_, d)| d)
+                .filter(|(p, _)| *p != StopPhase::Done)
+                .map(|&(_, deadline)| deadline)
                 .min()
-                .unwrap_or(now);
-            let mut wait = next.saturating_duration_since(Instant::now());
+            else {
+                break;
+            };
+            // Without pidfds an exit is only seen by looking: at least every 5 ms. A pipe left
+            // with bytes (its budget ran out) is read again at once.
+            let mut until = next;
             if !self.use_pidfd {
-                wait = wait.min(Duration::from_millis(5));
+                until = until.min(now.saturating_add(5 * MILLIS));
             }
-            let mut fds = Vec::new();
-            for (i, slot) in self.slots.iter().enumerate() {
-                if let Some(p) = &slot.process {
-                    for (which, fd) in [(STDOUT, &p.stdout), (STDERR, &p.stderr), (PIDFD, &p.pidfd)]
-                    {
-                        if let Some(fd) = fd {
-                            fds.push((
-                                i,
-                                which,
-                                libc::pollfd {
-                                    fd: fd.as_raw_fd(),
-                                    events: libc::POLLIN,
-                                    revents: 0,
-                                },
-                            ));
-                        }
-                    }
-                }
+            if more {
+                until = now;
             }
-            let mut raw: Vec<libc::pollfd> = fds.iter().map(|f| f.2).collect();
-            let ms = wait.as_millis().min(1000) as i32 + 1;
-            // SAFETY: a valid array of pollfds of the length given.
-            unsafe { libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, ms) };
-            for (k, &(i, which, _)) in fds.iter().enumerate() {
-                if raw[k].revents == 0 || which == PIDFD {
-                    continue;
+            clock.wait_readable(self.poll.as_raw_fd(), until);
+            self.readiness_pending = !self.take_readiness();
+            more = self.drain_stopping(self.now);
+        }
+    }
+
+    /// One round of the graceful stop at `now`: reap what ended, and move on the phase of
+    /// what did not once its deadline has passed.
+    fn stop_round(&mut self, now: Nanos, start: Nanos, phases: &mut [(StopPhase, Nanos)]) {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(pid) = slot.process.as_ref().map(|p| p.pid) else {
+                continue;
+            };
+            if let Some(status) = process::try_reap(pid) {
+                let after = now.saturating_sub(start) / MILLIS;
+                tracing::info!(adapter = %slot.config.name, pid, "adapter stopped: {status} after {after} ms");
+                slot.stderr.finish(&slot.config.name, now);
+                slot.session.stats_mut().last_down =
+                    Some((tickloop_app::venue::DownCause::Exited, status));
+                slot.process = None;
+                phases[i].0 = StopPhase::Done;
+                continue;
+            }
+            let (phase, deadline) = phases[i];
+            if now < deadline {
+                continue;
+            }
+            phases[i] = match phase {
+                StopPhase::Closing => {
+                    tracing::info!(adapter = %slot.config.name, pid, "adapter still running {} ms after its stdin closed: SIGTERM", slot.config.shutdown_grace_ms);
+                    process::signal(pid, libc::SIGTERM);
+                    let grace = slot.config.term_grace_ms as Nanos * MILLIS;
+                    (StopPhase::Terminated, now.saturating_add(grace))
                 }
-                let slot = &mut self.slots[i];
-                let Some(p) = &mut slot.process else { continue };
-                let fd = if which == STDOUT {
-                    &mut p.stdout
+                StopPhase::Terminated => {
+                    tracing::warn!(adapter = %slot.config.name, pid, "adapter ignored SIGTERM for {} ms: SIGKILL", slot.config.term_grace_ms);
+                    process::signal(pid, libc::SIGKILL);
+                    (StopPhase::Killed, now.saturating_add(5 * SECONDS))
+                }
+                StopPhase::Killed => {
+                    tracing::error!(adapter = %slot.config.name, pid, "adapter not gone 5 s after SIGKILL (stuck in the kernel?): giving up on it here; dropping the host tries once more");
+                    (StopPhase::Done, deadline)
+                }
+                StopPhase::Done => (StopPhase::Done, deadline),
+            };
+        }
+    }
+
+    /// While stopping: read what the adapters write, at most [`READ_BUDGET`] per pipe (stdout
+    /// dropped, stderr logged). True if a pipe may hold more (its budget ran out).
+    fn drain_stopping(&mut self, now: Nanos) -> bool {
+        let mut more = false;
+        for slot in &mut self.slots {
+            let Some(p) = &mut slot.process else { continue };
+            for which in [STDOUT, STDERR] {
+                let (ready, fd) = if which == STDOUT {
+                    (&mut slot.out_ready, &mut p.stdout)
                 } else {
-                    &mut p.stderr
+                    (&mut slot.err_ready, &mut p.stderr)
                 };
-                let Some(raw_fd) = fd.as_ref().map(|f| f.as_raw_fd()) else {
+                let Some(raw) = fd.as_ref().map(|f| f.as_raw_fd()).filter(|_| *ready) else {
                     continue;
                 };
                 let mut left = READ_BUDGET;
                 while left > 0 {
-                    match process::read(raw_fd, &mut self.scratch[..]) {
+                    match process::read(raw, &mut self.scratch[..]) {
                         Io::Done(n) => {
                             left = left.saturating_sub(n);
                             if which == STDERR {
-                                slot.stderr
-                                    .feed(&slot.config.name, &self.scratch[..n], mono);
+                                slot.stderr.feed(&slot.config.name, &self.scratch[..n], now);
                             }
                         }
-                        Io::WouldBlock => break,
+                        Io::WouldBlock => {
+                            *ready = false;
+                            break;
+                        }
                         _ => {
+                            *ready = false;
                             *fd = None;
                             break;
                         }
                     }
                 }
+                more |= *ready;
             }
         }
+        more
     }
+}
+
+/// How far the graceful stop has gone with one adapter.
+#[derive(Clone, Copy, PartialEq)]
+enum StopPhase {
+    /// Its stdin is closed: it has `shutdown_grace_ms` to exit.
+    Closing,
+    /// SIGTERM sent: `term_grace_ms` more.
+    Terminated,
+    /// SIGKILL sent: 5 s more, then it is given up on.
+    Killed,
+    Done,
 }
 
 /// Whether our child `pid` has ended, without reaping it (so its pipes can be read first).
@@ -842,8 +871,19 @@ impl FdSource for SharedHost {
         Interest::Read
     }
 
-    fn on_ready(&mut self, _ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool {
-        let now = monotonic_now();
+    /// Without a time from the loop: the latest time the host was handed.
+    fn on_ready(&mut self, ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool {
+        let now = self.0.borrow().now;
+        self.on_ready_at(now, ready, emit)
+    }
+
+    fn on_ready_at(
+        &mut self,
+        now: Nanos,
+        _ready: Readiness,
+        emit: &mut dyn FnMut(EventKind) -> bool,
+    ) -> bool {
+        let now = self.0.borrow_mut().observe(now);
         self.0.borrow_mut().begin_round(now);
         // No borrow is held while the app runs: its outputs may call `request`.
         let mut more = false;
@@ -859,48 +899,61 @@ impl FdSource for SharedHost {
         host.end_round(now);
         more || host.more()
     }
+
+    fn owed(&self) -> bool {
+        self.0.borrow().owed()
+    }
 }
 
 impl Service for SharedHost {
-    fn start(&mut self, _view: &LoopView<'_>) {
-        self.0.borrow_mut().start();
+    fn start(&mut self, view: &LoopView<'_>) {
+        self.0.borrow_mut().start(view.now);
     }
-    fn tick(&mut self, _view: &LoopView<'_>) {
-        self.0.borrow_mut().housekeeping();
+    fn tick(&mut self, view: &LoopView<'_>) {
+        self.0.borrow_mut().housekeeping(view.now);
     }
-    fn stop(&mut self, _view: &LoopView<'_>) {
-        self.0.borrow_mut().shutdown();
+    /// The graceful stop, on the loop's clock.
+    fn stop(&mut self, view: &LoopView<'_>) {
+        let mut clock = view.clock;
+        self.0.borrow_mut().shutdown(&mut clock);
     }
 }
 
 /// What the embedding program's output sink holds to send the app's requests. Every method
-/// returns at once: the request is written to the adapter's stdin (or queued); its answer
-/// comes back as events. A refusal is returned **and** delivered to the app as
+/// takes `now`, the loop's time (the `at` an output sink is given), and returns at once: the
+/// request is written to the adapter's stdin (or queued); its answer comes back as events. A refusal is returned **and** delivered to the app as
 /// `AdapterEvent::Failed { reason: FailReason::Refused(..) }`, so an app that only sees
 /// events (as it must, to replay) learns of it too.
 #[derive(Clone)]
 pub struct AdapterHandle(Rc<RefCell<AdapterHost>>);
 
 impl AdapterHandle {
-    /// Send `r`; its id on success.
-    pub fn request(&self, r: &AdapterRequest) -> Result<RequestId, RequestError> {
-        self.0.borrow_mut().request(r)
+    /// Send `r` at `now` (its deadline counts from there); its id on success.
+    pub fn request(&self, now: Nanos, r: &AdapterRequest) -> Result<RequestId, RequestError> {
+        self.0.borrow_mut().request(now, r)
     }
 
     pub fn get_accounts(
         &self,
+        now: Nanos,
         adapter: AdapterId,
         id: RequestId,
     ) -> Result<RequestId, RequestError> {
-        self.request(&AdapterRequest {
-            adapter,
-            id,
-            request: Request::GetAccounts,
-        })
+        self.request(
+            now,
+            &AdapterRequest {
+                adapter,
+                id,
+                request: Request::GetAccounts,
+            },
+        )
     }
 
+    // The request's own fields, and the loop's `now`.
+    #[allow(clippy::too_many_arguments)]
     pub fn get_historical_bars(
         &self,
+        now: Nanos,
         adapter: AdapterId,
         id: RequestId,
         symbol: u32,
@@ -908,34 +961,44 @@ impl AdapterHandle {
         to_ns: i64,
         bar_ns: u64,
     ) -> Result<RequestId, RequestError> {
-        self.request(&AdapterRequest {
-            adapter,
-            id,
-            request: Request::GetHistoricalBars {
-                symbol,
-                from_ns,
-                to_ns,
-                bar_ns,
+        self.request(
+            now,
+            &AdapterRequest {
+                adapter,
+                id,
+                request: Request::GetHistoricalBars {
+                    symbol,
+                    from_ns,
+                    to_ns,
+                    bar_ns,
+                },
             },
-        })
+        )
     }
 
     pub fn subscribe(
         &self,
+        now: Nanos,
         adapter: AdapterId,
         id: RequestId,
         symbol: u32,
     ) -> Result<RequestId, RequestError> {
-        self.request(&AdapterRequest {
-            adapter,
-            id,
-            request: Request::Subscribe { symbol },
-        })
+        self.request(
+            now,
+            &AdapterRequest {
+                adapter,
+                id,
+                request: Request::Subscribe { symbol },
+            },
+        )
     }
 
     /// `limit: None` is a market order. The order is named by `id` from now on.
+    // The request's own fields, and the loop's `now`.
+    #[allow(clippy::too_many_arguments)]
     pub fn place_order(
         &self,
+        now: Nanos,
         adapter: AdapterId,
         id: RequestId,
         symbol: u32,
@@ -943,29 +1006,36 @@ impl AdapterHandle {
         qty: f64,
         limit: Option<f64>,
     ) -> Result<RequestId, RequestError> {
-        self.request(&AdapterRequest {
-            adapter,
-            id,
-            request: Request::PlaceOrder {
-                symbol,
-                side,
-                qty,
-                limit,
+        self.request(
+            now,
+            &AdapterRequest {
+                adapter,
+                id,
+                request: Request::PlaceOrder {
+                    symbol,
+                    side,
+                    qty,
+                    limit,
+                },
             },
-        })
+        )
     }
 
     pub fn cancel_order(
         &self,
+        now: Nanos,
         adapter: AdapterId,
         id: RequestId,
         order: RequestId,
     ) -> Result<RequestId, RequestError> {
-        self.request(&AdapterRequest {
-            adapter,
-            id,
-            request: Request::CancelOrder { order },
-        })
+        self.request(
+            now,
+            &AdapterRequest {
+                adapter,
+                id,
+                request: Request::CancelOrder { order },
+            },
+        )
     }
 
     pub fn adapter_id(&self, name: &str) -> Option<AdapterId> {
@@ -1002,7 +1072,7 @@ impl AdapterHandle {
 /// An app whose output is [`AdapterRequest`] can use the handle as its sink directly; the
 /// result is dropped here because a refusal also reaches the app as an event.
 impl OutputSink<AdapterRequest> for AdapterHandle {
-    fn output(&mut self, _at: Nanos, output: &AdapterRequest) {
-        let _ = self.request(output);
+    fn output(&mut self, at: Nanos, output: &AdapterRequest) {
+        let _ = self.request(at, output);
     }
 }

@@ -375,6 +375,26 @@ impl Session {
         !self.core.events.is_empty() || self.core.lost > 0 || self.has_frame()
     }
 
+    /// Whether the adapter owes the engine something it will send (or do) without anything
+    /// else happening first: its hello (starting), the end of every request in flight, the
+    /// pong of the last ping, reading what is queued for it, or its exit (being killed, or it
+    /// closed a pipe). Unsolicited messages are never owed. The simulated driver holds its
+    /// clock while anything is owed (see `driver::sim`).
+    pub fn owed(&self) -> bool {
+        let c = &self.core;
+        match c.state {
+            AdapterState::Starting | AdapterState::Stopping => true,
+            AdapterState::Ready => {
+                !c.in_flight.is_empty()
+                    || c.ping_sent > c.ping_acked
+                    || !self.output.is_empty()
+                    || c.stdout_eof
+                    || c.stdin_closed
+            }
+            AdapterState::Idle | AdapterState::Backoff | AdapterState::Closed => false,
+        }
+    }
+
     /// Whether a whole frame is buffered (so [`Session::poll_event`] has work without a read).
     pub fn has_frame(&self) -> bool {
         self.wants_input() && self.input.has_frame()
@@ -1100,7 +1120,6 @@ impl Core {
         );
         Some(AdapterEvent::Ready {
             adapter: self.id,
-            pid: self.pid,
             protocol: protocol as u16,
             capabilities: self.caps,
             starts: self.stats.starts,
@@ -1204,13 +1223,13 @@ mod tests {
                 e[..],
                 [AdapterEvent::Ready {
                     adapter: 3,
-                    pid: 42,
                     starts: 1,
                     ..
                 }]
             ),
             "{e:?}"
         );
+        assert_eq!(s.pid(), 42);
         s
     }
 
@@ -1424,6 +1443,40 @@ mod tests {
         let t = timed_out.expect("the request timed out");
         assert!(t - S >= 1000 * MILLIS && t - S < 1100 * MILLIS);
         assert_eq!(s.stats().timeouts, 1);
+    }
+
+    #[test]
+    fn what_is_owed_is_the_hello_the_answers_the_pong_and_a_killed_process() {
+        let mut s = Session::new(0, &config(), S);
+        assert!(!s.owed(), "idle");
+        s.start();
+        assert_eq!(s.poll_action(), Some(IoAction::Spawn));
+        s.spawned(S, 7);
+        sent(&mut s);
+        assert!(s.owed(), "the hello");
+        let mut s = ready(S);
+        assert!(!s.owed(), "ready, nothing asked");
+        let t = symbols();
+        s.request(S, 1, &Request::GetAccounts, &t).unwrap();
+        assert!(s.owed(), "queued, not yet written");
+        sent(&mut s);
+        assert!(s.owed(), "in flight");
+        says(&mut s, r#"{"type":"done","id":1,"count":0}"#);
+        assert!(s.owed(), "answered, but the answer not read yet");
+        events(&mut s, S);
+        assert!(!s.owed(), "answered");
+        s.handle_timeout(S + 100 * MILLIS);
+        sent(&mut s);
+        assert!(s.owed(), "a ping out");
+        says(&mut s, r#"{"type":"pong","seq":1}"#);
+        events(&mut s, S + 100 * MILLIS);
+        assert!(!s.owed(), "ponged");
+        says(&mut s, r#"{"type":"hello"}"#);
+        events(&mut s, S + 100 * MILLIS);
+        assert_eq!(s.state(), AdapterState::Stopping);
+        assert!(s.owed(), "the exit of a process being killed");
+        s.exited(S + 200 * MILLIS, ExitStatus::Signal(9));
+        assert!(!s.owed(), "down, in its backoff");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! It never rounds a deadline, and never allocates after `new`.
 
 use super::{
-    check_token, monotonic_now, Driver, DriverKind, DriverOptions, Interest, Readiness, ReadyList,
-    Token, Wait,
+    check_token, monotonic_now, wall_now, Clock, Driver, DriverKind, DriverOptions, Interest,
+    Readiness, ReadyList, Token, Wait,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Poll};
@@ -61,6 +61,15 @@ impl Driver for EpollDriver {
     #[inline]
     fn now(&mut self) -> Nanos {
         monotonic_now()
+    }
+
+    #[inline]
+    fn wall_now(&self) -> i64 {
+        wall_now()
+    }
+
+    fn clock(&self) -> Clock {
+        Clock::Real
     }
 
     #[inline]

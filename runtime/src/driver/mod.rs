@@ -3,6 +3,13 @@
 //! [`uring`] (io_uring multishot polls and timed waits) and [`sim`] (virtual time, for tests).
 //! The loop above cannot tell which one runs.
 //!
+//! The clock: one monotonic clock ([`Driver::now`], CLOCK_MONOTONIC or virtual) and one wall
+//! clock ([`Driver::wall_now`], CLOCK_REALTIME, or the simulated driver's epoch plus virtual
+//! time). Everything else is handed `now` by the loop, or a [`Clock`] copied out of the driver
+//! where it must keep time outside the loop's iterations (a service's final stop, an app's
+//! config made before the loop exists). Nothing outside this module reads a clock for the
+//! loop (`tests/one_clock.rs` greps for it).
+//!
 //! Contract: readiness is edge-like. A ready fd is reported at least once after it becomes
 //! ready; the consumer must read it until `EAGAIN` before expecting another report. A driver
 //! never allocates after construction, never blocks longer than the deadline it is given, and
@@ -156,6 +163,18 @@ pub trait Driver {
     fn kind(&self) -> DriverKind;
     /// The loop's clock: CLOCK_MONOTONIC in nanoseconds (virtual in simulation).
     fn now(&mut self) -> Nanos;
+    /// The wall clock in ns since the Unix epoch (negative before 1970): CLOCK_REALTIME, or
+    /// in simulation the configured epoch plus the virtual time (reading it advances nothing).
+    fn wall_now(&self) -> i64;
+    /// This driver's clock as a value, as it stands now (see [`Clock`]).
+    fn clock(&self) -> Clock;
+    /// Simulation: whether an fd source is owed input it asked for (see [`sim`]). Returns
+    /// whether the driver holds its clock for it, in which case the loop reads nothing but
+    /// fd sources until it comes. Real drivers never hold.
+    fn hold(&mut self, owed: bool) -> bool {
+        let _ = owed;
+        false
+    }
     /// A stopwatch for measuring how long something took (a periodic timer's run time): the
     /// same clock, but reading it is not a clock reading of the loop (virtual time does not
     /// advance for it in simulation).
@@ -186,6 +205,9 @@ pub struct DriverReport {
     pub fallback: Option<String>,
 }
 
+/// The simulated wall clock's default epoch: 2024-01-01T00:00:00Z.
+pub const SIM_EPOCH_UNIX_NS: i64 = 1_704_067_200_000_000_000;
+
 #[derive(Debug, Clone, Copy)]
 pub struct DriverOptions {
     /// Registered fds the driver can hold (tokens are below this).
@@ -196,6 +218,11 @@ pub struct DriverOptions {
     /// Virtual start time and the virtual time each clock read advances (simulated only).
     pub sim_start: Nanos,
     pub sim_step: Nanos,
+    /// The simulated wall clock at virtual time 0, in ns since the Unix epoch.
+    pub sim_epoch_unix_ns: i64,
+    /// How long (real time) the simulated clock stands still for input an fd source is owed
+    /// before it gives up on it and lets virtual time run.
+    pub sim_wait_cap: Nanos,
 }
 
 impl Default for DriverOptions {
@@ -205,6 +232,8 @@ impl Default for DriverOptions {
             ready_capacity: 64,
             sim_start: tickloop_app::clock::SECONDS,
             sim_step: tickloop_app::clock::MICROS,
+            sim_epoch_unix_ns: SIM_EPOCH_UNIX_NS,
+            sim_wait_cap: 10 * tickloop_app::clock::SECONDS,
         }
     }
 }
@@ -271,6 +300,17 @@ impl Driver for AnyDriver {
         each!(self, d => d.now())
     }
     #[inline]
+    fn wall_now(&self) -> i64 {
+        each!(self, d => d.wall_now())
+    }
+    fn clock(&self) -> Clock {
+        each!(self, d => d.clock())
+    }
+    #[inline]
+    fn hold(&mut self, owed: bool) -> bool {
+        each!(self, d => d.hold(owed))
+    }
+    #[inline]
     fn stopwatch(&mut self) -> Nanos {
         each!(self, d => d.stopwatch())
     }
@@ -286,16 +326,84 @@ impl Driver for AnyDriver {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds (the vDSO: no system call).
+/// The loop's time as a value, for code that must keep it outside the loop's iterations: a
+/// service's final stop waits on it (the adapter host's graceful stop), the status file takes
+/// its wall time from it, and an app's config made before the loop exists can take the offset
+/// between the two clocks from it ([`Clock::for_driver`]). It is copied out of a driver
+/// ([`Driver::clock`]): reading a copy of the virtual clock advances that copy only.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Clock {
+    /// CLOCK_MONOTONIC and CLOCK_REALTIME (the epoll and io_uring drivers).
+    Real,
+    /// The simulated driver's virtual time (see [`sim`]).
+    Virtual(sim::VirtualClock),
+}
+
+impl Clock {
+    /// The clock a driver opened with `choice` and `options` starts on.
+    pub fn for_driver(choice: DriverChoice, options: &DriverOptions) -> Clock {
+        match choice {
+            DriverChoice::Simulated => Clock::Virtual(sim::VirtualClock::new(options)),
+            _ => Clock::Real,
+        }
+    }
+
+    /// The monotonic clock (a virtual one advances by its step).
+    pub fn now(&mut self) -> Nanos {
+        match self {
+            Clock::Real => monotonic_now(),
+            Clock::Virtual(v) => v.now(),
+        }
+    }
+
+    /// The wall clock in ns since the Unix epoch.
+    pub fn wall_now(&self) -> i64 {
+        match self {
+            Clock::Real => wall_now(),
+            Clock::Virtual(v) => v.wall_now(),
+        }
+    }
+
+    /// Block until `fd` is readable or this clock reaches `until`; true if readable. A
+    /// virtual clock waits in real time (what it waits for is a process that runs in real
+    /// time) at most its wait cap and the virtual time left, then advances by the real time
+    /// waited, or to `until` if nothing came.
+    pub fn wait_readable(&mut self, fd: RawFd, until: Nanos) -> bool {
+        match self {
+            Clock::Real => poll_readable(fd, until.saturating_sub(monotonic_now())),
+            Clock::Virtual(v) => v.wait_readable(fd, until),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the vDSO: no system call): the loop's real clock.
 #[inline]
 pub(crate) fn monotonic_now() -> Nanos {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+    tickloop_ring::sys::monotonic_ns() as Nanos
+}
+
+/// CLOCK_REALTIME in ns since the Unix epoch: the real wall clock.
+#[inline]
+pub(crate) fn wall_now() -> i64 {
+    tickloop_ring::sys::realtime_ns()
+}
+
+/// Wait at most `timeout` ns (real time) for `fd` to be readable (or hung up); true if it is.
+/// A signal ends the wait early (false): callers look at their clock again.
+pub(crate) fn poll_readable(fd: RawFd, timeout: Nanos) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
     };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let ts = libc::timespec {
+        tv_sec: (timeout / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: one valid pollfd and a valid timespec for the duration of the call; no signal
+    // mask is passed.
+    let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    n > 0 && pfd.revents != 0
 }
 
 pub(crate) fn check_token(token: Token, capacity: u32) -> io::Result<()> {

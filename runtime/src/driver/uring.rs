@@ -6,7 +6,8 @@
 //! too old) so the caller can fall back to epoll. It never allocates after `new`.
 
 use super::{
-    check_token, monotonic_now, Driver, DriverKind, Interest, Readiness, ReadyList, Token, Wait,
+    check_token, monotonic_now, wall_now, Clock, Driver, DriverKind, Interest, Readiness,
+    ReadyList, Token, Wait,
 };
 use io_uring::{cqueue, opcode, register::Probe, squeue, types, IoUring};
 use std::io;
@@ -203,6 +204,15 @@ impl Driver for UringDriver {
     #[inline]
     fn now(&mut self) -> Nanos {
         monotonic_now()
+    }
+
+    #[inline]
+    fn wall_now(&self) -> i64 {
+        wall_now()
+    }
+
+    fn clock(&self) -> Clock {
+        Clock::Real
     }
 
     #[inline]
