@@ -106,7 +106,7 @@ fn main() -> ExitCode {
     // `--out DIR` is checked before it starts, not after minutes of measuring.
     if let Some(dir) = &output.save {
         if let Err(why) = report::check_out_dir(dir) {
-            eprintln!("tickloop bench: error: {why}");
+            eprintln!("tickloop: error: {why}");
             return ExitCode::from(2);
         }
     }
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("tickloop bench: error: {err}");
+            eprintln!("tickloop: error: {err}");
             ExitCode::from(2)
         }
     }
