@@ -7,12 +7,15 @@ mod config;
 mod demo_cmd;
 mod feed_cmd;
 mod logging;
+mod metrics_cmd;
+mod metrics_http;
 mod poll_cmd;
 mod ring_cmd;
 mod ring_demo;
 mod run_cmd;
 mod status_cmd;
 mod strategies;
+mod top_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -60,6 +63,12 @@ enum Command {
     /// Adapter programs speaking docs/adapter-protocol.md (run by the engine, not by hand).
     #[command(subcommand)]
     Adapter(adapter_cmd::AdapterCommand),
+    /// An engine's metrics page, read from another process: `metrics serve` exports it to
+    /// Prometheus over HTTP.
+    #[command(subcommand)]
+    Metrics(metrics_cmd::MetricsCommand),
+    /// A live terminal view of an engine's metrics page (`--once`: one frame, then exit).
+    Top(metrics_cmd::TopArgs),
 }
 
 #[derive(Subcommand)]
@@ -284,6 +293,8 @@ fn main() -> ExitCode {
         Command::Locks(args) => status_cmd::locks(&args),
         Command::Bench(cmd) => bench(cmd),
         Command::Adapter(cmd) => adapter_cmd::run(cmd),
+        Command::Metrics(metrics_cmd::MetricsCommand::Serve(args)) => metrics_http::serve(&args),
+        Command::Top(args) => top_cmd::top(&args),
     };
     match result {
         Ok(code) => code,
