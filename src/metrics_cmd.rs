@@ -181,7 +181,9 @@ pub fn find_page() -> anyhow::Result<String> {
     let entries = std::fs::read_dir("/dev/shm")?;
     for entry in entries.flatten().take(100_000) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("tickloop-") && name.ends_with(".metrics")) {
+        // Any file may be a page (`--metrics-page` names it freely); opening one reads its
+        // header and refuses it unless it starts with the page magic.
+        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
         if PageReader::open(&entry.path()).is_ok_and(|r| r.engine_alive()) {
@@ -192,7 +194,7 @@ pub fn find_page() -> anyhow::Result<String> {
     match live.len() {
         1 => Ok(live.remove(0)),
         0 => bail!(
-            "no running engine's metrics page under /dev/shm (tickloop-*.metrics): start one, or name its page with --page"
+            "no running engine's metrics page under /dev/shm: start one, or name its page with --page"
         ),
         n => bail!(
             "{n} running engines publish metrics pages ({}{}): name one with --page",

@@ -9,14 +9,22 @@ use std::time::{Duration, Instant};
 mod common;
 use common::*;
 
-/// A config for one test: its own lock directory beside the file, so tests never share a lock.
+/// A config for one test: its own lock directory beside the file, so tests never share a lock,
+/// and its metrics page there too, so an engine a test kills leaves no page behind.
 fn write_config(path: &str, ring: &str, status: &str, extra: &str) {
-    let locks = Path::new(path).parent().unwrap().join("locks");
+    let dir = Path::new(path).parent().unwrap();
+    let metrics = match extra.contains("[metrics]") {
+        true => String::new(),
+        false => format!(
+            "[metrics]\npage = \"{}\"\n",
+            dir.join("metrics.page").display()
+        ),
+    };
     std::fs::write(
         path,
         format!(
-            "[engine]\naccount = \"test\"\nlock_dir = \"{}\"\n\n[[rings]]\nname = \"{ring}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n{extra}",
-            locks.display()
+            "[engine]\naccount = \"test\"\nlock_dir = \"{}\"\n\n[[rings]]\nname = \"{ring}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n{metrics}{extra}",
+            dir.join("locks").display()
         ),
     )
     .unwrap();
