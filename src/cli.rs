@@ -3,7 +3,10 @@
 //! It holds no logic of its own beyond presenting results; errors leave as one line on stderr.
 
 use crate::ring_cmd::{RingCommand, SyntheticArgs};
-use crate::{adapter_cmd, backtest_cmd, demo_cmd, feed_cmd, poll_cmd, run_cmd, status_cmd};
+use crate::{
+    adapter_cmd, backtest_cmd, demo_cmd, feed_cmd, metrics_cmd, metrics_http, poll_cmd, run_cmd,
+    status_cmd, top_cmd,
+};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -58,6 +61,12 @@ pub enum Command {
     /// Adapter programs speaking docs/adapter-protocol.md (run by the engine, not by hand).
     #[command(subcommand)]
     Adapter(adapter_cmd::AdapterCommand),
+    /// An engine's metrics page, read from another process: `metrics serve` exports it to
+    /// Prometheus over HTTP.
+    #[command(subcommand)]
+    Metrics(metrics_cmd::MetricsCommand),
+    /// A live terminal view of an engine's metrics page (`--once`: one frame, then exit).
+    Top(metrics_cmd::TopArgs),
 }
 
 #[derive(Subcommand)]
@@ -99,6 +108,8 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Locks(args) => status_cmd::locks(&args),
         Command::Bench { args } => bench(&args),
         Command::Adapter(cmd) => adapter_cmd::run(cmd),
+        Command::Metrics(metrics_cmd::MetricsCommand::Serve(args)) => metrics_http::serve(&args),
+        Command::Top(args) => top_cmd::top(&args),
         Command::Strategies => {
             for name in crate::strategies::registry().names() {
                 println!("{name}");

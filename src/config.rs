@@ -198,7 +198,7 @@ impl EngineConfig {
     }
 
     pub fn parse(path: &Path, text: &str) -> anyhow::Result<EngineConfig> {
-        let config: EngineConfig = toml::from_str(text).map_err(|e| {
+        let mut config: EngineConfig = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
@@ -209,7 +209,22 @@ impl EngineConfig {
             }
         })?;
         config.validate(path, text)?;
+        if config.metrics.enabled && config.metrics.page.is_none() {
+            config.metrics.page = Some(default_metrics_page(
+                &config.engine.component,
+                &config.engine.account,
+                config.engine.lock_dir.as_deref(),
+            ));
+        }
         Ok(config)
+    }
+
+    /// Where the engine publishes its metrics page (`None`: `metrics.enabled = false`).
+    pub fn metrics_page(&self) -> anyhow::Result<Option<PathBuf>> {
+        match (&self.metrics.page, self.metrics.enabled) {
+            (Some(page), true) => Ok(Some(tickloop_runtime::metrics::page_path(page)?)),
+            _ => Ok(None),
+        }
     }
 
     fn validate(&self, path: &Path, text: &str) -> anyhow::Result<()> {
@@ -291,7 +306,8 @@ impl EngineConfig {
             );
         }
         if let Err(e) = self.metrics.validate() {
-            anyhow::bail!("config {}: {e}", at(path, text, "[metrics"));
+            let key = e.config_key().unwrap_or("[metrics");
+            anyhow::bail!("config {}: {e}", at(path, text, key));
         }
         if let Err(e) = self.telemetry.validate() {
             anyhow::bail!("config {}: {e}", at(path, text, "[telemetry"));
@@ -336,6 +352,19 @@ impl EngineConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The metrics page an engine publishes unless `metrics.page` says otherwise: named like its
+/// instance lock (`COMPONENT@ACCOUNT`), so two engines never share one. Engines exclude each
+/// other only within one lock directory, so a configured `engine.lock_dir` adds a hash of it.
+pub fn default_metrics_page(component: &str, account: &str, lock_dir: Option<&Path>) -> String {
+    match lock_dir {
+        None => format!("tickloop-{component}@{account}.metrics"),
+        Some(dir) => {
+            let hash = digest(dir.as_os_str().as_encoded_bytes()) as u32;
+            format!("tickloop-{component}@{account}-{hash:08x}.metrics")
+        }
     }
 }
 

@@ -42,6 +42,8 @@ mod demo_cmd;
 mod feed_cmd;
 mod interrupt;
 mod logging;
+mod metrics_cmd;
+mod metrics_http;
 mod poll_cmd;
 mod program;
 mod ring_cmd;
@@ -49,6 +51,7 @@ mod ring_demo;
 mod run_cmd;
 mod status_cmd;
 mod strategies;
+mod top_cmd;
 
 pub use program::Program;
 

@@ -18,7 +18,7 @@ use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions};
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
 use tickloop_runtime::journal::JournalReader;
 use tickloop_runtime::lock::{self, InstanceLock};
-use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
+use tickloop_runtime::metrics::{Identity, MetricsService};
 use tickloop_runtime::status::StatusWriter;
 use tickloop_runtime::status::{SharedTrading, TradingStatus};
 use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
@@ -29,7 +29,7 @@ use tickloop_strategy::sma::{SmaConfig, SmaOutput, SmaSignals};
 #[derive(Args, Clone)]
 pub struct RunArgs {
     /// Run from this TOML config file (see examples/tickloop.toml) instead of the flags below.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["rings", "driver", "mode", "core", "sched_fifo", "mlock", "cpu_dma_latency", "timer_capacity", "batch", "journal", "status", "telemetry", "account", "lock_dir", "fast", "slow", "tick_us", "strategy"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rings", "driver", "mode", "core", "sched_fifo", "mlock", "cpu_dma_latency", "timer_capacity", "batch", "journal", "status", "telemetry", "account", "lock_dir", "fast", "slow", "tick_us", "strategy", "metrics_page"])]
     pub config: Option<PathBuf>,
     /// Write the status file here (every second, atomically).
     #[arg(long, value_name = "FILE")]
@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Where instance locks live (default /run/tickloop for root, else $XDG_RUNTIME_DIR/tickloop).
     #[arg(long, value_name = "DIR")]
     pub lock_dir: Option<PathBuf>,
+    /// Publish the metrics page here (a name under /dev/shm or a path), for `tickloop metrics
+    /// serve` and `tickloop top`; a config file publishes one by default.
+    #[arg(long, value_name = "NAME")]
+    pub metrics_page: Option<String>,
     /// Write typed telemetry (JSON lines, rotated) into this directory.
     #[arg(long, value_name = "DIR")]
     pub telemetry: Option<PathBuf>,
@@ -326,7 +330,8 @@ pub(crate) struct Plan {
     adapters: AdapterHostConfig,
     status: Option<(PathBuf, u64)>,
     telemetry: TelemetryConfig,
-    metrics: MetricsConfig,
+    /// Where to publish the metrics page (none: no page).
+    metrics: Option<PathBuf>,
     component: String,
     account: String,
     /// The config file to poll for changes, as loaded.
@@ -396,7 +401,7 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
             dir: args.telemetry.clone(),
             ..TelemetryConfig::default()
         },
-        metrics: MetricsConfig::default(),
+        metrics: metrics_page(args.metrics_page.as_deref())?,
         component: "engine".into(),
         account: args.account.clone().unwrap_or_else(|| "default".into()),
         watch: None,
@@ -419,6 +424,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         },
     };
     let lock_dir_cfg = file.engine.lock_dir.clone();
+    let metrics = file.metrics_page()?;
     let rings = file
         .rings
         .iter()
@@ -440,7 +446,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         adapters: file.adapters,
         status: file.status.path.map(|p| (p, file.status.interval_ms)),
         telemetry: file.telemetry,
-        metrics: file.metrics,
+        metrics,
         component: file.engine.component,
         account: file.engine.account,
         watch: Some((path.to_path_buf(), loaded)),
@@ -506,6 +512,48 @@ pub(crate) fn duration_ns(seconds: Option<f64>) -> anyhow::Result<Option<Nanos>>
     }
 }
 
+/// `--metrics-page NAME` as a path.
+fn metrics_page(arg: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
+    Ok(arg.map(tickloop_runtime::metrics::page_path).transpose()?)
+}
+
+/// The engine's metrics page, sized from the loop's limits (every periodic timer it allows,
+/// every ring it reads, every adapter the host allows), publishing these adapters and
+/// order counters.
+fn metrics_service<A: App, K: OutputSink<A::Output>>(
+    path: &std::path::Path,
+    config: &LoopConfig,
+    event_loop: &EventLoop<A, K>,
+    instance: &str,
+    (adapters, trading): (Option<&SharedHost>, Option<&SharedTrading>),
+    quiet: bool,
+) -> anyhow::Result<MetricsService> {
+    let shape = tickloop_runtime::metrics::layout::Shape {
+        timers: config.periodic_capacity,
+        rings: event_loop.rings().len() as u32,
+        adapters: tickloop_runtime::adapter::MAX_ADAPTERS as u32,
+    };
+    let id = Identity {
+        instance,
+        started_unix_ns: config.clock().wall_now(),
+        interval_ns: config.housekeeping_ns,
+    };
+    let mut service = MetricsService::create(path, shape, &id)?;
+    if let Some(host) = adapters {
+        service.set_adapters(host.handle());
+    }
+    if let Some(t) = trading {
+        service.set_trading(t.clone());
+    }
+    if !quiet {
+        tracing::info!(
+            "metrics page {} (`tickloop top --page {0}`, `tickloop metrics serve --page {0}`)",
+            path.display()
+        );
+    }
+    Ok(service)
+}
+
 /// Log what host setup (pinning, SCHED_FIFO, mlock...) could not do, before the loop runs.
 pub(crate) fn warn_host_setup<A: App, K: OutputSink<A::Output>>(event_loop: &EventLoop<A, K>) {
     for warning in &event_loop.host_report().warnings {
@@ -549,7 +597,6 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
         None => None,
     };
     let telemetry = TelemetrySink::open(&telemetry)?;
-    let metrics = MetricsServer::bind(&metrics)?.map(SharedMetrics::new);
     let duration = duration_ns(args.duration)?;
     // Services are checked before the loop starts (an unwritable status directory is a
     // startup error, not a surprise an hour later).
@@ -596,18 +643,11 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
         host.install(&mut event_loop)?;
     }
     event_loop.set_telemetry(telemetry);
-    if let Some(m) = metrics {
-        if !args.json {
-            tracing::info!("metrics at http://{}/metrics", m.0.borrow().local_addr());
-        }
-        if let Some(host) = &adapters {
-            m.0.borrow_mut().set_adapters(host.handle());
-        }
-        if let Some(t) = &trading {
-            m.0.borrow_mut().set_trading(t.clone());
-        }
-        event_loop.add_fd_source(Box::new(m.clone()))?;
-        event_loop.add_service(Box::new(m))?;
+    if let Some(path) = &metrics {
+        let instance = format!("{component}@{account}");
+        let sources = (adapters.as_ref(), trading.as_ref());
+        let service = metrics_service(path, &config, &event_loop, &instance, sources, args.json)?;
+        event_loop.add_service(Box::new(service))?;
     }
     if let Some((path, loaded)) = watch {
         let poll_ms = loaded.config.poll_ms;

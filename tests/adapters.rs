@@ -21,7 +21,7 @@ use tickloop_runtime::adapter::{
 };
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, LoopView, Mode, Service};
-use tickloop_runtime::metrics::{MetricsConfig, MetricsServer, SharedMetrics};
+use tickloop_runtime::metrics::{layout::Shape, Identity, MetricsService, PageReader, Snapshot};
 use tickloop_runtime::status::{SharedExtra, StatusWriter};
 
 mod common;
@@ -103,7 +103,7 @@ struct Run {
     /// The status file's worst age seen by a watcher thread while the loop ran.
     worst_status_age: Duration,
     status_reads: u64,
-    /// The status file as the loop left it, and the adapters the metrics snapshot last had.
+    /// The status file as the loop left it, and the adapters the metrics page last had.
     final_status: serde_json::Value,
     metrics_adapters: Vec<(String, u8)>,
     /// How long `run` took after the app asked to stop (the adapters' shutdown).
@@ -269,17 +269,21 @@ fn run_with(
     .unwrap();
     writer.set_adapters(host.handle());
     lp.add_service(Box::new(writer)).unwrap();
-    let metrics = SharedMetrics::new(
-        MetricsServer::bind(&MetricsConfig {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            ..MetricsConfig::default()
-        })
-        .unwrap()
-        .unwrap(),
-    );
-    metrics.0.borrow_mut().set_adapters(host.handle());
-    lp.add_fd_source(Box::new(metrics.clone())).unwrap();
-    lp.add_service(Box::new(metrics.clone())).unwrap();
+    let page = StatusFile::new();
+    let shape = Shape {
+        timers: lc.periodic_capacity,
+        rings: 0,
+        adapters: tickloop_runtime::adapter::MAX_ADAPTERS as u32,
+    };
+    let id = Identity {
+        instance: "engine@test",
+        started_unix_ns: 0,
+        interval_ns: lc.housekeeping_ns,
+    };
+    let mut metrics = MetricsService::create(&page.0, shape, &id).unwrap();
+    metrics.set_adapters(host.handle());
+    lp.add_service(Box::new(metrics)).unwrap();
+    let mut page_reader = PageReader::open(&page.0).unwrap();
     lp.stop_after(limit.as_nanos() as Nanos);
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
@@ -293,18 +297,12 @@ fn run_with(
     let samples = watcher.join().unwrap();
     let final_status: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&status_file.0).unwrap()).unwrap();
-    let metrics_adapters: Vec<(String, u8)> = metrics
-        .0
-        .borrow()
-        .snapshot()
-        .adapters()
+    let mut snapshot = Snapshot::default();
+    page_reader.snapshot(&mut snapshot).unwrap();
+    let metrics_adapters: Vec<(String, u8)> = snapshot
+        .adapters
         .iter()
-        .map(|a| {
-            (
-                String::from_utf8_lossy(a.name.as_bytes()).into_owned(),
-                a.state,
-            )
-        })
+        .map(|(a, name)| (name.clone(), a.state as u8))
         .collect();
     let (firings, worst_lateness) = lp
         .periodic()
@@ -611,8 +609,8 @@ fn field_scenario(config: AdapterConfig, burst: u64) {
     assert_eq!(listed["state"], "closed");
     assert_eq!(
         r.metrics_adapters,
-        [(r.stats[0].0.clone(), 2)],
-        "ready (2) at the last tick"
+        [(r.stats[0].0.clone(), 5)],
+        "closed (5) in the page's last snapshot, taken at stop"
     );
     r.assert_live("field scenario");
 }

@@ -12,21 +12,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// The engine's metrics text.
-fn metrics(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    client
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    client.read_to_string(&mut response).unwrap();
-    response
-}
-
 fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["kind"] == kind).collect()
 }
@@ -43,17 +28,14 @@ fn fills_that_do_not_fit_their_order_never_move_the_book_and_each_is_one_fault_e
         dir.file("telemetry"),
     );
     std::fs::create_dir(&tele).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let page = Name::new();
     std::fs::write(
         &cfg,
         format!(
             "[engine]\naccount = \"bad-fills\"\nlock_dir = \"{locks}\"\n\n\
              [[rings]]\nname = \"{ring}\"\n\n\
              [status]\npath = \"{status}\"\ninterval_ms = 100\n\
-             [metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+             [metrics]\npage = \"{page}\"\n\
              [journal]\npath = \"{journal}\"\n[telemetry]\ndir = \"{tele}\"\n\
              [strategy]\nname = \"sma_cross\"\n[strategy.params]\nn1 = 3\nn2 = 7\n\
              [orders]\ncash = 10000\nadapter = 0\n\
@@ -63,6 +45,7 @@ fn fills_that_do_not_fit_their_order_never_move_the_book_and_each_is_one_fault_e
              command = [{TICKLOOP:?}, \"adapter\", \"fault\", \"--mode\", \"bad-fills\", \"--hello-delay-ms\", \"800\", \"--price\", \"1.1\"]\n",
             locks = dir.file("locks"),
             ring = ring.0,
+            page = page.0,
         ),
     )
     .unwrap();
@@ -94,11 +77,12 @@ fn fills_that_do_not_fit_their_order_never_move_the_book_and_each_is_one_fault_e
         assert!(Instant::now() < deadline, "never settled: {doc}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Metrics count the same (from the next snapshot, taken on a tick).
+    // Metrics count the same (from the next snapshot, taken on a tick), through the exporter.
+    let exporter = prom::Exporter::start(&page.0);
     let trading = status_doc(&status)["trading"].clone();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = metrics(port);
+        let (text, _) = exporter.metrics();
         let same = [
             ("tickloop_orders_submitted_total", "orders"),
             ("tickloop_fills_total", "fills"),

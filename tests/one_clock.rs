@@ -37,11 +37,6 @@ const ALLOWED: &[(&str, &str)] = &[
          processes read, and the bounded wait for a starting holder to write it",
     ),
     (
-        "runtime/src/metrics.rs",
-        "its fd source still reads the clock itself until the metrics rewrite takes the HTTP \
-         server off the loop (issue 14, item 5); remove this entry with it",
-    ),
-    (
         "feed/src/replay.rs",
         "a feed process has no loop: it paces candles in real time, stamps the ring's \
          heartbeat, and times its report",

@@ -9,14 +9,22 @@ use std::time::{Duration, Instant};
 mod common;
 use common::*;
 
-/// A config for one test: its own lock directory beside the file, so tests never share a lock.
+/// A config for one test: its own lock directory beside the file, so tests never share a lock,
+/// and its metrics page there too, so an engine a test kills leaves no page behind.
 fn write_config(path: &str, ring: &str, status: &str, extra: &str) {
-    let locks = Path::new(path).parent().unwrap().join("locks");
+    let dir = Path::new(path).parent().unwrap();
+    let metrics = match extra.contains("[metrics]") {
+        true => String::new(),
+        false => format!(
+            "[metrics]\npage = \"{}\"\n",
+            dir.join("metrics.page").display()
+        ),
+    };
     std::fs::write(
         path,
         format!(
-            "[engine]\naccount = \"test\"\nlock_dir = \"{}\"\n\n[[rings]]\nname = \"{ring}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n{extra}",
-            locks.display()
+            "[engine]\naccount = \"test\"\nlock_dir = \"{}\"\n\n[[rings]]\nname = \"{ring}\"\n\n[status]\npath = \"{status}\"\ninterval_ms = 100\n{metrics}{extra}",
+            dir.join("locks").display()
         ),
     )
     .unwrap();
@@ -493,79 +501,6 @@ fn of_twenty_engines_started_at_once_on_one_account_exactly_one_runs() {
     );
 }
 
-#[test]
-fn the_metrics_endpoint_answers_while_a_silent_client_cannot_stall_the_loop() {
-    use std::io::{BufRead, Read, Write};
-    let ring = Name::new();
-    create_ring(&ring, 1 << 12);
-    let dir = TempDir::new("metrics");
-    let (cfg, status) = (dir.file("engine.toml"), dir.file("s.json"));
-    write_config(
-        &cfg,
-        &ring.0,
-        &status,
-        "[metrics]\nlisten = \"127.0.0.1:0\"\n",
-    );
-    let mut run = Command::new(TICKLOOP)
-        .args(["run", "--config", &cfg])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the engine says where metrics are")
-            .unwrap();
-        // Log lines may carry a time stamp before "tickloop:".
-        if let Some((_, rest)) = line.split_once("tickloop: metrics at http://") {
-            break rest.trim_end_matches("/metrics").to_string();
-        }
-    };
-    // A client that connects and sends nothing.
-    let _silent = std::net::TcpStream::connect(&addr).unwrap();
-    feed(&ring, 5_000, 50_000);
-    // The loop has read every candle; the endpoint shows it from the next snapshot (taken
-    // on a tick, which a loaded host may delay). Every answer comes promptly all the same.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let response = loop {
-        let started = Instant::now();
-        let mut client = std::net::TcpStream::connect(&addr).unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        client
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        client.read_to_string(&mut response).unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        if response.contains("tickloop_candles_total 5000") || Instant::now() > deadline {
-            break response;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        response.contains("tickloop_candles_total 5000"),
-        "{response}"
-    );
-    assert!(
-        response.contains("# TYPE tickloop_loop_lag_seconds summary"),
-        "{response}"
-    );
-    // The status stayed fresh throughout.
-    assert_eq!(status_code(&status, &[]).0, Some(0));
-    // SAFETY: our own child.
-    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
-    assert!(run.wait().unwrap().success());
-}
-
 /// An engine's files in `dir`: config, status, journal, and a telemetry directory (created).
 fn engine_files(dir: &TempDir) -> (String, String, String, String) {
     let telemetry = dir.file("telemetry");
@@ -975,13 +910,15 @@ fn a_same_size_edit_with_its_mtime_restored_is_applied_on_sighup_and_by_the_cont
 
 #[test]
 fn config_rejections_count_the_same_in_telemetry_status_and_metrics() {
-    use std::io::{BufRead, Read, Write};
+    use std::io::BufRead;
     let ring = Name::new();
+    let page = Name::new();
     create_ring(&ring, 1 << 12);
     let dir = TempDir::new("reject-counts");
     let (cfg, status, _journal, telemetry) = engine_files(&dir);
     let extra = format!(
-        "[telemetry]\ndir = \"{telemetry}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[config]\npoll_ms = 100\n"
+        "[telemetry]\ndir = \"{telemetry}\"\n[metrics]\npage = \"{}\"\n[config]\npoll_ms = 100\n",
+        page.0
     );
     write_config(&cfg, &ring.0, &status, &extra);
     let good = std::fs::read_to_string(&cfg).unwrap();
@@ -991,24 +928,18 @@ fn config_rejections_count_the_same_in_telemetry_status_and_metrics() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let stderr = run.stderr.take().unwrap();
     let log = std::thread::spawn(move || {
         let mut all = String::new();
         for line in std::io::BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if let Some((_, rest)) = line.split_once("tickloop: metrics at http://") {
-                let _ = addr_tx.send(rest.trim_end_matches("/metrics").to_string());
-            }
-            all += &line;
+            all += &line.unwrap();
             all.push('\n');
         }
         all
     });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the engine says where metrics are");
     wait_for_file(&status);
+    wait_for_file(&page.path().to_string_lossy());
+    let exporter = prom::Exporter::start(&page.0);
     let replace = |text: &str| {
         let tmp = dir.file("engine.toml.new");
         std::fs::write(&tmp, text).unwrap();
@@ -1052,17 +983,10 @@ fn config_rejections_count_the_same_in_telemetry_status_and_metrics() {
     );
     replace(&good);
 
-    let metric = || -> Option<u64> {
-        let mut client = std::net::TcpStream::connect(&addr).ok()?;
-        client
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        client.read_to_string(&mut response).ok()?;
-        response
-            .lines()
-            .find_map(|l| l.strip_prefix("tickloop_config_rejected_total "))
-            .and_then(|v| v.trim().parse().ok())
+    let metric = || {
+        exporter
+            .value("tickloop_config_rejected_total")
+            .map(|v| v as u64)
     };
     wait_until("metrics never showed every rejection", || {
         metric() == Some(expected as u64)

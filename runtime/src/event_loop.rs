@@ -275,22 +275,17 @@ pub struct RingSpec {
 /// return true ("more"): the loop calls it again next iteration. Otherwise it reads until
 /// `EAGAIN` (the driver reports edges, not levels) and returns false.
 ///
-/// A source never reads a clock: the loop calls [`FdSource::on_ready_at`] with its `now`.
+/// A source never reads a clock: the loop hands [`FdSource::on_ready`] the iteration's `now`.
 pub trait FdSource {
     fn fd(&self) -> RawFd;
     fn interest(&self) -> Interest;
-    /// Serve a readiness report, for a source that needs no time.
-    fn on_ready(&mut self, ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool;
-    /// What the loop calls: `now` is the iteration's clock reading. By default `on_ready`.
-    fn on_ready_at(
+    /// Serve a readiness report; `now` is the iteration's clock reading.
+    fn on_ready(
         &mut self,
         now: Nanos,
         ready: Readiness,
         emit: &mut dyn FnMut(EventKind) -> bool,
-    ) -> bool {
-        let _ = now;
-        self.on_ready(ready, emit)
-    }
+    ) -> bool;
     /// Whether the source is owed input it asked for and will get without anything else
     /// happening first (an answer to a request it sent, a process's exit it caused). Only the
     /// simulated driver asks: it holds virtual time still until what is owed has come (see
@@ -1242,7 +1237,7 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
         let mut source = std::mem::replace(&mut self.fd_sources[index], Box::new(NoSource));
         let mut budget = self.config.batch;
         let now = self.now;
-        let more = source.on_ready_at(now, ready, &mut |kind| {
+        let more = source.on_ready(now, ready, &mut |kind| {
             self.dispatch(kind);
             budget = budget.saturating_sub(1);
             budget > 0
@@ -1432,7 +1427,7 @@ impl FdSource for NoSource {
     fn interest(&self) -> Interest {
         Interest::Read
     }
-    fn on_ready(&mut self, _: Readiness, _: &mut dyn FnMut(EventKind) -> bool) -> bool {
+    fn on_ready(&mut self, _: Nanos, _: Readiness, _: &mut dyn FnMut(EventKind) -> bool) -> bool {
         false
     }
 }

@@ -54,7 +54,12 @@ impl FdSource for SeriesSource {
         Interest::Read
     }
 
-    fn on_ready(&mut self, _ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool {
+    fn on_ready(
+        &mut self,
+        _now: tickloop_app::clock::Nanos,
+        _ready: Readiness,
+        emit: &mut dyn FnMut(EventKind) -> bool,
+    ) -> bool {
         while self.next < self.candles.len() {
             let candle = self.candles[self.next];
             let pos = self.next as u64;

@@ -330,7 +330,12 @@ impl FdSource for PipeSource {
     fn interest(&self) -> Interest {
         Interest::Read
     }
-    fn on_ready(&mut self, _ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool {
+    fn on_ready(
+        &mut self,
+        _now: tickloop_app::clock::Nanos,
+        _ready: Readiness,
+        emit: &mut dyn FnMut(EventKind) -> bool,
+    ) -> bool {
         loop {
             let mut message = [0u8; 8];
             // SAFETY: reads into a local buffer.

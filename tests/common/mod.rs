@@ -2,6 +2,8 @@
 //! themselves, and checks of how a command failed.
 #![allow(dead_code)]
 
+pub mod prom;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

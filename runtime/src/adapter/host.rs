@@ -871,13 +871,7 @@ impl FdSource for SharedHost {
         Interest::Read
     }
 
-    /// Without a time from the loop: the latest time the host was handed.
-    fn on_ready(&mut self, ready: Readiness, emit: &mut dyn FnMut(EventKind) -> bool) -> bool {
-        let now = self.0.borrow().now;
-        self.on_ready_at(now, ready, emit)
-    }
-
-    fn on_ready_at(
+    fn on_ready(
         &mut self,
         now: Nanos,
         _ready: Readiness,
