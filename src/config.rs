@@ -232,15 +232,11 @@ impl EngineConfig {
             ("component", &self.engine.component),
             ("account", &self.engine.account),
         ] {
-            let ok = !value.is_empty()
-                && value.len() <= 64
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-            if !ok {
+            if tickloop_runtime::lock::validate_name(field, value).is_err() {
                 anyhow::bail!(
-                    "config {}: engine.{field} = {value:?} must be 1 to 64 letters, digits, '.', '_' or '-' (it names the instance lock)",
-                    at(path, text, field)
+                    "config {}: engine.{field} = {value:?} must be 1 to {} letters, digits, '.', '_' or '-' (it names the instance lock)",
+                    at(path, text, field),
+                    tickloop_runtime::lock::MAX_NAME
                 );
             }
         }

@@ -1,5 +1,6 @@
 //! The ring segment's byte layout: header, control page, symbol table and slots, their offsets,
-//! and the geometry limits. See `docs/ring-format.md` for the same layout in prose; the two
+//! and the ring's limits (slots, symbols, readers: here and nowhere else, tied together by the
+//! compile-time assertions below). See `docs/ring-format.md` for the same layout in prose; the two
 //! must agree (a test checks the offsets).
 //!
 //! This module only describes memory; it never opens files or maps anything.
@@ -149,6 +150,13 @@ const _: () = {
     assert!(size_of::<ReaderEntry>() == 64);
     assert!(size_of::<Control>() == PAGE as usize);
     assert!(size_of::<SymbolEntry>() == SYMBOL_ENTRY_SIZE as usize);
+    // The ring's limits and how they depend on each other: a symbol entry is its length byte
+    // and its name; slot counts are powers of two (an index is a mask); the control page holds
+    // its header and every reader entry.
+    assert!(SYMBOL_NAME_MAX + 1 == SYMBOL_ENTRY_SIZE as usize);
+    assert!(MIN_SLOTS.is_power_of_two() && MAX_SLOTS.is_power_of_two() && MIN_SLOTS <= MAX_SLOTS);
+    assert!((MAX_READERS + 1) * size_of::<ReaderEntry>() == PAGE as usize);
+    assert!(MAX_SYMBOLS as u64 * SYMBOL_ENTRY_SIZE <= MAX_SLOTS * SLOT_SIZE as u64);
 };
 
 /// Where each part of a segment lies, derived from slot and symbol counts.

@@ -20,6 +20,7 @@ use crate::driver::{
 };
 use crate::host::{self, HostConfig, HostSetup};
 use crate::journal::{JournalError, JournalHeader, JournalWriter, Record};
+use crate::limits;
 use crate::signals::Signals;
 use crate::telemetry::TelemetrySink;
 use crate::timer::{TimerKey, TimerWheel};
@@ -141,11 +142,11 @@ impl LoopConfig {
                 fix: fix.to_string(),
             })
         };
-        if self.timer_capacity == 0 || self.timer_capacity > 1 << 24 {
+        if self.timer_capacity == 0 || self.timer_capacity > limits::MAX_TIMERS {
             return bad(
                 "timer_capacity",
                 self.timer_capacity as u64,
-                "use 1 to 16777216 (default 1024)",
+                &format!("use 1 to {} (default 1024)", limits::MAX_TIMERS),
             );
         }
         if self.periodic_capacity > self.timer_capacity {
@@ -155,21 +156,22 @@ impl LoopConfig {
                 "use at most timer_capacity (default 16)",
             );
         }
-        if self.batch == 0 || self.batch > 1 << 20 {
-            return bad("batch", self.batch as u64, "use 1 to 1048576 (default 256)");
+        if self.batch == 0 || self.batch > limits::MAX_BATCH {
+            let fix = format!("use 1 to {} (default 256)", limits::MAX_BATCH);
+            return bad("batch", self.batch as u64, &fix);
         }
-        if self.actions_per_event == 0 || self.actions_per_event > 1 << 16 {
+        if self.actions_per_event == 0 || self.actions_per_event > limits::MAX_ACTIONS_PER_EVENT {
             return bad(
                 "actions_per_event",
                 self.actions_per_event as u64,
-                "use 1 to 65536 (default 64)",
+                &format!("use 1 to {} (default 64)", limits::MAX_ACTIONS_PER_EVENT),
             );
         }
-        if self.ready_capacity == 0 || self.ready_capacity > 1 << 16 {
+        if self.ready_capacity == 0 || self.ready_capacity > limits::MAX_READY {
             return bad(
                 "ready_capacity",
                 self.ready_capacity as u64,
-                "use 1 to 65536 (default 64)",
+                &format!("use 1 to {} (default 64)", limits::MAX_READY),
             );
         }
         if self.fd_poll_interval_ns == 0 || self.fd_poll_interval_ns > 100 * MILLIS {
@@ -186,11 +188,13 @@ impl LoopConfig {
                 "use 1 ms to 10 s (default 100 ms)",
             );
         }
-        if self.journal_buffer < 1 << 14 || self.journal_buffer > 1 << 26 {
+        let journal = limits::MIN_JOURNAL_BUFFER..=limits::MAX_JOURNAL_BUFFER;
+        if !journal.contains(&self.journal_buffer) {
+            let (min, max) = journal.into_inner();
             return bad(
                 "journal_buffer",
                 self.journal_buffer as u64,
-                "use 16384 to 67108864 bytes (default 65536)",
+                &format!("use {min} to {max} bytes (default 65536)"),
             );
         }
         if let Some(p) = self.host.sched_fifo {
@@ -456,10 +460,7 @@ pub struct LoopStats {
 const SIGNAL_TOKEN: Token = Token(0);
 const WAKE_TOKEN: Token = Token(1);
 pub const FIRST_SOURCE_TOKEN: u32 = 2;
-/// Fd sources one loop can hold.
-pub const MAX_FD_SOURCES: usize = 62;
-/// Services one loop can hold.
-pub const MAX_SERVICES: usize = 16;
+pub use crate::limits::{MAX_FD_SOURCES, MAX_SERVICES};
 
 /// Why the loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -20,8 +20,7 @@ use tickloop_app::{Action, Event};
 
 pub const MAGIC: &[u8; 8] = b"TICKJRNL";
 pub const FORMAT_VERSION: u16 = 3;
-/// The largest record (an event or one action); bigger ones are refused when recorded.
-pub const MAX_FRAME: usize = 4096;
+pub use crate::limits::MAX_FRAME;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalHeader {

@@ -17,6 +17,7 @@ pub mod driver;
 pub mod event_loop;
 pub mod host;
 pub mod journal;
+pub mod limits;
 pub mod lock;
 pub mod metrics;
 pub mod replay;

@@ -60,8 +60,7 @@ pub const RECORD_LEN: usize = 512;
 /// (a holder that locked a microsecond ago has not written it yet) or for a [`list`] probe to end.
 const HOLDER_WAIT: Duration = Duration::from_millis(500);
 
-/// Longest component or account name, in bytes.
-pub const MAX_NAME: usize = 64;
+pub use crate::limits::MAX_NAME;
 
 /// The process that holds, or held, a lock: what its lock file records.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -567,7 +566,9 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-fn validate_name(what: &'static str, name: &str) -> Result<(), LockError> {
+/// Check a component's or an account's name: 1 to [`MAX_NAME`] bytes of ASCII letters, digits,
+/// `.`, `_` or `-` (it becomes part of a file name).
+pub fn validate_name(what: &'static str, name: &str) -> Result<(), LockError> {
     let why = if name.is_empty() {
         Some("it is empty".to_owned())
     } else if name.len() > MAX_NAME {

@@ -147,7 +147,7 @@ impl StatusWriter {
             dst: CString::new(path.as_os_str().as_bytes()).expect("a path has no NUL"),
             interval_ns,
             last_write: None,
-            buf: Vec::with_capacity(64 << 10),
+            buf: Vec::with_capacity(crate::limits::MAX_STATUS_BYTES),
             component: component.into(),
             account: account.into(),
             pid,

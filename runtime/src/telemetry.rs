@@ -42,16 +42,8 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use tickloop_app::telemetry::Telemetry;
 
-/// The longest line any [`Telemetry`] value serializes to (prefix, escaped texts and newline
-/// included). Every variant's worst case is checked against it in the unit tests.
-pub const MAX_LINE: usize = 4096;
-/// Bytes reserved in front of the batch for the [`Telemetry::Dropped`] line.
-const DROPPED_RESERVE: usize = 128;
-/// Limits of [`TelemetryConfig::buffer_bytes`].
-pub const MIN_BUFFER: u32 = 16 << 10;
-pub const MAX_BUFFER: u32 = 64 << 20;
-/// Largest [`TelemetryConfig::keep_files`].
-pub const MAX_KEEP_FILES: u32 = 1000;
+use crate::limits::DROPPED_RESERVE;
+pub use crate::limits::{MAX_BUFFER, MAX_KEEP_FILES, MAX_LINE, MIN_BUFFER};
 
 /// One JSON line: the two clocks, then the event's own fields.
 #[derive(Serialize)]

@@ -502,26 +502,29 @@ fn page_sizes() {
     );
 }
 
-/// `docs/metrics-format.md` lists every header word and every record field at the offset
-/// the code uses.
-#[test]
-fn the_format_document_names_every_field_at_its_offset() {
+/// A part of `docs/metrics-format.md`: from `heading` to the next `## ` heading.
+fn format_doc_part(heading: &str) -> String {
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/metrics-format.md"
     ))
     .unwrap();
-    let part = |heading: &str| {
-        let start = doc
-            .find(heading)
-            .unwrap_or_else(|| panic!("no {heading:?}"));
-        let rest = &doc[start + heading.len()..];
-        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
-    };
-    let row = |text: &str, offset: usize, name: &str| {
-        let want = format!("| {offset} | u64 | `{name}` |");
-        assert!(text.contains(&want), "the document lacks {want}");
-    };
+    let start = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"));
+    let rest = &doc[start + heading.len()..];
+    rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+}
+
+/// Assert the document's table row for the u64 `name` at byte `offset`.
+fn format_doc_row(text: &str, offset: usize, name: &str) {
+    let want = format!("| {offset} | u64 | `{name}` |");
+    assert!(text.contains(&want), "the document lacks {want}");
+}
+
+/// `docs/metrics-format.md` lists every header word at the offset the code uses.
+#[test]
+fn the_format_document_names_every_header_word_at_its_offset() {
     let header_words = [
         ("magic", header::MAGIC),
         ("layout_major", header::LAYOUT_MAJOR),
@@ -544,9 +547,9 @@ fn the_format_document_names_every_field_at_its_offset() {
         ("names_truncated", header::NAMES_TRUNCATED),
         ("instance_len", header::INSTANCE_LEN),
     ];
-    let head = part("## Header");
+    let head = format_doc_part("## Header");
     for (name, word) in header_words {
-        row(&head, word * 8, name);
+        format_doc_row(&head, word * 8, name);
     }
     assert!(head.contains(&format!(
         "| {} | 5 × 32 | section descriptors",
@@ -554,6 +557,12 @@ fn the_format_document_names_every_field_at_its_offset() {
     )));
     assert!(head.contains(&format!("| {} | 120 | `instance`", header::INSTANCE * 8)));
     assert_eq!(header::WORDS as u64 * 8, layout::HEADER_BYTES);
+}
+
+/// `docs/metrics-format.md` lists every record field at the offset the code uses, and no
+/// field the code does not have.
+#[test]
+fn the_format_document_names_every_record_field_at_its_offset() {
     let sections: [(&str, &[&str]); 5] = [
         ("## Section 0: loop", LoopRecord::FIELDS),
         ("## Section 1: trading", TradingRecord::FIELDS),
@@ -562,9 +571,9 @@ fn the_format_document_names_every_field_at_its_offset() {
         ("## Section 4: adapters", AdapterRecord::FIELDS),
     ];
     for (heading, fields) in sections {
-        let text = part(heading);
+        let text = format_doc_part(heading);
         for (i, name) in fields.iter().enumerate() {
-            row(&text, i * 8, name);
+            format_doc_row(&text, i * 8, name);
         }
         let rows = text.lines().filter(|l| l.contains("| u64 |")).count();
         assert_eq!(
@@ -573,9 +582,9 @@ fn the_format_document_names_every_field_at_its_offset() {
             "{heading}: fields the code does not have"
         );
     }
-    let rings = part("## Section 3: rings");
+    let rings = format_doc_part("## Section 3: rings");
     assert!(rings.contains(&format!("| {} | 64 bytes | `name`", RingRecord::WORDS * 8)));
-    let adapters = part("## Section 4: adapters");
+    let adapters = format_doc_part("## Section 4: adapters");
     assert!(adapters.contains(&format!(
         "| {} | 32 bytes | `name`",
         AdapterRecord::WORDS * 8

@@ -26,16 +26,10 @@ use tickloop_ring::Candle;
 
 /// backtesting.py's default order size: a fraction `1 - 2^-52` of the available margin.
 const FULL_EQUITY: f64 = 1.0 - f64::EPSILON;
-/// Updates one order makes in one event at most (submitted, accepted, filled...).
-const UPDATES_PER_ORDER: usize = 4;
-/// Rounds of "tell the strategy, act on its new intents" per event.
-const SETTLE_ROUNDS: usize = 4;
-/// Fills remembered per open order allowed, to refuse duplicates (a venue resending a fill),
-/// and at most this many in all (each fill scans them: 16 Ki keys are a few µs).
-const FILLS_REMEMBERED_PER_ORDER: usize = 16;
-const FILLS_REMEMBERED_MAX: usize = 16 << 10;
-/// Fill faults the strategy can be told of per event; more are counted as updates dropped.
-const FAULTS_PER_EVENT: usize = 64;
+use crate::limits::{
+    self, FAULTS_PER_EVENT, FILLS_REMEMBERED_MAX, FILLS_REMEMBERED_PER_ORDER, SETTLE_ROUNDS,
+    UPDATES_PER_ORDER,
+};
 
 /// A strategy: decisions over candles, timers and its orders' fates.
 pub trait Strategy: Sized {
@@ -106,10 +100,22 @@ impl HostConfig {
             return Err(format!("lot = {} must be a positive number", self.lot));
         }
         for (field, v, max) in [
-            ("symbols", self.symbols, 1 << 16),
-            ("max_open_orders", self.max_open_orders, 1 << 16),
-            ("max_open_trades", self.max_open_trades, 1 << 16),
-            ("intents_per_event", self.intents_per_event, 4096),
+            ("symbols", self.symbols, limits::MAX_SYMBOLS),
+            (
+                "max_open_orders",
+                self.max_open_orders,
+                limits::MAX_OPEN_ORDERS,
+            ),
+            (
+                "max_open_trades",
+                self.max_open_trades,
+                limits::MAX_OPEN_TRADES,
+            ),
+            (
+                "intents_per_event",
+                self.intents_per_event,
+                limits::MAX_INTENTS_PER_EVENT,
+            ),
         ] {
             if v == 0 || v > max {
                 return Err(format!("{field} = {v} must be 1 to {max}"));

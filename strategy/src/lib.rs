@@ -4,6 +4,7 @@
 //!   states, positions and PnL, risk checks ([`risk`]), and the paper broker.
 //! - [`crossover`] (SMA crossover, backtesting.py's tutorial strategy) and [`drop_trigger`]:
 //!   the example strategies.
+//! - [`limits`]: every bound of the host's config and tables, in one place.
 //! - [`sma`]: a moving-average crossover *signal* app (no orders) that the loop's tests and
 //!   benchmarks use as a workload across many symbols.
 //!
@@ -14,6 +15,7 @@ pub mod crossover;
 pub mod drop_trigger;
 pub mod host;
 pub mod indicators;
+pub mod limits;
 pub mod orders;
 pub mod risk;
 pub mod sma;

@@ -50,10 +50,11 @@ impl RiskConfig {
                 ));
             }
         }
-        if self.max_orders_per_sec > 100_000 {
+        if self.max_orders_per_sec > crate::limits::MAX_ORDERS_PER_SEC {
             return Err(format!(
-                "risk.max_orders_per_sec = {} must be at most 100000 (0 = no limit)",
-                self.max_orders_per_sec
+                "risk.max_orders_per_sec = {} must be at most {} (0 = no limit)",
+                self.max_orders_per_sec,
+                crate::limits::MAX_ORDERS_PER_SEC
             ));
         }
         Ok(())

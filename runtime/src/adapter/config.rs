@@ -12,10 +12,19 @@ use std::path::PathBuf;
 
 use super::protocol::MAX_SYMBOL_BYTES;
 
-/// Adapters one host runs at most (and the metrics snapshot shows).
-pub const MAX_ADAPTERS: usize = 16;
-/// Symbols in the host's table at most.
-pub const MAX_SYMBOLS: usize = 1 << 16;
+pub use crate::limits::{MAX_ADAPTERS, MAX_ADAPTER_NAME, MAX_SYMBOLS};
+
+/// What an adapter's name may be, as [`valid_name`] checks it.
+const NAME_RULE: &str = "1 to 32 characters of A-Z a-z 0-9 _ . -";
+const _: () = assert!(MAX_ADAPTER_NAME == 32, "NAME_RULE names the limit");
+
+/// Whether `name` is a valid adapter name: [`NAME_RULE`].
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_ADAPTER_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
 
 /// How the host learns that an adapter's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -194,18 +203,9 @@ impl AdapterConfig {
                 fix: fix.to_string(),
             })
         };
-        if self.name.is_empty()
-            || self.name.len() > 32
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        {
-            return bad(
-                "name",
-                format!("{:?}", self.name),
-                "give every adapter a name of 1 to 32 characters of A-Z a-z 0-9 _ . -",
-            );
+        if !valid_name(&self.name) {
+            let fix = format!("give every adapter a name of {NAME_RULE}");
+            return bad("name", format!("{:?}", self.name), &fix);
         }
         match self.command.first() {
             None => {

@@ -21,8 +21,7 @@ use tickloop_app::venue::{Capabilities, RequestId, Side, TradeId};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Bytes of the length prefix.
 pub const HEADER: usize = 4;
-/// The longest symbol name the engine sends or accepts.
-pub const MAX_SYMBOL_BYTES: usize = 64;
+pub use crate::limits::MAX_SYMBOL_BYTES;
 
 /// Bytes read from an adapter, cut into frames. Holds at most one frame of `max_frame` bytes
 /// plus its header and whatever was read after it.

@@ -28,6 +28,11 @@ pub const SECTION_ALIGN: u64 = 64;
 pub const RING_NAME_BYTES: usize = 64;
 pub const ADAPTER_NAME_BYTES: usize = 32;
 pub const INSTANCE_BYTES: usize = 120;
+// Names are whole words, and every adapter's name fits whole (an instance name over 120
+// bytes, or a ring's file name over 64, is cut and counted in `names_truncated`).
+const _: () = assert!(RING_NAME_BYTES.is_multiple_of(8) && ADAPTER_NAME_BYTES.is_multiple_of(8));
+const _: () = assert!(INSTANCE_BYTES.is_multiple_of(8));
+const _: () = assert!(ADAPTER_NAME_BYTES >= crate::limits::MAX_ADAPTER_NAME);
 
 /// The header's words (index = byte offset / 8). Words 0..=9 (but `SEQ`) are written once,
 /// before the page appears under its name; the rest only between the two stores of `SEQ`.
