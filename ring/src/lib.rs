@@ -47,7 +47,7 @@ pub use reader::{
     ReadResult, Reader, ReaderOptions, ReaderStats, Start, Unregistered, WaitStrategy,
 };
 #[cfg(not(loom))]
-pub use segment::{create, ring_path, CreateOptions};
+pub use segment::{create, ring_path, shm_path, CreateOptions};
 #[cfg(not(loom))]
 pub use writer::Writer;
 

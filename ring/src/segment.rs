@@ -23,31 +23,35 @@ const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 /// Turn a `--ring` argument into a path: a plain name lives under /dev/shm; anything with a '/'
 /// is a path (for hugetlbfs or a private tmpfs).
 pub fn ring_path(arg: &str) -> Result<PathBuf, RingError> {
-    let bad = |why| RingError::BadName {
+    shm_path(arg).map_err(|why| RingError::BadName {
         name: arg.to_owned(),
         why,
-    };
+    })
+}
+
+/// Turn the name of a file in shared memory (a ring, a metrics page) into a path: a plain
+/// name lives under /dev/shm; anything with a '/' is a path. The error says what is wrong.
+pub fn shm_path(arg: &str) -> Result<PathBuf, &'static str> {
     if arg.is_empty() {
-        return Err(bad("it is empty"));
+        return Err("it is empty");
     }
     if arg.contains('\0') {
-        return Err(bad("it contains a NUL byte"));
+        return Err("it contains a NUL byte");
     }
     if arg.ends_with('/') {
-        return Err(bad(
-            "it ends with '/', so it names a directory, not a ring file",
-        ));
+        return Err("it ends with '/', so it names a directory, not a file");
+    }
+    if arg.len() > 4096 {
+        return Err("it is longer than 4096 bytes");
     }
     if arg.contains('/') {
         return Ok(PathBuf::from(arg));
     }
     if arg.starts_with('.') {
-        return Err(bad(
-            "names starting with '.' are reserved for temporary files",
-        ));
+        return Err("names starting with '.' are reserved for temporary files");
     }
     if arg.len() > 200 {
-        return Err(bad("it is longer than 200 bytes"));
+        return Err("it is longer than 200 bytes");
     }
     Ok(Path::new("/dev/shm").join(arg))
 }
@@ -527,39 +531,14 @@ impl Drop for TempFile {
     }
 }
 
+/// Install the finished file at `path`, never replacing one a concurrent creator installed.
 fn rename_noreplace(from: &Path, to: &Path) -> Result<(), RingError> {
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("paths were checked for NUL");
-    let (cf, ct) = (c(from), c(to));
-    // SAFETY: valid C strings.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            cf.as_ptr(),
-            libc::AT_FDCWD,
-            ct.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EEXIST) => Err(RingError::Exists {
+    match crate::sys::rename_noreplace(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(RingError::Exists {
             path: to.to_owned(),
         }),
-        // A filesystem without RENAME_NOREPLACE: link (which never replaces), then unlink.
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => match std::fs::hard_link(from, to) {
-            Ok(()) => {
-                let _ = std::fs::remove_file(from);
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(RingError::Exists {
-                path: to.to_owned(),
-            }),
-            Err(e) => Err(RingError::io("publishing ring", to, e)),
-        },
-        _ => Err(RingError::io("publishing ring", to, err)),
+        Err(e) => Err(RingError::io("publishing ring", to, e)),
     }
 }
 

@@ -171,3 +171,37 @@ pub fn euid() -> u32 {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// rename(2) that never replaces an existing file (renameat2 RENAME_NOREPLACE; link, which
+/// never replaces, then unlink where the filesystem lacks it). An existing target is
+/// `io::ErrorKind::AlreadyExists`.
+pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)
+    };
+    let (cf, ct) = (c(from)?, c(to)?);
+    // SAFETY: valid C strings.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            std::fs::hard_link(from, to)?;
+            let _ = std::fs::remove_file(from);
+            Ok(())
+        }
+        _ => Err(e),
+    }
+}

@@ -119,34 +119,10 @@ impl MetricsConfig {
 /// Turn a `metrics.page` / `--page` value into a path: a plain name lives under /dev/shm;
 /// anything with a '/' is a path.
 pub fn page_path(arg: &str) -> Result<PathBuf, MetricsError> {
-    let bad = |why| MetricsError::BadPage {
+    tickloop_ring::shm_path(arg).map_err(|why| MetricsError::BadPage {
         page: arg.to_owned(),
         why,
-    };
-    if arg.is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if arg.contains('\0') {
-        return Err(bad("it contains a NUL byte"));
-    }
-    if arg.ends_with('/') {
-        return Err(bad("it ends with '/', so it names a directory"));
-    }
-    if arg.len() > 4096 {
-        return Err(bad("it is longer than 4096 bytes"));
-    }
-    if arg.contains('/') {
-        return Ok(PathBuf::from(arg));
-    }
-    if arg.starts_with('.') {
-        return Err(bad(
-            "names starting with '.' are reserved for temporary files",
-        ));
-    }
-    if arg.len() > 200 {
-        return Err(bad("it is longer than 200 bytes"));
-    }
-    Ok(Path::new("/dev/shm").join(arg))
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,10 +9,8 @@
 use super::layout::{self, header, Layout, Section, Shape};
 use super::MetricsError;
 use memmap2::{MmapOptions, MmapRaw};
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -281,7 +279,7 @@ fn install(temp: &Path, path: &Path) -> Result<(), MetricsError> {
         }
     };
     for _ in 0..8 {
-        match rename_noreplace(temp, path) {
+        match tickloop_ring::sys::rename_noreplace(temp, path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(err("publish")(e)),
             Err(_) => {}
@@ -320,36 +318,6 @@ fn same_file(file: &File, path: &Path) -> bool {
     match (file.metadata(), std::fs::metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
-    }
-}
-
-/// rename(2) that never replaces (renameat2 RENAME_NOREPLACE; link + unlink where the
-/// filesystem lacks it). An existing target is `AlreadyExists`.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
-    let (cf, ct) = (c(from)?, c(to)?);
-    // SAFETY: valid C strings.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            cf.as_ptr(),
-            libc::AT_FDCWD,
-            ct.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EEXIST) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            std::fs::hard_link(from, to)?;
-            let _ = std::fs::remove_file(from);
-            Ok(())
-        }
-        _ => Err(e),
     }
 }
 
