@@ -22,3 +22,14 @@ pub mod venue;
 pub use app::{Action, App, Context, Discard, OutputSink};
 pub use clock::Nanos;
 pub use event::{Event, EventKind, SignalKind, SourceId, TimerId, TimerRefusal};
+
+// The interface's limits, all fixed by its types: a request id (`venue::MAX_REQUEST_ID`), a
+// short name (`venue::Name::CAPACITY`) and a telemetry text (`telemetry::Text::CAPACITY`).
+// Their lengths are kept in a byte; an id survives a trip through any JSON library as an
+// integer; an event is copied through the loop by value, so it stays within two cache lines.
+const _: () = {
+    assert!(venue::Name::CAPACITY <= u8::MAX as usize);
+    assert!(telemetry::Text::CAPACITY <= u8::MAX as usize);
+    assert!(venue::MAX_REQUEST_ID == (1 << 53) - 1);
+    assert!(core::mem::size_of::<Event>() <= 128);
+};
