@@ -4,6 +4,7 @@
 //! parses, builds and prints; the loop and the strategy live in the libraries.
 
 use crate::feed_cmd::LimitArgs;
+use crate::strategies::{ForStrategy, Table};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use serde::Serialize;
@@ -143,13 +144,25 @@ struct Summary<'a> {
 }
 
 pub fn run(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
-    let entry = crate::strategies::registry()
+    let backtest = STRATEGIES
         .get(&args.strategy)
         .map_err(|e| anyhow::anyhow!("--strategy {e}"))?;
-    (entry.backtest)(args)
+    (backtest.0)(args)
 }
 
-pub(crate) fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
+/// `backtest` for each registered strategy, in the registry's order.
+pub(crate) static STRATEGIES: Table<StrategyBacktest> = Table::new();
+
+/// How `backtest` reaches a strategy it knows only by name: `S`'s own function.
+pub(crate) struct StrategyBacktest(fn(&BacktestArgs) -> anyhow::Result<ExitCode>);
+
+impl ForStrategy for StrategyBacktest {
+    fn of<S: Strategy + 'static>() -> StrategyBacktest {
+        StrategyBacktest(backtest::<S>)
+    }
+}
+
+fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     // Check everything before the data is read.
     let strategy = crate::strategies::params::<S>(&table(&args.params, "param")?)
         .map_err(|e| anyhow::anyhow!("--param: {e}"))?;

@@ -3,7 +3,9 @@
 //! and how an error leaves (one line, `NAME: error: ...`, exit 2). It never decides anything
 //! a command decides.
 
-use crate::strategies::{Entry, Registry};
+use crate::backtest_cmd::StrategyBacktest;
+use crate::run_cmd::StrategyFns;
+use crate::strategies::{builtin, Entry, ForStrategy, Registry};
 use clap::{CommandFactory, FromArgMatches};
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -12,6 +14,9 @@ use tickloop_strategy::host::Strategy;
 /// The engine program with its strategies: `Program::new("mybot").strategy::<MyStrategy>()`.
 pub struct Program {
     registry: Registry,
+    /// The commands' functions for each strategy, in the registry's order.
+    run: Vec<StrategyFns>,
+    backtest: Vec<StrategyBacktest>,
     error: Option<String>,
 }
 
@@ -21,14 +26,22 @@ impl Program {
     pub fn new(name: &'static str) -> Program {
         Program {
             registry: Registry::builtin(name),
+            run: builtin(),
+            backtest: builtin(),
             error: None,
         }
     }
 
     /// Register `S` under `S::NAME`; a name already taken makes [`Program::main`] fail.
     pub fn strategy<S: Strategy + 'static>(mut self) -> Program {
-        if let Err(why) = self.registry.add(Entry::of::<S>()) {
-            self.error.get_or_insert(why);
+        match self.registry.add(Entry::of::<S>()) {
+            Ok(()) => {
+                self.run.push(StrategyFns::of::<S>());
+                self.backtest.push(StrategyBacktest::of::<S>());
+            }
+            Err(why) => {
+                self.error.get_or_insert(why);
+            }
         }
         self
     }
@@ -54,6 +67,8 @@ impl Program {
             Err(e) => e.exit(),
         };
         crate::strategies::install(self.registry);
+        crate::run_cmd::STRATEGIES.install(self.run);
+        crate::backtest_cmd::STRATEGIES.install(self.backtest);
         crate::logging::init(name);
         match crate::cli::dispatch(cli) {
             Ok(code) => code,

@@ -3,6 +3,7 @@
 //! parses, builds and prints.
 
 use crate::config::{ConfigWatcher, EngineConfig, StartAt};
+use crate::strategies::{ForStrategy, Table};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use serde::Serialize;
@@ -472,16 +473,32 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             run_with(args, plan, app, config, Tally::default(), None, adapters)
         }
         AppChoice::Strategy { name, config } => {
-            let entry = crate::strategies::registry()
-                .get(name)
-                .map_err(anyhow::Error::msg)?;
+            let fns = STRATEGIES.get(name).map_err(anyhow::Error::msg)?;
             let config = config.clone();
-            (entry.run)(args, plan, config, adapters)
+            (fns.run)(args, plan, config, adapters)
         }
     }
 }
 
-pub(crate) fn run_strategy<S: Strategy>(
+/// `run` and `replay` for each registered strategy, in the registry's order.
+pub(crate) static STRATEGIES: Table<StrategyFns> = Table::new();
+
+/// How `run` and `replay` reach a strategy they know only by name: `S`'s own functions.
+pub(crate) struct StrategyFns {
+    run: fn(&RunArgs, Plan, Vec<u8>, Option<SharedHost>) -> anyhow::Result<ExitCode>,
+    replay: fn(ReplayInput<'_>) -> anyhow::Result<tickloop_runtime::replay::ReplayReport>,
+}
+
+impl ForStrategy for StrategyFns {
+    fn of<S: Strategy + 'static>() -> StrategyFns {
+        StrategyFns {
+            run: run_strategy::<S>,
+            replay: replay_host::<S>,
+        }
+    }
+}
+
+fn run_strategy<S: Strategy>(
     args: &RunArgs,
     plan: Plan,
     config: Vec<u8>,
@@ -800,7 +817,7 @@ fn replay_app<C: serde::de::DeserializeOwned, A: App>(
 }
 
 /// Replay a journal of a strategy host running `S`.
-pub(crate) fn replay_host<S: Strategy>(
+fn replay_host<S: Strategy>(
     input: ReplayInput<'_>,
 ) -> anyhow::Result<tickloop_runtime::replay::ReplayReport> {
     replay_app(S::NAME, StrategyHost::<S>::new, input)
@@ -863,7 +880,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         SmaSignals::NAME => replay_app("sma", SmaSignals::new, input)?,
         name => {
             let registry = crate::strategies::registry();
-            let entry = registry.get(name).map_err(|_| {
+            let fns = STRATEGIES.get(name).map_err(|_| {
                 anyhow::anyhow!(
                     "journal {} was recorded by {} running strategy {name:?}, which {} does not have (it has {}): replay it with the program that recorded it",
                     args.journal.display(),
@@ -872,7 +889,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
                     registry.names().join(", ")
                 )
             })?;
-            (entry.replay)(input)?
+            (fns.replay)(input)?
         }
     };
     if let Some(bar) = bar {

@@ -3,41 +3,70 @@
 //! monomorphised functions ([`Entry`]), so `run`, `replay`, `backtest` and `config check` reach
 //! a strategy they know only by the name in a config file or a journal.
 //!
-//! It owns the registry of one process (set once, before any command runs) and the checking of
-//! a strategy's parameters (a TOML table, the config file's `[strategy.params]` or
-//! `--param KEY=VALUE`) into the strategy's own typed config. It never runs a strategy itself.
+//! It owns the registry of one process (set once, before any command runs), the one list of
+//! tickloop's own strategies, and the checking of a strategy's parameters (a TOML table, the
+//! config file's `[strategy.params]` or `--param KEY=VALUE`) into the strategy's own typed
+//! config. It never runs a strategy itself and imports no command: a command that runs a
+//! strategy by name keeps its own [`Table`] of functions, one row per registered strategy.
 
-use crate::backtest_cmd::BacktestArgs;
-use crate::run_cmd::{Plan, ReplayInput, RunArgs};
-use std::process::ExitCode;
 use std::sync::OnceLock;
-use tickloop_runtime::adapter::SharedHost;
-use tickloop_runtime::replay::ReplayReport;
 use tickloop_strategy::crossover::SmaCross;
 use tickloop_strategy::drop_trigger::DropTrigger;
 use tickloop_strategy::host::{HostConfig, HostSetup, Strategy};
 use tickloop_strategy::risk::RiskConfig;
 
-/// What the engine can do with one strategy: each field is `S`'s own function.
+/// Something made for each strategy from its type: its registry [`Entry`], or a command's
+/// functions for it (a row of that command's [`Table`]).
+pub trait ForStrategy: Sized + Send + Sync + 'static {
+    fn of<S: Strategy + 'static>() -> Self;
+}
+
+/// tickloop's own strategies, each as `T`: the one list of them.
+pub fn builtin<T: ForStrategy>() -> Vec<T> {
+    vec![T::of::<SmaCross>(), T::of::<DropTrigger>()]
+}
+
+/// A strategy as the registry knows it: its name and its config check.
 #[derive(Clone, Copy)]
 pub struct Entry {
     pub name: &'static str,
     /// The app config (postcard `HostSetup`) for these settings, after checking every part.
     pub setup_bytes: fn(&HostConfig, &RiskConfig, &toml::Table) -> Result<Vec<u8>, String>,
-    pub(crate) run: fn(&RunArgs, Plan, Vec<u8>, Option<SharedHost>) -> anyhow::Result<ExitCode>,
-    pub(crate) replay: fn(ReplayInput<'_>) -> anyhow::Result<ReplayReport>,
-    pub(crate) backtest: fn(&BacktestArgs) -> anyhow::Result<ExitCode>,
 }
 
-impl Entry {
-    pub fn of<S: Strategy + 'static>() -> Entry {
+impl ForStrategy for Entry {
+    fn of<S: Strategy + 'static>() -> Entry {
         Entry {
             name: S::NAME,
             setup_bytes: encode::<S>,
-            run: crate::run_cmd::run_strategy::<S>,
-            replay: crate::run_cmd::replay_host::<S>,
-            backtest: crate::backtest_cmd::backtest::<S>,
         }
+    }
+}
+
+/// One command's functions for each registered strategy, in the registry's order: installed
+/// with the registry, or tickloop's own strategies' when none was.
+pub struct Table<T: 'static>(OnceLock<Vec<T>>);
+
+impl<T: ForStrategy> Table<T> {
+    pub const fn new() -> Table<T> {
+        Table(OnceLock::new())
+    }
+
+    /// Install the rows (once, with [`install`]; a second call is ignored).
+    pub fn install(&self, rows: Vec<T>) {
+        let _ = self.0.set(rows);
+    }
+
+    /// The row of the strategy named `name`, or the registry's one-line refusal.
+    pub fn get(&self, name: &str) -> Result<&T, String> {
+        let index = registry().index(name)?;
+        let rows = self.0.get_or_init(builtin::<T>);
+        assert_eq!(
+            rows.len(),
+            registry().entries.len(),
+            "a table installed without its registry"
+        );
+        Ok(&rows[index])
     }
 }
 
@@ -52,7 +81,7 @@ impl Registry {
     pub fn builtin(program: &'static str) -> Registry {
         Registry {
             program,
-            entries: vec![Entry::of::<SmaCross>(), Entry::of::<DropTrigger>()],
+            entries: builtin::<Entry>(),
         }
     }
 
@@ -79,9 +108,14 @@ impl Registry {
     }
 
     pub fn get(&self, name: &str) -> Result<&Entry, String> {
+        Ok(&self.entries[self.index(name)?])
+    }
+
+    /// Where the strategy named `name` stands in the registration order.
+    pub fn index(&self, name: &str) -> Result<usize, String> {
         self.entries
             .iter()
-            .find(|e| e.name == name)
+            .position(|e| e.name == name)
             .ok_or_else(|| self.unknown(name))
     }
 

@@ -4,9 +4,10 @@
 //! It only formats and writes what a report already holds; it never measures, and it never
 //! panics on what it is given (an empty distribution list gives no plot and says so).
 
-use crate::report::Distribution;
+use crate::report::{Distribution, OutputArgs, Rendered, Report};
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// Ticks per half distance of the percentile iteration, as HdrHistogram's
@@ -455,7 +456,7 @@ pub fn title(name: &str, machine: &serde_json::Value) -> String {
 /// row, NAME.svg and NAME.png. Creates `dir`; replaces this report's files of an earlier run
 /// (its old `.hgrm` files too). Returns the names written, and a note where nothing was
 /// measured (no `.hgrm`, no plot).
-pub fn write_report(dir: &Path, r: &crate::report::Rendered) -> Result<Vec<String>, String> {
+pub fn write_report(dir: &Path, r: &Rendered) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(dir).map_err(|e| {
         format!(
             "cannot create the output directory {}: {e} (pass --out a directory you may write)",
@@ -521,6 +522,28 @@ fn file_name(path: &Path) -> String {
 /// "DIR: a, b, c" for a progress line.
 pub fn describe(dir: &Path, written: &[String]) -> String {
     format!("{}: {}", dir.display(), written.join(", "))
+}
+
+impl<R: Serialize> Report<R> {
+    /// Print the report (the Markdown `text`, or JSON) and, when asked, write `DIR/NAME.md`,
+    /// `DIR/NAME.json`, the rows' `.hgrm` files and the plots.
+    pub fn emit(&self, text: String, args: &OutputArgs, name: &str) -> Result<(), String> {
+        let rendered = self.rendered(name, text)?;
+        rendered.print(args.json);
+        if let Some(dir) = &args.save {
+            let written = rendered.write(dir)?;
+            eprintln!("saved {}", describe(dir, &written));
+        }
+        Ok(())
+    }
+}
+
+impl Rendered {
+    /// Write NAME.md, NAME.json, NAME-ROW.hgrm and NAME.svg/.png into `dir`; the files
+    /// written, and a note where there was no distribution to plot.
+    pub fn write(&self, dir: &Path) -> Result<Vec<String>, String> {
+        write_report(dir, self)
+    }
 }
 
 #[cfg(test)]

@@ -559,7 +559,7 @@ mod tests {
         stamp_ns(0); // calibrate the stopwatch first, as the bench does (it sleeps 50 ms)
         let cores = Cores {
             reader: 0,
-            writer: 1.min(crate::timers::allowed_cores().unwrap().len() - 1),
+            writer: 1.min(crate::report::allowed_cores().unwrap().len() - 1),
         };
         for peer in &PEERS {
             for gap in [1_000, 0] {

@@ -237,18 +237,6 @@ impl<R: Serialize> Report<R> {
         )
     }
 
-    /// Print the report (the Markdown `text`, or JSON) and, when asked, write `DIR/NAME.md`,
-    /// `DIR/NAME.json`, the rows' `.hgrm` files and the plots (see [`crate::output`]).
-    pub fn emit(&self, text: String, args: &OutputArgs, name: &str) -> Result<(), String> {
-        let rendered = self.rendered(name, text)?;
-        rendered.print(args.json);
-        if let Some(dir) = &args.save {
-            let written = rendered.write(dir)?;
-            eprintln!("saved {}", crate::output::describe(dir, &written));
-        }
-        Ok(())
-    }
-
     /// The report as what `--out` writes: its Markdown `text`, its JSON, its distributions.
     pub fn rendered(&self, name: &str, text: String) -> Result<Rendered, String> {
         Ok(Rendered {
@@ -284,12 +272,6 @@ impl Rendered {
         } else {
             print!("{}", self.markdown);
         }
-    }
-
-    /// Write NAME.md, NAME.json, NAME-ROW.hgrm and NAME.svg/.png into `dir`; the files
-    /// written, and a note where there was no distribution to plot.
-    pub fn write(&self, dir: &std::path::Path) -> Result<Vec<String>, String> {
-        crate::output::write_report(dir, self)
     }
 }
 
@@ -474,9 +456,20 @@ fn cpu_list(path: &str) -> String {
     }
 }
 
+/// The cores this thread may run on, from its affinity mask (never empty).
+pub(crate) fn allowed_cores() -> Result<Vec<usize>, String> {
+    match tickloop_runtime::host::thread_affinity() {
+        Ok(cores) if cores.is_empty() => {
+            Err("this process may run on no core (empty affinity mask)".into())
+        }
+        Ok(cores) => Ok(cores),
+        Err(e) => Err(format!("sched_getaffinity failed: {e}")),
+    }
+}
+
 /// Whether this process was pinned, from its affinity at the end of the run.
 fn pinning() -> String {
-    match crate::timers::allowed_cores() {
+    match allowed_cores() {
         Ok(cores) if cores.len() == 1 => format!(
             "this process on core {} at the end of the run; the bench's child processes pin themselves or fail",
             cores[0]

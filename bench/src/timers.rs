@@ -32,7 +32,8 @@ use crate::harness::{
     driver_name, histogram, new_loop, thread_preemptions, touched_histogram, Background, Waiting,
 };
 use crate::report::{
-    fmt_ns, progress, spread, Check, Distribution, OutputArgs, Percentiles, Report, Row,
+    allowed_cores, fmt_ns, progress, spread, Check, Distribution, OutputArgs, Percentiles, Report,
+    Row,
 };
 use hdrhistogram::Histogram;
 use std::time::Duration;
@@ -55,28 +56,6 @@ pub struct TimersBenchArgs {
     /// Run the loop and cyclictest under SCHED_FIFO at this priority (default: SCHED_OTHER).
     #[arg(long, value_name = "PRIO")]
     pub fifo: Option<u8>,
-}
-
-/// The cores this thread may run on, from its affinity mask.
-pub(crate) fn allowed_cores() -> Result<Vec<usize>, String> {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set; sched_getaffinity fills it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return Err(format!(
-            "sched_getaffinity failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: CPU_ISSET reads inside the set for every index below CPU_SETSIZE.
-    let cores: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect();
-    if cores.is_empty() {
-        return Err("this process may run on no core (empty affinity mask)".into());
-    }
-    Ok(cores)
 }
 
 /// Put the calling thread back under SCHED_OTHER (a loop with `host.sched_fifo` leaves it FIFO).

@@ -27,8 +27,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 use tickloop_ring::Candle;
 
-/// Bytes allowed for the metadata header (symbology can be large).
-const MAX_METADATA: u64 = 256 << 20;
+use crate::limits::MAX_METADATA;
 
 pub(crate) fn load(
     path: &Path,

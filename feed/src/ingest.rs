@@ -11,7 +11,7 @@
 //! `ts_ns` (integer, ns since the epoch), `symbol` (1 to 31 bytes), `open`, `high`, `low`,
 //! `close` (numbers) are required; `volume` is optional (0). Unknown fields are refused, so a
 //! typo is not silently lost. A line is **bad** if it is not such an object, fails the candle
-//! checks every feed applies ([`crate::check_candle`]), is longer than [`MAX_LINE`] bytes, names
+//! checks every feed applies ([`crate::check_candle`]), is longer than [`MAX_INGEST_LINE`] bytes, names
 //! a symbol the ring has no room for, or has a `ts_ns` earlier than that symbol's previous line
 //! (equal is allowed: an updated bar). Bad lines are counted, the first [`QUOTED_BAD_LINES`]
 //! are kept (quoted, cut to 120 bytes) for the report, and ingest carries on.
@@ -33,15 +33,10 @@ use std::time::Duration;
 use tickloop_ring::sys;
 use tickloop_ring::{verify, Candle, RingError, Writer};
 
-/// Longest line accepted, in bytes (without the newline).
-pub const MAX_LINE: usize = 4096;
-/// How many bad lines the report quotes.
-pub const QUOTED_BAD_LINES: usize = 5;
-/// Default bound on simultaneous TCP producers.
-pub const MAX_CLIENTS: usize = 64;
+use crate::limits::INGEST_READ_BUFFER as READ_BUFFER;
+pub use crate::limits::{MAX_CLIENTS, MAX_INGEST_LINE, QUOTED_BAD_LINES};
 
 const SOURCE: Token = Token(0);
-const READ_BUFFER: usize = 64 * 1024;
 
 /// Where ingest listens: `tcp://127.0.0.1:PORT` or `udp://127.0.0.1:PORT` (any loopback
 /// address, `[::1]` included; port 0 picks a free one).
@@ -130,7 +125,7 @@ enum Source {
 struct Client {
     stream: TcpStream,
     peer: SocketAddr,
-    /// The current line so far (at most MAX_LINE bytes).
+    /// The current line so far (at most MAX_INGEST_LINE bytes).
     pending: Vec<u8>,
     line_no: u64,
     /// Skipping the rest of a line that was too long.
@@ -334,11 +329,11 @@ impl Ingest {
             sink.report.datagrams += 1;
             let datagram = sink.report.datagrams;
             for line in buffer[..n].split(|&b| b == b'\n') {
-                if line.len() > MAX_LINE {
+                if line.len() > MAX_INGEST_LINE {
                     sink.bad(
                         || format!("udp {peer} datagram {datagram}"),
                         line,
-                        format!("longer than {MAX_LINE} bytes"),
+                        format!("longer than {MAX_INGEST_LINE} bytes"),
                     );
                 } else {
                     sink.line(line, || format!("udp {peer} datagram {datagram}"));
@@ -364,12 +359,16 @@ impl Client {
                 }
                 continue;
             }
-            if self.pending.len() + chunk.len() > MAX_LINE {
+            if self.pending.len() + chunk.len() > MAX_INGEST_LINE {
                 self.line_no += 1;
                 let mut head = std::mem::take(&mut self.pending);
                 head.extend_from_slice(&chunk[..chunk.len().min(120)]);
                 let from = format!("tcp {} line {}", self.peer, self.line_no);
-                sink.bad(|| from, &head, format!("longer than {MAX_LINE} bytes"));
+                sink.bad(
+                    || from,
+                    &head,
+                    format!("longer than {MAX_INGEST_LINE} bytes"),
+                );
                 self.discarding = newline.is_none();
                 continue;
             }

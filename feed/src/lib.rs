@@ -6,6 +6,8 @@
 //!   [`LoadOptions`]. This is the API a backtest or demo uses; [`replay`] feeds a dataset into
 //!   a ring, paced.
 //! * [`ingest`]: JSON lines from external producers over TCP or UDP on loopback.
+//! * [`limits`]: every bound of the feeds (a file's candles, lines and bytes; ingest's lines
+//!   and producers), in one place.
 //! * [`synthetic`]: a seeded random walk over N symbols.
 //! * [`tiered`]: the hot/warm/cold polling schedule (sans IO); [`poll`]: the live polling feed,
 //!   an app that runs the schedule against an exchange adapter on the loop.
@@ -18,6 +20,8 @@ mod csv_file;
 pub mod dataset;
 mod dbn_file;
 pub mod ingest;
+pub mod limits;
+mod load;
 pub mod poll;
 pub mod replay;
 pub mod synthetic;
@@ -25,9 +29,10 @@ pub mod tiered;
 
 pub use csv_file::parse_time;
 pub use dataset::{
-    check_candle, detect, load, load_with, Dataset, Format, LoadError, LoadOptions, Location,
-    MAX_CANDLES, MAX_FILE_BYTES, MAX_LINE_BYTES,
+    check_candle, Dataset, Format, LoadError, LoadOptions, Location, MAX_CANDLES, MAX_FILE_BYTES,
+    MAX_LINE_BYTES,
 };
+pub use load::{detect, load, load_with};
 pub use replay::{replay, Pace, ReplayReport};
 
 /// A time in ns since the epoch as `YYYY-MM-DD HH:MM:SS[.fff]` UTC, for reports and errors.

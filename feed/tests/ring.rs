@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tickloop_feed::ingest::{Ingest, Listen, MAX_LINE};
+use tickloop_feed::ingest::{Ingest, Listen, MAX_INGEST_LINE};
 use tickloop_feed::{load, replay, Format, Pace};
 use tickloop_ring::{
     self as ring, verify, CreateOptions, ReadResult, Reader, ReaderOptions, Start, Writer,
@@ -182,7 +182,7 @@ fn serve(
 #[test]
 fn tcp_ingest_publishes_good_lines_and_counts_bad_ones() {
     let (ring, addr, handle, stop) = serve("tcp://127.0.0.1:0".parse().unwrap(), 0);
-    let long = format!("{{\"x\":\"{}\"}}", "y".repeat(MAX_LINE + 10));
+    let long = format!("{{\"x\":\"{}\"}}", "y".repeat(MAX_INGEST_LINE + 10));
     let mut a = std::net::TcpStream::connect(addr).unwrap();
     let lines = [
         GOOD[0],

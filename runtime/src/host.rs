@@ -273,7 +273,7 @@ fn check_core_exists(core: usize) -> Result<(), HostError> {
 const WORD_BITS: usize = libc::c_ulong::BITS as usize;
 
 /// The calling thread's affinity mask, sized for any number of CPUs.
-fn thread_affinity() -> io::Result<Vec<usize>> {
+pub fn thread_affinity() -> io::Result<Vec<usize>> {
     let mut words = 1024 / WORD_BITS;
     loop {
         let mut mask: Vec<libc::c_ulong> = vec![0; words];
