@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tickloop_app::telemetry::{Telemetry, Text};
+use tickloop_ops::metrics::MetricsConfig;
 use tickloop_runtime::event_loop::{LoopConfig, LoopView};
-use tickloop_runtime::metrics::MetricsConfig;
 use tickloop_runtime::telemetry::TelemetryConfig;
 use tickloop_strategy::host::HostConfig;
 use tickloop_strategy::risk::RiskConfig;
@@ -222,7 +222,7 @@ impl EngineConfig {
     /// Where the engine publishes its metrics page (`None`: `metrics.enabled = false`).
     pub fn metrics_page(&self) -> anyhow::Result<Option<PathBuf>> {
         match (&self.metrics.page, self.metrics.enabled) {
-            (Some(page), true) => Ok(Some(tickloop_runtime::metrics::page_path(page)?)),
+            (Some(page), true) => Ok(Some(tickloop_ops::metrics::page_path(page)?)),
             _ => Ok(None),
         }
     }
@@ -232,11 +232,11 @@ impl EngineConfig {
             ("component", &self.engine.component),
             ("account", &self.engine.account),
         ] {
-            if tickloop_runtime::lock::validate_name(field, value).is_err() {
+            if tickloop_ops::lock::validate_name(field, value).is_err() {
                 anyhow::bail!(
                     "config {}: engine.{field} = {value:?} must be 1 to {} letters, digits, '.', '_' or '-' (it names the instance lock)",
                     at(path, text, field),
-                    tickloop_runtime::lock::MAX_NAME
+                    tickloop_ops::lock::MAX_NAME
                 );
             }
         }
@@ -459,7 +459,7 @@ pub struct ConfigWatcher {
     /// Why the file cannot be looked at (reported once per cause until it is back).
     unstatable: Option<std::io::ErrorKind>,
     current: EngineConfig,
-    extra: tickloop_runtime::status::SharedExtra,
+    extra: tickloop_ops::status::SharedExtra,
     /// The file's bytes, reused from poll to poll.
     buf: Vec<u8>,
 }
@@ -481,7 +481,7 @@ impl ConfigWatcher {
         path: &Path,
         current: EngineConfig,
         poll_ms: u64,
-        extra: tickloop_runtime::status::SharedExtra,
+        extra: tickloop_ops::status::SharedExtra,
     ) -> ConfigWatcher {
         let mut buf = Vec::new();
         let applied_digest = match read_bounded(path, &mut buf) {

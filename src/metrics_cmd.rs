@@ -8,8 +8,8 @@
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
-use tickloop_runtime::metrics::layout::Clock;
-use tickloop_runtime::metrics::{Liveness, MetricsError, PageReader, Snapshot};
+use tickloop_ops::metrics::layout::Clock;
+use tickloop_ops::metrics::{Liveness, MetricsError, PageReader, Snapshot};
 
 #[derive(Subcommand)]
 pub enum MetricsCommand {
@@ -93,7 +93,7 @@ impl PageSource {
     /// Open `page` (a name under /dev/shm or a path); a missing page or one this tickloop
     /// cannot read is an error here, before anything is served.
     pub fn open(page: &str, max_age: Option<u64>) -> anyhow::Result<PageSource> {
-        let path = tickloop_runtime::metrics::page_path(page)?;
+        let path = tickloop_ops::metrics::page_path(page)?;
         let reader = PageReader::open(&path)?;
         Ok(PageSource {
             path,

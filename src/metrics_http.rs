@@ -18,9 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tickloop_runtime::metrics::{
-    render, render_serve_stats, render_up, ServeStats, RESPONSE_CODES,
-};
+use tickloop_ops::metrics::{render, render_serve_stats, render_up, ServeStats, RESPONSE_CODES};
 
 /// The largest request read (request line and headers); larger gets 400.
 const MAX_REQUEST: usize = 8192;

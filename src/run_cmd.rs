@@ -13,15 +13,15 @@ use std::process::ExitCode;
 use tickloop_app::clock::{Nanos, MICROS, SECONDS};
 use tickloop_app::App;
 use tickloop_app::OutputSink;
+use tickloop_ops::lock::{self, InstanceLock};
+use tickloop_ops::metrics::{Identity, MetricsService};
+use tickloop_ops::status::StatusWriter;
+use tickloop_ops::status::{SharedTrading, TradingStatus};
 use tickloop_ring::{self as ring, Start};
 use tickloop_runtime::adapter::{AdapterHandle, AdapterHost, AdapterHostConfig, SharedHost};
 use tickloop_runtime::driver::{AnyDriver, DriverChoice, DriverOptions};
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, RingSpec};
 use tickloop_runtime::journal::JournalReader;
-use tickloop_runtime::lock::{self, InstanceLock};
-use tickloop_runtime::metrics::{Identity, MetricsService};
-use tickloop_runtime::status::StatusWriter;
-use tickloop_runtime::status::{SharedTrading, TradingStatus};
 use tickloop_runtime::telemetry::{TelemetryConfig, TelemetrySink};
 use tickloop_strategy::host::{HostOutput, HostSetup, Strategy, StrategyHost};
 use tickloop_strategy::orders::OrderState;
@@ -531,7 +531,7 @@ pub(crate) fn duration_ns(seconds: Option<f64>) -> anyhow::Result<Option<Nanos>>
 
 /// `--metrics-page NAME` as a path.
 fn metrics_page(arg: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
-    Ok(arg.map(tickloop_runtime::metrics::page_path).transpose()?)
+    Ok(arg.map(tickloop_ops::metrics::page_path).transpose()?)
 }
 
 /// The engine's metrics page, sized from the loop's limits (every periodic timer it allows,
@@ -545,7 +545,7 @@ fn metrics_service<A: App, K: OutputSink<A::Output>>(
     (adapters, trading): (Option<&SharedHost>, Option<&SharedTrading>),
     quiet: bool,
 ) -> anyhow::Result<MetricsService> {
-    let shape = tickloop_runtime::metrics::layout::Shape {
+    let shape = tickloop_ops::metrics::layout::Shape {
         timers: config.periodic_capacity,
         rings: event_loop.rings().len() as u32,
         adapters: tickloop_runtime::adapter::MAX_ADAPTERS as u32,
@@ -617,7 +617,7 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
     let duration = duration_ns(args.duration)?;
     // Services are checked before the loop starts (an unwritable status directory is a
     // startup error, not a surprise an hour later).
-    let extra = tickloop_runtime::status::SharedExtra::default();
+    let extra = tickloop_ops::status::SharedExtra::default();
     let status_writer = match &status {
         Some((path, interval_ms)) => {
             let writer = StatusWriter::new(
@@ -681,7 +681,7 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
         }
         event_loop.add_service(Box::new(writer))?;
     }
-    if let Some(notifier) = tickloop_runtime::systemd::Notifier::from_env() {
+    if let Some(notifier) = tickloop_ops::systemd::Notifier::from_env() {
         event_loop.add_service(Box::new(notifier))?;
     }
     if let Some(why) = &event_loop.driver_report().fallback {

@@ -207,8 +207,8 @@ pub fn locks(args: &LocksArgs) -> anyhow::Result<ExitCode> {
     let dir = args
         .dir
         .clone()
-        .unwrap_or_else(tickloop_runtime::lock::default_dir);
-    let locks = tickloop_runtime::lock::list(&dir)?;
+        .unwrap_or_else(tickloop_ops::lock::default_dir);
+    let locks = tickloop_ops::lock::list(&dir)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&locks)?);
         return Ok(ExitCode::SUCCESS);

@@ -11,8 +11,8 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tickloop_runtime::metrics::layout::Summary;
-use tickloop_runtime::metrics::Snapshot;
+use tickloop_ops::metrics::layout::Summary;
+use tickloop_ops::metrics::Snapshot;
 
 pub fn top(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let page = match &args.page {

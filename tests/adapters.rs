@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tickloop_app::clock::{Nanos, MILLIS, SECONDS};
 use tickloop_app::{App, Context, Event, EventKind, TimerId};
+use tickloop_ops::metrics::{layout::Shape, Identity, MetricsService, PageReader, Snapshot};
+use tickloop_ops::status::{SharedExtra, StatusWriter};
 use tickloop_runtime::adapter::{
     AdapterConfig, AdapterEvent, AdapterHandle, AdapterHost, AdapterHostConfig, AdapterRequest,
     AdapterStats, DownCause, ErrorCode, ExitStatus, ExitWatch, FailReason, Fault, OrderStatus,
@@ -21,8 +23,6 @@ use tickloop_runtime::adapter::{
 };
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, LoopView, Mode, Service};
-use tickloop_runtime::metrics::{layout::Shape, Identity, MetricsService, PageReader, Snapshot};
-use tickloop_runtime::status::{SharedExtra, StatusWriter};
 
 mod common;
 use common::*;

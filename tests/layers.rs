@@ -1,6 +1,7 @@
 //! The crates' layers hold: what each crate's dependency closure must never contain, checked
 //! with `cargo tree` on the real workspace (a strategy crate must build without the loop's IO;
-//! the engine must not link the benchmark's peers).
+//! the loop must not link an HTTP stack or the operating services; the engine must not link the
+//! benchmark's peers).
 
 use std::process::Command;
 
@@ -69,6 +70,20 @@ fn the_strategy_and_app_crates_build_without_the_loop_s_io() {
     assert_none_of("tickloop-strategy", LOOP_IO);
     assert_none_of("tickloop-app", LOOP_IO);
     assert_none_of("tickloop-ring", LOOP_IO);
+}
+
+#[test]
+fn the_loop_builds_without_an_http_stack_or_the_operating_services() {
+    let above = [
+        "httparse",
+        "hyper",
+        "http",
+        "tiny_http",
+        "tokio",
+        "sd-notify",
+        "tickloop-ops",
+    ];
+    assert_none_of("tickloop-runtime", &above);
 }
 
 #[test]

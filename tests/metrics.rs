@@ -289,8 +289,8 @@ fn an_engine_that_is_gone_is_up_0_and_a_new_one_takes_its_page() {
 }
 
 /// A real page held by this process, for the exporter's argument checks.
-fn live_page(page: &Name) -> tickloop_runtime::metrics::PageWriter {
-    use tickloop_runtime::metrics::{layout::Shape, Identity, PageWriter};
+fn live_page(page: &Name) -> tickloop_ops::metrics::PageWriter {
+    use tickloop_ops::metrics::{layout::Shape, Identity, PageWriter};
     let id = Identity {
         instance: "engine@t",
         started_unix_ns: 0,

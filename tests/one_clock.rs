@@ -32,7 +32,7 @@ const ALLOWED: &[(&str, &str)] = &[
          real whatever the driver; none reaches an app. And a unique temporary file name",
     ),
     (
-        "runtime/src/lock.rs",
+        "ops/src/lock.rs",
         "before any loop exists: the holder's start time in the lock file, which other \
          processes read, and the bounded wait for a starting holder to write it",
     ),

@@ -4,8 +4,11 @@
 //!   clock), [`timer`] (the wheel), [`signals`], [`event_loop`], [`journal`] and [`replay`],
 //!   [`series`] (a data file as a source), [`host`] (pinning, SCHED_FIFO, mlock);
 //! - the adapter host ([`adapter`]): broker and exchange adapters as child processes;
-//! - operating services on the loop's tick: [`lock`], [`status`], [`systemd`],
-//!   [`telemetry`] (the sink), [`metrics`].
+//! - [`telemetry`]: the bounded sink the loop writes its typed telemetry into;
+//! - [`limits`]: every limit of the above, in one place.
+//!
+//! The operating services that run on the loop's tick (the lock, the status file, systemd,
+//! the metrics page) are `tickloop-ops`, above this crate.
 //!
 //! It builds on `tickloop-ring` (the shared-memory ring it reads) and `tickloop-app` (the
 //! interface its apps implement). It never contains trading logic: strategies, orders and
@@ -18,13 +21,9 @@ pub mod event_loop;
 pub mod host;
 pub mod journal;
 pub mod limits;
-pub mod lock;
-pub mod metrics;
 pub mod replay;
 /// A finite in-memory series of candles as a loop source (backtests).
 pub mod series;
 pub mod signals;
-pub mod status;
-pub mod systemd;
 pub mod telemetry;
 pub mod timer;

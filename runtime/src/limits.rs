@@ -1,5 +1,5 @@
 //! Every limit of the runtime, in one place: how many of each thing a loop, an adapter host,
-//! the journal, the telemetry sink and the lock accept, each fixed at compile time or checked
+//! the journal, and the telemetry sink accept, each fixed at compile time or checked
 //! against these bounds when a config is validated. The assertions below tie together the
 //! limits that depend on each other, so changing one that would break another fails the build.
 //!
@@ -55,16 +55,6 @@ pub const MAX_BUFFER: u32 = 64 << 20;
 /// Largest `[telemetry] keep_files`.
 pub const MAX_KEEP_FILES: u32 = 1000;
 
-// The single-instance lock (`lock`).
-
-/// Longest component or account name, in bytes.
-pub const MAX_NAME: usize = 64;
-
-// The status file (`status`).
-
-/// The largest status document the writer produces (a bigger one is not written, and said so).
-pub const MAX_STATUS_BYTES: usize = 64 << 10;
-
 // How they depend on each other.
 
 const _: () = {
@@ -77,8 +67,6 @@ const _: () = {
     // The host's symbol table is the ring's: any symbol a ring names can be traded.
     assert!(MAX_SYMBOLS == ring::MAX_SYMBOLS as usize);
     assert!(MAX_SYMBOL_BYTES >= ring::SYMBOL_NAME_MAX);
-    // The SIGBUS handler can rewrite any status document the writer produced.
-    assert!(MAX_STATUS_BYTES <= tickloop_ring::crash::STATUS_BYTES);
     // A loop's services include the four the engine always adds (status, systemd, config
     // polling, metrics) with room for the app's own.
     assert!(MAX_SERVICES >= 8);

@@ -21,6 +21,13 @@ use tickloop_app::venue::{Capabilities, RequestId, Side, TradeId};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Bytes of the length prefix.
 pub const HEADER: usize = 4;
+
+/// The length prefix of a frame whose payload is `len` bytes (`len` fits a `u32`: every
+/// frame is bounded far below 4 GiB).
+pub fn header(len: usize) -> [u8; HEADER] {
+    let len = u32::try_from(len).expect("a frame's length fits in a u32");
+    len.to_le_bytes()
+}
 pub use crate::limits::MAX_SYMBOL_BYTES;
 
 /// Bytes read from an adapter, cut into frames. Holds at most one frame of `max_frame` bytes
@@ -203,7 +210,7 @@ impl OutQueue {
         };
         serde_json::to_writer(&mut w, message).map_err(|_| QueueFull)?;
         let len = w.len;
-        self.buf[start..start + HEADER].copy_from_slice(&(len as u32).to_le_bytes());
+        self.buf[start..start + HEADER].copy_from_slice(&header(len));
         self.tail = start + HEADER + len;
         Ok(())
     }

@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tickloop_app::clock::{MICROS, MILLIS};
 use tickloop_app::{App, Context, Discard, Event, EventKind};
+use tickloop_ops::metrics::layout::{
+    self, header, AdapterRecord, Layout, LoopRecord, PageState, RingRecord, Section, Shape,
+    TimerRecord, TradingRecord,
+};
+use tickloop_ops::metrics::{
+    Identity, Liveness, MetricsError, MetricsService, PageReader, PageWriter, Publish, Snapshot,
+};
 use tickloop_runtime::adapter::MAX_ADAPTERS;
 use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
 use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode, StopReason};
-use tickloop_runtime::metrics::layout::{
-    self, header, AdapterRecord, Layout, LoopRecord, PageState, RingRecord, Section, Shape,
-    TimerRecord, TradingRecord,
-};
-use tickloop_runtime::metrics::{
-    Identity, Liveness, MetricsError, MetricsService, PageReader, PageWriter, Publish, Snapshot,
-};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;

@@ -9,8 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tickloop_ops::lock::{self, Acquired, Holder, InstanceLock, LockError};
 use tickloop_ring::sys;
-use tickloop_runtime::lock::{self, Acquired, Holder, InstanceLock, LockError};
 
 #[path = "../../ring/tests/common/mod.rs"]
 mod common;

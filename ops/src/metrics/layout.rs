@@ -32,7 +32,7 @@ pub const INSTANCE_BYTES: usize = 120;
 // bytes, or a ring's file name over 64, is cut and counted in `names_truncated`).
 const _: () = assert!(RING_NAME_BYTES.is_multiple_of(8) && ADAPTER_NAME_BYTES.is_multiple_of(8));
 const _: () = assert!(INSTANCE_BYTES.is_multiple_of(8));
-const _: () = assert!(ADAPTER_NAME_BYTES >= crate::limits::MAX_ADAPTER_NAME);
+const _: () = assert!(ADAPTER_NAME_BYTES >= tickloop_runtime::limits::MAX_ADAPTER_NAME);
 
 /// The header's words (index = byte offset / 8). Words 0..=9 (but `SEQ`) are written once,
 /// before the page appears under its name; the rest only between the two stores of `SEQ`.
@@ -263,7 +263,7 @@ macro_rules! record {
 }
 
 record!(
-    /// Section 0: the loop's counters ([`crate::event_loop::LoopStats`]), the telemetry
+    /// Section 0: the loop's counters ([`tickloop_runtime::event_loop::LoopStats`]), the telemetry
     /// sink's, and the loop's own lag (how late its housekeeping tick ran).
     LoopRecord {
         iterations, events, candles, candles_lost, timers_fired, backlog_iterations,

@@ -6,8 +6,8 @@
 //! It never pets the watchdog from anywhere but the loop's tick (a helper thread would keep
 //! a hung loop alive), and a failed notification is reported once, never fatal.
 
-use crate::event_loop::{LoopView, Service};
 use sd_notify::NotifyState;
+use tickloop_runtime::event_loop::{LoopView, Service};
 
 pub struct Notifier {
     /// Half of systemd's WatchdogSec (ns), or None when the watchdog is off.

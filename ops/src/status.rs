@@ -8,23 +8,23 @@
 //! (`started_unix_ns`, `written_unix_ns`) are the driver's wall clock, from the loop's view
 //! (virtual under the simulated driver).
 //!
-//! States: `running`, `stopping`, `stopped`, and `crashed`, which only [`crate::crash`]'s
+//! States: `running`, `stopping`, `stopped`, and `crashed`, which only [`tickloop_ring::crash`]'s
 //! SIGBUS handler writes (the last document with that state and a `crash` object; the file
 //! is registered with it in [`StatusWriter::new`]).
 
-use crate::event_loop::{LoopView, Service, StopReason};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use tickloop_runtime::event_loop::{LoopView, Service, StopReason};
 
 /// Bumped when a field changes meaning; readers check it.
 pub const STATUS_FORMAT: u32 = 1;
 
 /// Extra facts other services contribute to the status (the config's digest; the config's
-/// generation and rejections are the loop's counts, [`crate::event_loop::LoopStats`], so they
+/// generation and rejections are the loop's counts, [`tickloop_runtime::event_loop::LoopStats`], so they
 /// always equal the telemetry's; adapters have their own [`StatusWriter::set_adapters`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatusExtra {
@@ -92,7 +92,7 @@ pub struct StatusWriter {
     trading: Option<SharedTrading>,
     failures: u64,
     last_error: Option<String>,
-    adapters: Option<crate::adapter::AdapterHandle>,
+    adapters: Option<tickloop_runtime::adapter::AdapterHandle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +168,7 @@ impl StatusWriter {
 
     /// List these adapters in the status (`"adapters"`: name, state, pid, starts, requests
     /// in flight and their counters, the last time each went down and why).
-    pub fn set_adapters(&mut self, adapters: crate::adapter::AdapterHandle) {
+    pub fn set_adapters(&mut self, adapters: tickloop_runtime::adapter::AdapterHandle) {
         self.adapters = Some(adapters);
     }
 
@@ -369,7 +369,7 @@ impl Serialize for Rings<'_, '_> {
 
 struct RingDoc<'a> {
     source: usize,
-    ring: &'a crate::event_loop::RingSource,
+    ring: &'a tickloop_runtime::event_loop::RingSource,
 }
 impl Serialize for RingDoc<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -407,7 +407,7 @@ impl Serialize for Timers<'_, '_> {
 
 struct TimerDoc<'a> {
     timer: u32,
-    p: &'a crate::event_loop::Periodic,
+    p: &'a tickloop_runtime::event_loop::Periodic,
 }
 impl Serialize for TimerDoc<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -488,7 +488,7 @@ impl Serialize for Doc<'_, '_> {
     }
 }
 
-struct Adapters<'a>(&'a crate::adapter::AdapterHandle);
+struct Adapters<'a>(&'a tickloop_runtime::adapter::AdapterHandle);
 impl Serialize for Adapters<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(None)?;
@@ -507,7 +507,7 @@ impl Serialize for Adapters<'_> {
 struct AdapterDoc<'a> {
     name: &'a str,
     #[serde(flatten)]
-    stats: &'a crate::adapter::AdapterStats,
+    stats: &'a tickloop_runtime::adapter::AdapterStats,
 }
 
 #[derive(Serialize)]

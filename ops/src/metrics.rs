@@ -19,7 +19,6 @@ pub mod page;
 pub mod reader;
 pub mod render;
 
-use crate::event_loop::{LoopView, Service};
 use layout::{
     header, AdapterRecord, Clock, LoopRecord, PageState, RingRecord, Section, Shape, Summary,
     TimerRecord, TradingRecord,
@@ -30,6 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use tickloop_app::clock::Nanos;
 use tickloop_app::TimerId;
+use tickloop_runtime::event_loop::{LoopView, Service};
 
 pub use page::{Identity, PageWriter, Publish};
 pub use reader::{Busy, Liveness, PageReader, Snapshot};
@@ -220,7 +220,7 @@ struct TimerCache {
 pub struct MetricsService {
     page: PageWriter,
     trading: Option<crate::status::SharedTrading>,
-    adapters: Option<crate::adapter::AdapterHandle>,
+    adapters: Option<tickloop_runtime::adapter::AdapterHandle>,
     timers: Vec<TimerCache>,
     lag: (u64, Summary),
     publishes: u64,
@@ -252,7 +252,7 @@ impl MetricsService {
     }
 
     /// Publish these adapters (each one's name, state and request counters).
-    pub fn set_adapters(&mut self, adapters: crate::adapter::AdapterHandle) {
+    pub fn set_adapters(&mut self, adapters: tickloop_runtime::adapter::AdapterHandle) {
         self.adapters = Some(adapters);
     }
 
@@ -295,7 +295,7 @@ impl MetricsService {
         self.refresh(view);
         self.publishes += 1;
         let clock = match view.driver {
-            crate::driver::DriverKind::Simulated => Clock::Virtual,
+            tickloop_runtime::driver::DriverKind::Simulated => Clock::Virtual,
             _ => Clock::Monotonic,
         };
         let lp = loop_record(view, self.lag.1);
@@ -475,7 +475,7 @@ fn write_rings(p: &Publish<'_>, layout: &layout::Layout, view: &LoopView<'_>) ->
 fn write_adapters(
     p: &Publish<'_>,
     layout: &layout::Layout,
-    adapters: Option<&crate::adapter::AdapterHandle>,
+    adapters: Option<&tickloop_runtime::adapter::AdapterHandle>,
 ) -> Rows {
     let capacity = layout.capacity(Section::Adapters);
     let mut rows = Rows::default();
