@@ -5,7 +5,9 @@
 //! the next candle's open; `fault` (hidden) misbehaves in one chosen way, for the tests.
 //!
 //! Each is a plain blocking program, as an adapter in any language would be: it reads frames
-//! from stdin, writes frames to stdout, logs to stderr, and exits when stdin ends.
+//! from stdin, writes frames to stdout, logs to stderr, and exits when stdin ends. Frames are
+//! cut and prefixed by the engine's own codec (`tickloop_runtime::adapter::protocol`), so the
+//! two sides cannot disagree on the wire.
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand, ValueEnum};
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tickloop_ring::{self as ring, Candle, ReadResult, Reader, ReaderOptions, Start};
+use tickloop_runtime::adapter::protocol::{self, FrameStatus, InBuffer};
 
 #[derive(Subcommand)]
 pub enum AdapterCommand {
@@ -123,61 +126,49 @@ pub fn run(command: AdapterCommand) -> anyhow::Result<ExitCode> {
 
 // ---------------------------------------------------------------- the wire, blocking
 
-/// Frames from stdin (blocking reads, or non-blocking after `set_nonblocking`).
-struct FrameReader {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
+/// The largest frame an adapter here accepts from the engine (its requests are a few hundred
+/// bytes; this is the engine's default `max_frame_bytes`).
+const MAX_ENGINE_FRAME: u32 = 1 << 20;
+
+/// Frames from stdin, cut by the engine's own codec ([`InBuffer`]): blocking reads, or
+/// non-blocking after `set_nonblocking`. A frame of a bad length is an error, as it is to the
+/// engine.
+struct FrameReader(InBuffer);
 
 impl FrameReader {
     fn new() -> FrameReader {
-        FrameReader {
-            buf: vec![0; 1 << 20],
-            start: 0,
-            end: 0,
-        }
+        FrameReader(InBuffer::new(MAX_ENGINE_FRAME))
     }
 
     /// The next whole frame already read, if any (consumed).
-    fn buffered(&mut self) -> Option<Vec<u8>> {
-        let avail = &self.buf[self.start..self.end];
-        if avail.len() < 4 {
-            return None;
+    fn buffered(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+        match self.0.next_frame() {
+            FrameStatus::Frame(f) => Ok(Some(f.to_vec())),
+            FrameStatus::Incomplete => Ok(None),
+            FrameStatus::Oversized(n) => Err(bad(format!(
+                "the engine announced a frame of {n} bytes, over {MAX_ENGINE_FRAME}"
+            ))),
+            FrameStatus::Empty => Err(bad("the engine sent an empty frame".into())),
         }
-        let len = u32::from_le_bytes(avail[..4].try_into().unwrap()) as usize;
-        if avail.len() < 4 + len {
-            return None;
-        }
-        let frame = avail[4..4 + len].to_vec();
-        self.start += 4 + len;
-        Some(frame)
+    }
+
+    /// Bytes read but not yet taken as frames.
+    fn buffered_len(&self) -> usize {
+        self.0.buffered()
     }
 
     /// Read once from stdin; false at end-of-file. `WouldBlock` is passed through.
     fn fill(&mut self) -> io::Result<bool> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        if self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.end == self.buf.len() {
-                let n = self.buf.len();
-                self.buf.resize(n * 2, 0);
-            }
-        }
-        let n = io::stdin().lock().read(&mut self.buf[self.end..])?;
-        self.end += n;
+        let n = io::stdin().lock().read(self.0.space())?;
+        self.0.filled(n);
         Ok(n > 0)
     }
 
     /// The next frame, blocking; `None` at end-of-file.
     fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
         loop {
-            if let Some(f) = self.buffered() {
+            if let Some(f) = self.buffered()? {
                 return Ok(Some(f));
             }
             match self.fill() {
@@ -190,14 +181,17 @@ impl FrameReader {
     }
 }
 
-/// Append one frame with `message` as JSON to `out`.
+/// Append one frame with `message` as JSON to `out` (the length prefix is the protocol's).
 fn frame<W: Write + ?Sized>(out: &mut W, message: &impl Serialize) -> io::Result<()> {
     let body = serde_json::to_vec(message)?;
-    out.write_all(&(body.len() as u32).to_le_bytes())?;
+    out.write_all(&protocol::header(body.len()))?;
     out.write_all(&body)
 }
 
-/// What the engine sends; fields of every request type, all optional.
+/// What the engine sends, as an adapter reads it: fields of every request type, all optional.
+/// Deliberately not the engine's typed `protocol::Outgoing`: an adapter is liberal in what it
+/// accepts, so a request of a type, a side or an order type it does not know is answered with
+/// the protocol's `error` (`bad_request`, `not_supported`) instead of failing the frame.
 #[derive(Deserialize, Debug, Default)]
 struct Msg {
     #[serde(rename = "type")]
@@ -223,7 +217,7 @@ fn parse(frame: &[u8]) -> anyhow::Result<Msg> {
 fn hello_reply(name: &str, capabilities: &[&str]) -> serde_json::Value {
     json!({
         "type": "hello",
-        "protocol": 1,
+        "protocol": protocol::PROTOCOL_VERSION,
         "name": name,
         "version": env!("CARGO_PKG_VERSION"),
         "capabilities": capabilities,
@@ -315,7 +309,7 @@ fn echo_quick(frame: &[u8], out: &mut impl Write) -> anyhow::Result<bool> {
         _ => return Ok(false),
     }
     let len = 64 - w.len();
-    out.write_all(&(len as u32).to_le_bytes())?;
+    out.write_all(&protocol::header(len))?;
     out.write_all(&buf[..len])?;
     Ok(true)
 }
@@ -351,7 +345,7 @@ fn echo_delayed(args: &EchoArgs) -> anyhow::Result<ExitCode> {
                 out.write_all(&answer)?;
             }
         }
-        while let Some(f) = input.buffered() {
+        while let Some(f) = input.buffered()? {
             let m = parse(&f)?;
             if matches!(m.kind.as_str(), "hello" | "ping") {
                 echo_answer(&m, args.bars, &mut out)?;
@@ -388,12 +382,6 @@ fn echo_delayed(args: &EchoArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-}
-
-impl FrameReader {
-    fn buffered_len(&self) -> usize {
-        self.end - self.start
     }
 }
 
@@ -470,7 +458,7 @@ fn fault(args: &FaultArgs) -> anyhow::Result<ExitCode> {
         FaultMode::Hang => sleep_forever(),
         FaultMode::Oversized => {
             let mut o = stdout.lock().unwrap();
-            o.write_all(&(max_frame + 1).to_le_bytes())?;
+            o.write_all(&protocol::header(max_frame.saturating_add(1) as usize))?;
             o.write_all(b"{\"type\":\"candle\"")?;
             o.flush()?;
             drop(o);
@@ -478,7 +466,7 @@ fn fault(args: &FaultArgs) -> anyhow::Result<ExitCode> {
         }
         FaultMode::Garbage => {
             let mut o = stdout.lock().unwrap();
-            o.write_all(&16u32.to_le_bytes())?;
+            o.write_all(&protocol::header(16))?;
             o.write_all(b"this is garbage!")?;
             o.flush()?;
             drop(o);
@@ -487,7 +475,7 @@ fn fault(args: &FaultArgs) -> anyhow::Result<ExitCode> {
         FaultMode::DieMidFrame => {
             let _ = input.next()?;
             let mut o = stdout.lock().unwrap();
-            o.write_all(&100u32.to_le_bytes())?;
+            o.write_all(&protocol::header(100))?;
             o.write_all(b"{\"type\":\"do")?;
             o.flush()?;
             std::process::exit(1);
@@ -892,7 +880,7 @@ fn paper(args: &PaperArgs) -> anyhow::Result<ExitCode> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            while let Some(f) = input.buffered() {
+            while let Some(f) = input.buffered()? {
                 let m = parse(&f)?;
                 // Candles that arrived before this request are not "next" for its order.
                 p.drain(&mut out)?;

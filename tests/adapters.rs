@@ -34,6 +34,8 @@ use common::*;
 /// SCHED_FIFO cannot prevent. 100 ms stays an order of magnitude below a blocked loop.
 const TICK: TimerId = 1;
 const TICK_PERIOD: Nanos = 10 * MILLIS;
+/// How often the status file is written in these runs.
+const STATUS_INTERVAL: Nanos = 50 * MILLIS;
 const MAX_LATENESS: Nanos = 5 * MILLIS;
 const LATENESS_BOUND: Nanos = 100 * MILLIS;
 const EXAMPLE: &str = concat!(
@@ -179,9 +181,12 @@ impl Run {
             "{what}: the 10 ms timer was {} µs late",
             self.worst_lateness / 1000
         );
+        // The file is written every 50 ms and sampled every 10 ms: a run shorter than a few
+        // writes (a fast adapter finishes a scenario in 30 ms) may rightly see none.
         assert!(
-            self.status_reads > 0,
-            "{what}: the status file was never read"
+            self.status_reads > 0 || ran < 4 * STATUS_INTERVAL,
+            "{what}: the status file was never read in {} ms",
+            ran / MILLIS
         );
         assert!(
             self.worst_status_age < Duration::from_millis(1000),
@@ -261,7 +266,7 @@ fn run_with(
     host.install(&mut lp).unwrap();
     let mut writer = StatusWriter::new(
         &status,
-        50 * MILLIS,
+        STATUS_INTERVAL,
         "engine",
         "test",
         SharedExtra::default(),
