@@ -1,10 +1,16 @@
-//! Indicators strategies share, computed incrementally with all memory allocated up front.
+//! Indicators strategies share, computed incrementally: one `push` per value, O(1) (amortised
+//! for the rolling extremes), `None` until warmed up, all memory allocated in `new`.
 //!
 //! [`RollingMean`] reproduces pandas' `Series.rolling(n).mean()` bit for bit (one running
 //! Kahan-compensated sum over the whole series, the value leaving the window removed before
 //! the new one is added), because backtests are checked against backtesting.py, which uses
-//! it (docs/backtest-semantics.md). [`RollingMax`] is a monotonic deque over a fixed window.
-//! Nothing here allocates after `new`.
+//! it (docs/backtest-semantics.md). [`RollingMax`] and [`RollingMin`] are monotonic deques
+//! over a fixed window; [`RollingStd`] keeps the window's mean and squared deviations
+//! (Welford, a value added and the leaving one removed). [`Ema`], [`Rsi`] and [`Atr`] (Wilder),
+//! [`Bollinger`] and [`Macd`] are built from them, with [`crossed_above`] and
+//! [`crossed_below`] for the crossings strategies trade on. Each is checked against pandas
+//! (`scripts/indicator_reference.py` wrote `data/reference/indicators_eurusd.csv`;
+//! `strategy/tests/indicators.rs` compares).
 
 /// pandas' rolling mean over the last `n` values.
 #[derive(Debug, Clone)]
@@ -101,21 +107,21 @@ impl RollingMean {
     }
 }
 
-/// The largest of the last `n` values, in O(1) amortised per value.
+/// The extreme (largest or smallest) of the last `n` values: a ring of (index, value) kept
+/// monotonic, so its front is the extreme, in O(1) amortised per value.
 #[derive(Debug, Clone)]
-pub struct RollingMax {
+struct Extreme {
     n: u64,
-    /// A ring of (index, value) with decreasing values: the front is the maximum.
     deque: Vec<(u64, f64)>,
     head: usize,
     len: usize,
     seen: u64,
 }
 
-impl RollingMax {
-    pub fn new(n: usize) -> RollingMax {
+impl Extreme {
+    fn new(n: usize) -> Extreme {
         assert!(n > 0, "a rolling window has at least one value");
-        RollingMax {
+        Extreme {
             n: n as u64,
             deque: vec![(0, 0.0); n],
             head: 0,
@@ -128,12 +134,13 @@ impl RollingMax {
         self.deque[(self.head + k) % self.deque.len()]
     }
 
-    /// Add the next value; the maximum of the last `n` (or fewer, at the start).
-    pub fn push(&mut self, value: f64) -> f64 {
+    /// Add the next value; `dominates(new, old)` says when `old` can never be the extreme
+    /// again. The extreme of the last `n` (or fewer, at the start).
+    fn push(&mut self, value: f64, dominates: fn(f64, f64) -> bool) -> f64 {
         let index = self.seen;
         self.seen += 1;
         // Drop from the back what the new value dominates, from the front what left.
-        while self.len > 0 && self.at(self.len - 1).1 <= value {
+        while self.len > 0 && dominates(value, self.at(self.len - 1).1) {
             self.len -= 1;
         }
         while self.len > 0 && self.at(0).0 + self.n <= index {
@@ -147,15 +154,386 @@ impl RollingMax {
         self.at(0).1
     }
 
-    pub fn value(&self) -> Option<f64> {
+    fn value(&self) -> Option<f64> {
         (self.len > 0).then(|| self.at(0).1)
     }
 
-    pub fn reset(&mut self) {
+    fn full(&self) -> bool {
+        self.seen >= self.n
+    }
+
+    fn reset(&mut self) {
         self.head = 0;
         self.len = 0;
         self.seen = 0;
     }
+}
+
+/// The largest of the last `n` values, in O(1) amortised per value.
+#[derive(Debug, Clone)]
+pub struct RollingMax(Extreme);
+
+impl RollingMax {
+    pub fn new(n: usize) -> RollingMax {
+        RollingMax(Extreme::new(n))
+    }
+
+    /// Add the next value; the maximum of the last `n` (or fewer, at the start).
+    pub fn push(&mut self, value: f64) -> f64 {
+        self.0.push(value, |new, old| old <= new)
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.0.value()
+    }
+
+    /// Whether `n` values have been seen (pandas' `rolling(n).max()` is defined).
+    pub fn is_full(&self) -> bool {
+        self.0.full()
+    }
+
+    pub fn reset(&mut self) {
+        self.0.reset()
+    }
+}
+
+/// The smallest of the last `n` values, in O(1) amortised per value.
+#[derive(Debug, Clone)]
+pub struct RollingMin(Extreme);
+
+impl RollingMin {
+    pub fn new(n: usize) -> RollingMin {
+        RollingMin(Extreme::new(n))
+    }
+
+    /// Add the next value; the minimum of the last `n` (or fewer, at the start).
+    pub fn push(&mut self, value: f64) -> f64 {
+        self.0.push(value, |new, old| old >= new)
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.0.value()
+    }
+
+    /// Whether `n` values have been seen (pandas' `rolling(n).min()` is defined).
+    pub fn is_full(&self) -> bool {
+        self.0.full()
+    }
+
+    pub fn reset(&mut self) {
+        self.0.reset()
+    }
+}
+
+/// The standard deviation of the last `n` values with `ddof` degrees of freedom removed
+/// (0: the population's, as Bollinger bands use; 1: the sample's, pandas' default): the
+/// window's mean and sum of squared deviations, updated as a value enters and one leaves.
+#[derive(Debug, Clone)]
+pub struct RollingStd {
+    n: usize,
+    ddof: usize,
+    window: Vec<f64>,
+    seen: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl RollingStd {
+    pub fn new(n: usize, ddof: usize) -> RollingStd {
+        assert!(
+            n > ddof,
+            "a window of {n} values has no deviation with ddof {ddof}"
+        );
+        RollingStd {
+            n,
+            ddof,
+            window: vec![0.0; n],
+            seen: 0,
+            mean: 0.0,
+            m2: 0.0,
+        }
+    }
+
+    /// Add the next value; the deviation once `n` values have been seen.
+    pub fn push(&mut self, x: f64) -> Option<f64> {
+        let slot = (self.seen % self.n as u64) as usize;
+        if self.seen >= self.n as u64 {
+            // Remove the leaving value (Welford in reverse), then add the new one.
+            let old = self.window[slot];
+            let count = self.n as f64;
+            let mean = (self.mean * count - old) / (count - 1.0);
+            self.m2 -= (old - self.mean) * (old - mean);
+            self.mean = mean;
+            let delta = x - self.mean;
+            self.mean += delta / count;
+            self.m2 += delta * (x - self.mean);
+        } else {
+            let count = (self.seen + 1) as f64;
+            let delta = x - self.mean;
+            self.mean += delta / count;
+            self.m2 += delta * (x - self.mean);
+        }
+        self.window[slot] = x;
+        self.seen += 1;
+        self.value()
+    }
+
+    /// The deviation of the window (`None` until it is full).
+    pub fn value(&self) -> Option<f64> {
+        (self.seen >= self.n as u64)
+            .then(|| (self.m2.max(0.0) / (self.n - self.ddof) as f64).sqrt())
+    }
+
+    /// The window's mean (`None` until it is full).
+    pub fn mean(&self) -> Option<f64> {
+        (self.seen >= self.n as u64).then_some(self.mean)
+    }
+}
+
+/// An exponential moving average of span `n` (alpha = 2 / (n + 1)), seeded with the first
+/// value, as pandas' `ewm(span=n, adjust=False).mean()`; `None` before the `n`-th value
+/// (pandas' `min_periods=n`).
+#[derive(Debug, Clone)]
+pub struct Ema {
+    alpha: f64,
+    value: f64,
+    seen: u64,
+    n: u64,
+}
+
+impl Ema {
+    pub fn new(n: usize) -> Ema {
+        assert!(n > 0, "an EMA has a span of at least one value");
+        Ema::with_alpha(2.0 / (n as f64 + 1.0), n)
+    }
+
+    /// Smoothing factor `alpha`, defined from the `n`-th value on (Wilder's smoothing over
+    /// `n` is alpha = 1 / n).
+    pub fn with_alpha(alpha: f64, n: usize) -> Ema {
+        assert!(
+            alpha > 0.0 && alpha <= 1.0,
+            "alpha {alpha} is not in (0, 1]"
+        );
+        Ema {
+            alpha,
+            value: 0.0,
+            seen: 0,
+            n: n as u64,
+        }
+    }
+
+    pub fn push(&mut self, x: f64) -> Option<f64> {
+        self.value = if self.seen == 0 {
+            x
+        } else {
+            // pandas' form: the old value weighted 1 - alpha, the new one alpha.
+            (1.0 - self.alpha) * self.value + self.alpha * x
+        };
+        self.seen += 1;
+        self.value()
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        (self.seen >= self.n && self.seen > 0).then_some(self.value)
+    }
+}
+
+/// Wilder's smoothing over `n`: the first value is the plain mean of the first `n` inputs,
+/// then each is `avg = (avg × (n - 1) + x) / n` (TA-Lib's and Wilder's own definition).
+#[derive(Debug, Clone)]
+struct Wilder {
+    n: u64,
+    seen: u64,
+    avg: f64,
+}
+
+impl Wilder {
+    fn new(n: usize) -> Wilder {
+        assert!(n > 0, "Wilder's smoothing needs at least one value");
+        Wilder {
+            n: n as u64,
+            seen: 0,
+            avg: 0.0,
+        }
+    }
+
+    fn push(&mut self, x: f64) -> Option<f64> {
+        let n = self.n as f64;
+        self.seen += 1;
+        if self.seen <= self.n {
+            self.avg += x / n;
+        } else {
+            self.avg = (self.avg * (n - 1.0) + x) / n;
+        }
+        (self.seen >= self.n).then_some(self.avg)
+    }
+}
+
+/// Wilder's relative strength index over `n` changes (its averages of gains and losses are
+/// [`Wilder`]-smoothed); 100 when there were no losses. Defined from the `n`-th change, that
+/// is the `n + 1`-th value, on.
+#[derive(Debug, Clone)]
+pub struct Rsi {
+    prev: Option<f64>,
+    gain: Wilder,
+    loss: Wilder,
+}
+
+impl Rsi {
+    pub fn new(n: usize) -> Rsi {
+        Rsi {
+            prev: None,
+            gain: Wilder::new(n),
+            loss: Wilder::new(n),
+        }
+    }
+
+    pub fn push(&mut self, x: f64) -> Option<f64> {
+        let prev = self.prev.replace(x)?;
+        let gain = self.gain.push((x - prev).max(0.0));
+        let loss = self.loss.push((prev - x).max(0.0));
+        let (gain, loss) = (gain?, loss?);
+        Some(if loss == 0.0 {
+            100.0
+        } else {
+            100.0 - 100.0 / (1.0 + gain / loss)
+        })
+    }
+}
+
+/// Wilder's average true range over `n` bars: the true range (the bar's high minus its low,
+/// widened to the previous close) [`Wilder`]-smoothed; defined from the `n`-th range, that
+/// is the `n + 1`-th bar, on (the first bar has no previous close).
+#[derive(Debug, Clone)]
+pub struct Atr {
+    prev_close: Option<f64>,
+    range: Wilder,
+}
+
+impl Atr {
+    pub fn new(n: usize) -> Atr {
+        Atr {
+            prev_close: None,
+            range: Wilder::new(n),
+        }
+    }
+
+    pub fn push(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
+        let prev = self.prev_close.replace(close)?;
+        let range = (high - low)
+            .max((high - prev).abs())
+            .max((low - prev).abs());
+        self.range.push(range)
+    }
+}
+
+/// Bollinger bands: the rolling mean of `n` values and `k` population standard deviations
+/// either side of it.
+#[derive(Debug, Clone)]
+pub struct Bollinger {
+    std: RollingStd,
+    k: f64,
+}
+
+/// The three bands at one value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bands {
+    pub lower: f64,
+    pub middle: f64,
+    pub upper: f64,
+}
+
+impl Bollinger {
+    pub fn new(n: usize, k: f64) -> Bollinger {
+        assert!(
+            n > 1,
+            "Bollinger bands need a window of at least two values"
+        );
+        Bollinger {
+            std: RollingStd::new(n, 0),
+            k,
+        }
+    }
+
+    pub fn push(&mut self, x: f64) -> Option<Bands> {
+        let std = self.std.push(x)?;
+        let middle = self.std.mean()?;
+        Some(Bands {
+            lower: middle - self.k * std,
+            middle,
+            upper: middle + self.k * std,
+        })
+    }
+}
+
+/// MACD: the fast EMA less the slow EMA (defined from the `slow`-th value), its signal line
+/// (an EMA of `signal` over the MACD, seeded at the first value like pandas'
+/// `ewm(adjust=False)` over the whole series) and their difference, the histogram.
+#[derive(Debug, Clone)]
+pub struct Macd {
+    fast: Ema,
+    slow: Ema,
+    signal: Ema,
+    slow_n: u64,
+    signal_n: u64,
+    seen: u64,
+}
+
+/// MACD's three values at one input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MacdValue {
+    pub macd: f64,
+    /// `None` until `slow + signal - 1` values were seen.
+    pub signal: Option<f64>,
+}
+
+impl MacdValue {
+    pub fn histogram(&self) -> Option<f64> {
+        self.signal.map(|s| self.macd - s)
+    }
+}
+
+impl Macd {
+    pub fn new(fast: usize, slow: usize, signal: usize) -> Macd {
+        assert!(
+            fast < slow,
+            "MACD's fast EMA ({fast}) must be shorter than its slow ({slow})"
+        );
+        Macd {
+            fast: Ema::new(fast),
+            slow: Ema::new(slow),
+            signal: Ema::with_alpha(2.0 / (signal as f64 + 1.0), 1),
+            slow_n: slow as u64,
+            signal_n: signal as u64,
+            seen: 0,
+        }
+    }
+
+    pub fn push(&mut self, x: f64) -> Option<MacdValue> {
+        self.fast.push(x);
+        self.slow.push(x);
+        self.seen += 1;
+        let macd = self.fast.value - self.slow.value;
+        let signal = self.signal.push(macd)?;
+        if self.seen < self.slow_n {
+            return None;
+        }
+        Some(MacdValue {
+            macd,
+            signal: (self.seen + 1 >= self.slow_n + self.signal_n).then_some(signal),
+        })
+    }
+}
+
+/// Whether `a` crossed above `b` between the previous values and these: it was at or below
+/// and is now above.
+pub fn crossed_above(prev_a: f64, prev_b: f64, a: f64, b: f64) -> bool {
+    prev_a <= prev_b && a > b
+}
+
+/// Whether `a` crossed below `b`: it was at or above and is now below.
+pub fn crossed_below(prev_a: f64, prev_b: f64, a: f64, b: f64) -> bool {
+    prev_a >= prev_b && a < b
 }
 
 #[cfg(test)]
