@@ -8,13 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out="${1:-data/reference/sma_cross_eurusd.json}"
-venv="${TICKLOOP_REFERENCE_VENV:-target/backtesting-venv}"
-req=scripts/backtesting_reference.requirements.txt
-
-if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/.requirements"; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-  cp "$req" "$venv/.requirements"
-fi
+source scripts/reference_venv.sh
 "$venv/bin/python" scripts/backtesting_reference.py data/EURUSD.csv "$out"
