@@ -169,53 +169,35 @@ impl Extreme {
     }
 }
 
-/// The largest of the last `n` values, in O(1) amortised per value.
+/// The largest (`MAX`) or smallest of the last `n` values, in O(1) amortised per value:
+/// [`RollingMax`] and [`RollingMin`].
 #[derive(Debug, Clone)]
-pub struct RollingMax(Extreme);
+pub struct RollingExtreme<const MAX: bool>(Extreme);
 
-impl RollingMax {
-    pub fn new(n: usize) -> RollingMax {
-        RollingMax(Extreme::new(n))
+/// The largest of the last `n` values.
+pub type RollingMax = RollingExtreme<true>;
+/// The smallest of the last `n` values.
+pub type RollingMin = RollingExtreme<false>;
+
+impl<const MAX: bool> RollingExtreme<MAX> {
+    pub fn new(n: usize) -> RollingExtreme<MAX> {
+        RollingExtreme(Extreme::new(n))
     }
 
-    /// Add the next value; the maximum of the last `n` (or fewer, at the start).
+    /// Add the next value; the extreme of the last `n` (or fewer, at the start).
     pub fn push(&mut self, value: f64) -> f64 {
-        self.0.push(value, |new, old| old <= new)
+        if MAX {
+            self.0.push(value, |new, old| old <= new)
+        } else {
+            self.0.push(value, |new, old| old >= new)
+        }
     }
 
     pub fn value(&self) -> Option<f64> {
         self.0.value()
     }
 
-    /// Whether `n` values have been seen (pandas' `rolling(n).max()` is defined).
-    pub fn is_full(&self) -> bool {
-        self.0.full()
-    }
-
-    pub fn reset(&mut self) {
-        self.0.reset()
-    }
-}
-
-/// The smallest of the last `n` values, in O(1) amortised per value.
-#[derive(Debug, Clone)]
-pub struct RollingMin(Extreme);
-
-impl RollingMin {
-    pub fn new(n: usize) -> RollingMin {
-        RollingMin(Extreme::new(n))
-    }
-
-    /// Add the next value; the minimum of the last `n` (or fewer, at the start).
-    pub fn push(&mut self, value: f64) -> f64 {
-        self.0.push(value, |new, old| old >= new)
-    }
-
-    pub fn value(&self) -> Option<f64> {
-        self.0.value()
-    }
-
-    /// Whether `n` values have been seen (pandas' `rolling(n).min()` is defined).
+    /// Whether `n` values have been seen (pandas' `rolling(n).max()` / `.min()` is defined).
     pub fn is_full(&self) -> bool {
         self.0.full()
     }
