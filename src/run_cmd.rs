@@ -203,7 +203,10 @@ impl OutputSink<HostOutput> for HostSink {
                 ..
             } => {
                 t.denied += 1;
-                tracing::debug!("risk denied a {side:?} of symbol {symbol}: {}", reason.as_str());
+                tracing::debug!("denied a {side:?} of symbol {symbol}: {}", reason.as_str());
+            }
+            HostOutput::Refused(r) => {
+                tracing::debug!("refused a {:?} of order {}: {}", r.action, r.order, r.reason.as_str());
             }
             HostOutput::Fill(f) => {
                 t.fills += 1;

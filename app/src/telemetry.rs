@@ -262,6 +262,22 @@ pub enum Telemetry {
     OrderCancelled {
         order: u64,
     },
+    /// A stop order's stop was reached: it now works as a market or limit order.
+    OrderTriggered {
+        order: u64,
+    },
+    /// A working order was changed: what it is for now (`qty` left to fill).
+    OrderReplaced {
+        order: u64,
+        qty: f64,
+        limit: Option<f64>,
+        stop: Option<f64>,
+    },
+    /// A cancel or replace of `order` was refused (the order is as it was).
+    OrderRefused {
+        order: u64,
+        reason: Text,
+    },
     /// A fill booked: `qty` signed (+ bought, - sold).
     Fill {
         order: u64,
@@ -279,7 +295,8 @@ pub enum Telemetry {
         price: f64,
         remaining: f64,
     },
-    /// Risk refused an order on `symbol` before it was sent.
+    /// An order on `symbol` was refused before it was sent: by risk, or by the strategy
+    /// host's checks of its prices, size and bracket (`reason` names which).
     RiskDenied {
         symbol: u32,
         reason: Text,
@@ -331,6 +348,9 @@ impl Telemetry {
             Telemetry::OrderAccepted { .. } => "order_accepted",
             Telemetry::OrderRejected { .. } => "order_rejected",
             Telemetry::OrderCancelled { .. } => "order_cancelled",
+            Telemetry::OrderTriggered { .. } => "order_triggered",
+            Telemetry::OrderReplaced { .. } => "order_replaced",
+            Telemetry::OrderRefused { .. } => "order_refused",
             Telemetry::Fill { .. } => "fill",
             Telemetry::FillFault { .. } => "fill_fault",
             Telemetry::RiskDenied { .. } => "risk_denied",

@@ -779,6 +779,17 @@ mod tests {
                 reason: worst_text,
             },
             Telemetry::OrderCancelled { order: u64::MAX },
+            Telemetry::OrderTriggered { order: u64::MAX },
+            Telemetry::OrderReplaced {
+                order: u64::MAX,
+                qty: f,
+                limit: Some(f),
+                stop: Some(f),
+            },
+            Telemetry::OrderRefused {
+                order: u64::MAX,
+                reason: worst_text,
+            },
             Telemetry::Fill {
                 order: u64::MAX,
                 qty: f,

@@ -206,6 +206,16 @@ fn expected_fields(event: &Telemetry) -> Value {
             json!({"kind": "order_rejected", "order": order, "reason": reason.as_str()})
         }
         Telemetry::OrderCancelled { order } => json!({"kind": "order_cancelled", "order": order}),
+        Telemetry::OrderTriggered { order } => json!({"kind": "order_triggered", "order": order}),
+        Telemetry::OrderReplaced {
+            order,
+            qty,
+            limit,
+            stop,
+        } => json!({"kind": "order_replaced", "order": order, "qty": qty, "limit": limit, "stop": stop}),
+        Telemetry::OrderRefused { order, reason } => {
+            json!({"kind": "order_refused", "order": order, "reason": reason.as_str()})
+        }
         Telemetry::Fill { order, qty, price } => {
             json!({"kind": "fill", "order": order, "qty": qty, "price": price})
         }
@@ -323,6 +333,17 @@ fn every_variant() -> Vec<Telemetry> {
             reason: Text::new("insufficient margin"),
         },
         Telemetry::OrderCancelled { order: 1 },
+        Telemetry::OrderTriggered { order: 3 },
+        Telemetry::OrderReplaced {
+            order: 3,
+            qty: 2.0,
+            limit: Some(64_000.5),
+            stop: None,
+        },
+        Telemetry::OrderRefused {
+            order: 2,
+            reason: Text::new("not_working"),
+        },
         Telemetry::Fill {
             order: 1,
             qty: 0.125,

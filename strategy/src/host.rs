@@ -1,15 +1,16 @@
 //! The strategy host: an [`App`] that runs one [`Strategy`] inside the loop. It owns the
-//! book (cash, open trades, positions, open orders), runs every intent through [`Risk`],
-//! performs every order transition (each one an [`HostOutput::Order`] output), and, in paper
-//! mode, fills market orders itself at the open of the symbol's next candle, with
-//! backtesting.py's semantics (docs/backtest-semantics.md).
+//! book (cash, open trades, positions, open orders), checks every intent (prices, sizes,
+//! brackets) and runs it through [`Risk`], performs every order transition (each one an
+//! [`HostOutput::Order`] output), and, in paper mode, fills orders itself with backtesting.py
+//! 0.6.6's rules: market, limit, stop and stop-limit orders, stop-loss and take-profit
+//! brackets, commission, spread, margin (docs/backtest-semantics.md).
 //!
 //! It never reads a clock (event times only), never does IO, never iterates a hash map and
 //! never allocates per event: every table is sized from [`HostConfig`] at `new`.
 
 use crate::orders::{
-    ClosedTrade, DenyReason, Fill, FillFaultReport, Order, OrderId, OrderState, OrderUpdate,
-    RejectReason, Side, Size,
+    ClosedTrade, DenyReason, Fill, FillFaultReport, Order, OrderId, OrderRequest, OrderState,
+    OrderUpdate, RejectReason, Replace, Role, Side, Size, TimeInForce, TradeSeq,
 };
 use crate::risk::{Proposed, Risk, RiskConfig};
 use serde::de::DeserializeOwned;
@@ -42,12 +43,99 @@ pub trait Strategy: Sized {
     fn on_candle(&mut self, cx: &mut StrategyCx<'_, '_>, pos: u64, candle: &Candle);
     fn on_timer(&mut self, _cx: &mut StrategyCx<'_, '_>, _timer: TimerId) {}
     fn on_fill(&mut self, _cx: &mut StrategyCx<'_, '_>, _fill: &Fill) {}
+    /// Every state change of every order, the host's bracket legs and close orders included
+    /// (an order denied before it existed comes as `state: Denied` with its reason).
     fn on_order_update(&mut self, _cx: &mut StrategyCx<'_, '_>, _update: &OrderUpdate) {}
+    /// A cancel or replace the host refused (the order is as it was).
+    fn on_refused(&mut self, _cx: &mut StrategyCx<'_, '_>, _refusal: &Refusal) {}
     /// A fill the venue adapter reported was not believed (an overfill, a duplicate, a bad
     /// number, an unknown order): the book did not move.
     fn on_fill_fault(&mut self, _cx: &mut StrategyCx<'_, '_>, _fault: &FillFaultReport) {}
     /// New parameters while running; on `Err` nothing may have changed.
     fn on_config(&mut self, config: Self::Config) -> Result<(), String>;
+}
+
+/// The paper broker's settings: backtesting.py's `Backtest(...)` arguments of the same names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaperConfig {
+    /// A fraction of each fill's value, charged when a trade opens and when it closes
+    /// (backtesting.py's `commission`; -0.1 <= c < 0.1, negative for a rebate).
+    pub commission: f64,
+    /// A fixed amount charged when a trade opens and when it closes (the first of
+    /// backtesting.py's `commission=(fixed, relative)`).
+    pub commission_fixed: f64,
+    /// The bid-ask spread as a fraction of the price: a long opens that much higher, a short
+    /// that much lower (0 <= s < 0.1).
+    pub spread: f64,
+    /// The margin a position needs (0 < m <= 1; leverage is 1 / margin).
+    pub margin: f64,
+    /// Market orders fill at the close of the bar they were placed on instead of the next open.
+    pub trade_on_close: bool,
+    /// Each new order first cancels the symbol's other orders (bracket legs excepted) and
+    /// closes its trades.
+    pub exclusive_orders: bool,
+    /// When the data ends, close every open trade at the last bar's open, as backtesting.py
+    /// does, so the trade list and the final equity include it.
+    pub finalize_trades: bool,
+}
+
+impl Default for PaperConfig {
+    fn default() -> Self {
+        PaperConfig {
+            commission: 0.0,
+            commission_fixed: 0.0,
+            spread: 0.0,
+            margin: 1.0,
+            trade_on_close: false,
+            exclusive_orders: false,
+            finalize_trades: false,
+        }
+    }
+}
+
+impl PaperConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.commission.is_finite() && (-0.1..0.1).contains(&self.commission)) {
+            return Err(format!(
+                "commission = {} must be a fraction from -0.1 to under 0.1 (0.002 is 0.2 %)",
+                self.commission
+            ));
+        }
+        if !(self.commission_fixed.is_finite() && self.commission_fixed >= 0.0) {
+            return Err(format!(
+                "commission_fixed = {} must be an amount >= 0",
+                self.commission_fixed
+            ));
+        }
+        if !(self.spread.is_finite() && (0.0..0.1).contains(&self.spread)) {
+            return Err(format!(
+                "spread = {} must be a fraction from 0 to under 0.1",
+                self.spread
+            ));
+        }
+        if !(self.margin.is_finite() && self.margin > 0.0 && self.margin <= 1.0) {
+            return Err(format!(
+                "margin = {} must be more than 0 and at most 1 (0.02 is 50:1 leverage)",
+                self.margin
+            ));
+        }
+        Ok(())
+    }
+
+    /// backtesting.py's `_commission_func`: `fixed + |size| × price × relative`.
+    fn commission(&self, size: f64, price: f64) -> f64 {
+        self.commission_fixed + size.abs() * price * self.commission
+    }
+
+    /// backtesting.py's `_adjusted_price`: the price moved by the spread against the trader.
+    fn adjusted(&self, units: f64, price: f64) -> f64 {
+        price * (1.0 + self.spread.copysign(units))
+    }
+
+    fn leverage(&self) -> f64 {
+        1.0 / self.margin
+    }
 }
 
 /// The host's limits and its paper broker's settings. Sizes are fixed for the run;
@@ -73,6 +161,8 @@ pub struct HostConfig {
     /// as market orders, and take their fate from its events; absent: the built-in paper
     /// broker fills them.
     pub adapter: Option<u16>,
+    /// The built-in paper broker's commission, spread, margin and order handling.
+    pub paper: PaperConfig,
 }
 
 impl Default for HostConfig {
@@ -87,6 +177,7 @@ impl Default for HostConfig {
             cancel_on_shutdown: false,
             stop_when_data_ends: false,
             adapter: None,
+            paper: PaperConfig::default(),
         }
     }
 }
@@ -121,7 +212,7 @@ impl HostConfig {
                 return Err(format!("{field} = {v} must be 1 to {max}"));
             }
         }
-        Ok(())
+        self.paper.validate().map_err(|e| format!("paper.{e}"))
     }
 }
 
@@ -134,19 +225,38 @@ pub struct HostSetup<C> {
     pub strategy: C,
 }
 
+/// What a refused request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Cancel,
+    Replace,
+}
+
+/// A cancel or replace the host refused, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub order: OrderId,
+    pub action: Action,
+    pub reason: DenyReason,
+}
+
 /// What the host outputs (journaled; the embedding program's sink turns them into telemetry,
 /// adapter requests, trade lists).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum HostOutput {
     /// An order changed state.
     Order(OrderUpdate),
-    /// Risk refused an intent (the order id is spent, the order never existed at a venue).
+    /// An intent was refused before it became an order (the order id is spent, the order
+    /// never existed at a venue): by risk, or by the host's checks of its prices and size.
     Denied {
         order: OrderId,
         symbol: u32,
         side: Side,
         reason: DenyReason,
     },
+    /// A cancel or replace was refused; the order is as it was.
+    Refused(Refusal),
     /// A fill (also reported as the order's update).
     Fill(Fill),
     /// A fill the adapter reported that was not believed; the book did not move.
@@ -178,9 +288,10 @@ impl HostOutput {
                     symbol: u.symbol,
                     side: u.side,
                     qty: u.units.abs(),
-                    price: None,
+                    price: u.limit.or(u.stop),
                 },
                 OrderState::Accepted => Telemetry::OrderAccepted { order: u.order },
+                OrderState::Triggered => Telemetry::OrderTriggered { order: u.order },
                 OrderState::Rejected => Telemetry::OrderRejected {
                     order: u.order,
                     reason: match u.reason {
@@ -191,6 +302,12 @@ impl HostOutput {
                 OrderState::Cancelled | OrderState::Expired => {
                     Telemetry::OrderCancelled { order: u.order }
                 }
+                OrderState::PendingReplace => Telemetry::OrderReplaced {
+                    order: u.order,
+                    qty: u.units.abs(),
+                    limit: u.limit,
+                    stop: u.stop,
+                },
                 // Fills have their own output; New and Denied are not venue states.
                 _ => return None,
             },
@@ -211,6 +328,10 @@ impl HostOutput {
                 symbol,
                 reason: Text::new(reason.as_str()),
             },
+            HostOutput::Refused(r) => Telemetry::OrderRefused {
+                order: r.order,
+                reason: Text::new(r.reason.as_str()),
+            },
             _ => return None,
         })
     }
@@ -218,36 +339,42 @@ impl HostOutput {
 
 /// An open trade (backtesting.py's `Trade`): positions are made of these, FIFO.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Trade {
-    symbol: u32,
-    size: f64,
-    entry_price: f64,
-    entry_bar: u64,
-    entry_ts_ns: i64,
+pub struct OpenTrade {
+    pub seq: TradeSeq,
+    pub symbol: u32,
+    /// Signed units: + long, - short.
+    pub size: f64,
+    pub entry_price: f64,
+    pub entry_bar: u64,
+    pub entry_ts_ns: i64,
+    /// Its bracket legs, while they work.
+    pub sl_order: Option<OrderId>,
+    pub tp_order: Option<OrderId>,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Intent {
-    symbol: u32,
-    side: Side,
-    size: Size,
-    closes: bool,
+enum Intent {
+    Place(OrderId, OrderRequest),
+    Close(u32),
+    Cancel(OrderId),
+    Replace(OrderId, Replace),
 }
 
 /// The host's books, read-only to the strategy through [`StrategyCx`].
 pub struct Book {
     cash: f64,
-    trades: Vec<Trade>,
+    trades: Vec<OpenTrade>,
     /// Per symbol: Σ size of open trades, Σ size × entry (in trade order), last close, and
-    /// the signed units of orders not yet filled.
+    /// the signed units of orders not yet filled (bracket legs not counted).
     pos_size: Vec<f64>,
     pos_cost: Vec<f64>,
     last: Vec<f64>,
     pending: Vec<f64>,
     /// Symbols with open trades, in the order they were opened.
     held: Vec<u32>,
+    /// Open orders in the paper broker's queue order.
     orders: Vec<Order>,
-    next_id: OrderId,
+    next_trade: TradeSeq,
 }
 
 impl Book {
@@ -260,7 +387,7 @@ impl Book {
         self.pos_size.get(symbol as usize).copied().unwrap_or(0.0)
     }
 
-    /// Signed units of `symbol`'s orders not yet filled.
+    /// Signed units of `symbol`'s orders not yet filled (bracket legs not counted).
     pub fn pending(&self, symbol: u32) -> f64 {
         self.pending.get(symbol as usize).copied().unwrap_or(0.0)
     }
@@ -297,15 +424,13 @@ impl Book {
     /// Symbols with a position or an order that opens one.
     pub fn open_positions(&self) -> u32 {
         let mut n = self.held.len() as u32;
-        for o in &self.orders {
+        for (k, o) in self.orders.iter().enumerate() {
             let s = o.symbol as usize;
             if self.pos_size[s] == 0.0
-                && !o.closes
-                && !self
-                    .orders
+                && o.role == Role::Entry
+                && !self.orders[..k]
                     .iter()
-                    .take_while(|x| x.id != o.id)
-                    .any(|x| x.symbol == o.symbol && !x.closes)
+                    .any(|x| x.symbol == o.symbol && x.role == Role::Entry)
             {
                 n += 1;
             }
@@ -317,13 +442,27 @@ impl Book {
         &self.orders
     }
 
-    /// Margin left for new exposure (leverage 1): equity less the open trades' value.
-    fn margin_available(&self) -> f64 {
+    /// A working order by id.
+    pub fn order(&self, id: OrderId) -> Option<&Order> {
+        self.orders.iter().find(|o| o.id == id)
+    }
+
+    /// Open trades, oldest first.
+    pub fn open_trades(&self) -> &[OpenTrade] {
+        &self.trades
+    }
+
+    /// backtesting.py's `margin_available`: equity less the margin the open trades use.
+    fn margin_available(&self, leverage: f64) -> f64 {
         let mut used = 0.0;
         for t in &self.trades {
-            used += t.size.abs() * self.last[t.symbol as usize];
+            used += t.size.abs() * self.last[t.symbol as usize] / leverage;
         }
         (self.equity() - used).max(0.0)
+    }
+
+    fn trade_index(&self, seq: TradeSeq) -> Option<usize> {
+        self.trades.iter().position(|t| t.seq == seq)
     }
 
     fn recompute(&mut self, symbol: u32) {
@@ -344,6 +483,17 @@ impl Book {
             _ => {}
         }
     }
+
+    /// Recount `symbol`'s pending units from its orders (no float residue stays behind).
+    fn repend(&mut self, symbol: u32) {
+        let mut pending = 0.0;
+        for o in &self.orders {
+            if o.symbol == symbol && !o.is_leg() {
+                pending += o.units;
+            }
+        }
+        self.pending[symbol as usize] = pending;
+    }
 }
 
 /// The strategy's side of an event: the time, the book, and intents to place.
@@ -352,6 +502,7 @@ pub struct StrategyCx<'a, 'b> {
     book: &'a Book,
     intents: &'a mut Vec<Intent>,
     dropped: &'a mut u32,
+    next_id: &'a mut OrderId,
 }
 
 impl StrategyCx<'_, '_> {
@@ -368,42 +519,53 @@ impl StrategyCx<'_, '_> {
         self.book.equity()
     }
 
-    fn intent(&mut self, intent: Intent) {
+    fn intent(&mut self, intent: Intent) -> bool {
         if self.intents.len() < self.intents.capacity() {
             self.intents.push(intent);
+            true
         } else {
             *self.dropped += 1;
+            false
+        }
+    }
+
+    /// Place an order: its id, whose fate `on_order_update` tells (denied, accepted,
+    /// filled...), or `None` when this event already asked for `intents_per_event` things.
+    pub fn place(&mut self, order: OrderRequest) -> Option<OrderId> {
+        let id = *self.next_id;
+        if self.intent(Intent::Place(id, order)) {
+            *self.next_id += 1;
+            Some(id)
+        } else {
+            None
         }
     }
 
     /// A market buy, filled at the next candle's open (paper) or sent to the venue.
     pub fn buy(&mut self, symbol: u32, size: Size) {
-        self.intent(Intent {
-            symbol,
-            side: Side::Buy,
-            size,
-            closes: false,
-        });
+        self.place(OrderRequest::buy(symbol, size));
     }
 
     pub fn sell(&mut self, symbol: u32, size: Size) {
-        self.intent(Intent {
-            symbol,
-            side: Side::Sell,
-            size,
-            closes: false,
-        });
+        self.place(OrderRequest::sell(symbol, size));
     }
 
-    /// Close the symbol's whole position (nothing happens when it is flat). Queued ahead of
-    /// the other orders, so `close` then `buy` reverses at one price.
+    /// Close the symbol's whole position: one close order per open trade (nothing happens
+    /// when it is flat). Queued ahead of the other orders, so `close` then `buy` reverses
+    /// at one price.
     pub fn close(&mut self, symbol: u32) {
-        self.intent(Intent {
-            symbol,
-            side: Side::Sell,
-            size: Size::Position,
-            closes: true,
-        });
+        self.intent(Intent::Close(symbol));
+    }
+
+    /// Cancel a working order (a bracket leg too); a final or unknown one is refused
+    /// (`on_refused`).
+    pub fn cancel(&mut self, order: OrderId) {
+        self.intent(Intent::Cancel(order));
+    }
+
+    /// Change a working order's limit, stop and/or units; it keeps its place in the queue.
+    pub fn replace(&mut self, order: OrderId, change: Replace) {
+        self.intent(Intent::Replace(order, change));
     }
 
     pub fn set_timer(&mut self, timer: TimerId, deadline: Nanos) {
@@ -429,17 +591,55 @@ pub struct HostStats {
     /// Fills the adapter reported that were not believed (see [`FillFault`]).
     pub fill_faults: u64,
     pub denied: u64,
+    /// Cancels and replaces refused.
+    pub refused: u64,
     pub rejected: u64,
     pub cancelled: u64,
+    pub expired: u64,
     pub trades: u64,
     pub intents_dropped: u64,
     /// Fills or order updates not told to the strategy (more than the buffers hold, or
     /// still coming after the settle rounds).
     pub updates_dropped: u64,
+    /// backtesting.py's warning: a bracket leg could have filled in the bar its stop or limit
+    /// entry filled; it was left for the next bar, as backtesting.py does.
+    pub legs_deferred: u64,
     /// Equity at the last mark, its peak, and the largest drawdown from a peak (a fraction).
     pub equity: f64,
     pub peak: f64,
     pub max_drawdown: f64,
+}
+
+/// One candle as the paper broker sees it.
+#[derive(Debug, Clone, Copy)]
+struct Bar {
+    pos: u64,
+    ts: i64,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+}
+
+impl Bar {
+    const NONE: Bar = Bar {
+        pos: 0,
+        ts: 0,
+        open: f64::NAN,
+        high: f64::NAN,
+        low: f64::NAN,
+        close: f64::NAN,
+    };
+    fn of(pos: u64, c: &Candle) -> Bar {
+        Bar {
+            pos,
+            ts: c.ts_ns,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+        }
+    }
 }
 
 pub struct StrategyHost<S: Strategy> {
@@ -448,13 +648,21 @@ pub struct StrategyHost<S: Strategy> {
     strategy_config: S::Config,
     risk: Risk,
     book: Book,
+    next_id: OrderId,
     intents: Vec<Intent>,
+    /// The paper broker's pass over a symbol's orders: their ids when it began.
+    queue: Vec<OrderId>,
+    /// Per symbol: its last candle and the one before (trade_on_close fills at that close).
+    last_bar: Vec<Bar>,
+    prev_bar: Vec<Bar>,
     /// Fills and order updates the strategy has yet to hear about, and a second buffer of
     /// each to deliver from (so delivering allocates nothing).
     fills: Vec<Fill>,
     fills_out: Vec<Fill>,
     updates: Vec<OrderUpdate>,
     updates_out: Vec<OrderUpdate>,
+    refusals: Vec<Refusal>,
+    refusals_out: Vec<Refusal>,
     /// Fill faults the strategy has yet to hear about.
     faults: Vec<FillFaultReport>,
     faults_out: Vec<FillFaultReport>,
@@ -467,6 +675,11 @@ pub struct StrategyHost<S: Strategy> {
     stats: HostStats,
 }
 
+/// Whether `p` can be a price.
+fn is_price(p: Option<f64>) -> bool {
+    p.is_none_or(|p| p.is_finite() && p > 0.0)
+}
+
 impl<S: Strategy> StrategyHost<S> {
     pub fn new(setup: HostSetup<S::Config>) -> Result<Self, String> {
         let HostSetup {
@@ -477,6 +690,7 @@ impl<S: Strategy> StrategyHost<S> {
         host.validate()?;
         risk.validate()?;
         let n = host.symbols as usize;
+        let orders = host.max_open_orders as usize;
         let book = Book {
             cash: host.cash,
             trades: Vec::with_capacity(host.max_open_trades as usize),
@@ -485,23 +699,28 @@ impl<S: Strategy> StrategyHost<S> {
             last: vec![f64::NAN; n],
             pending: vec![0.0; n],
             held: Vec::with_capacity(host.max_open_trades as usize),
-            orders: Vec::with_capacity(host.max_open_orders as usize),
-            next_id: 1,
+            orders: Vec::with_capacity(orders),
+            next_trade: 1,
         };
         Ok(StrategyHost {
             strategy: S::new(strategy.clone(), host.symbols)?,
             strategy_config: strategy,
             risk: Risk::new(risk),
+            next_id: 1,
             intents: Vec::with_capacity(host.intents_per_event as usize),
-            fills: Vec::with_capacity(host.max_open_orders as usize),
-            fills_out: Vec::with_capacity(host.max_open_orders as usize),
-            updates: Vec::with_capacity(UPDATES_PER_ORDER * host.max_open_orders as usize),
-            updates_out: Vec::with_capacity(UPDATES_PER_ORDER * host.max_open_orders as usize),
+            queue: Vec::with_capacity(orders),
+            last_bar: vec![Bar::NONE; n],
+            prev_bar: vec![Bar::NONE; n],
+            fills: Vec::with_capacity(orders),
+            fills_out: Vec::with_capacity(orders),
+            updates: Vec::with_capacity(UPDATES_PER_ORDER * orders),
+            updates_out: Vec::with_capacity(UPDATES_PER_ORDER * orders),
+            refusals: Vec::with_capacity(host.intents_per_event as usize),
+            refusals_out: Vec::with_capacity(host.intents_per_event as usize),
             faults: Vec::with_capacity(FAULTS_PER_EVENT),
             faults_out: Vec::with_capacity(FAULTS_PER_EVENT),
             seen: Vec::with_capacity(
-                (FILLS_REMEMBERED_PER_ORDER * host.max_open_orders as usize)
-                    .min(FILLS_REMEMBERED_MAX),
+                (FILLS_REMEMBERED_PER_ORDER * orders).min(FILLS_REMEMBERED_MAX),
             ),
             seen_next: 0,
             stopping: false,
@@ -528,6 +747,10 @@ impl<S: Strategy> StrategyHost<S> {
         &self.config
     }
 
+    fn paper(&self) -> bool {
+        self.config.adapter.is_none()
+    }
+
     /// Run one strategy callback with a context, then act on its intents.
     fn call(
         &mut self,
@@ -541,6 +764,7 @@ impl<S: Strategy> StrategyHost<S> {
                 book: &self.book,
                 intents: &mut self.intents,
                 dropped: &mut dropped,
+                next_id: &mut self.next_id,
             };
             f(&mut self.strategy, &mut scx);
         }
@@ -549,8 +773,12 @@ impl<S: Strategy> StrategyHost<S> {
             cx.emit(HostOutput::IntentsDropped { dropped });
         }
         for i in 0..self.intents.len() {
-            let intent = self.intents[i];
-            self.place(cx, intent);
+            match self.intents[i] {
+                Intent::Place(id, order) => self.place(cx, id, order),
+                Intent::Close(symbol) => self.close_symbol(cx, symbol),
+                Intent::Cancel(id) => self.cancel(cx, id),
+                Intent::Replace(id, change) => self.replace(cx, id, change),
+            }
         }
         self.intents.clear();
     }
@@ -563,6 +791,24 @@ impl<S: Strategy> StrategyHost<S> {
     fn reject(&mut self, cx: &mut Context<'_, HostOutput>, index: usize, reason: RejectReason) {
         self.stats.rejected += 1;
         self.transition_because(cx, index, OrderState::Rejected, Some(reason));
+        self.remove_order(index);
+    }
+
+    /// End order `index` as `Cancelled` or `Expired` (and remove it), saying why if there
+    /// is more to say.
+    fn end(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        index: usize,
+        state: OrderState,
+        reason: Option<RejectReason>,
+    ) {
+        if state == OrderState::Expired {
+            self.stats.expired += 1;
+        } else {
+            self.stats.cancelled += 1;
+        }
+        self.transition_because(cx, index, state, reason);
         self.remove_order(index);
     }
 
@@ -604,12 +850,17 @@ impl<S: Strategy> StrategyHost<S> {
     /// silently).
     fn settle(&mut self, cx: &mut Context<'_, HostOutput>) {
         for _ in 0..SETTLE_ROUNDS {
-            if self.fills.is_empty() && self.updates.is_empty() && self.faults.is_empty() {
+            if self.fills.is_empty()
+                && self.updates.is_empty()
+                && self.faults.is_empty()
+                && self.refusals.is_empty()
+            {
                 return;
             }
             std::mem::swap(&mut self.fills, &mut self.fills_out);
             std::mem::swap(&mut self.updates, &mut self.updates_out);
             std::mem::swap(&mut self.faults, &mut self.faults_out);
+            std::mem::swap(&mut self.refusals, &mut self.refusals_out);
             for k in 0..self.faults_out.len() {
                 let fault = self.faults_out[k];
                 self.call(cx, |st, scx| st.on_fill_fault(scx, &fault));
@@ -622,72 +873,163 @@ impl<S: Strategy> StrategyHost<S> {
                 let update = self.updates_out[k];
                 self.call(cx, |st, scx| st.on_order_update(scx, &update));
             }
+            for k in 0..self.refusals_out.len() {
+                let refusal = self.refusals_out[k];
+                self.call(cx, |st, scx| st.on_refused(scx, &refusal));
+            }
             self.faults_out.clear();
             self.fills_out.clear();
             self.updates_out.clear();
+            self.refusals_out.clear();
         }
-        self.stats.updates_dropped +=
-            (self.fills.len() + self.updates.len() + self.faults.len()) as u64;
+        self.stats.updates_dropped += (self.fills.len()
+            + self.updates.len()
+            + self.faults.len()
+            + self.refusals.len()) as u64;
         self.fills.clear();
         self.updates.clear();
         self.faults.clear();
+        self.refusals.clear();
     }
 
-    fn deny(&mut self, cx: &mut Context<'_, HostOutput>, intent: Intent, reason: DenyReason) {
-        let order = self.book.next_id;
-        self.book.next_id += 1;
+    fn deny(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        order: OrderId,
+        req: &OrderRequest,
+        reason: DenyReason,
+    ) {
         self.stats.denied += 1;
         cx.emit(HostOutput::Denied {
             order,
-            symbol: intent.symbol,
-            side: intent.side,
+            symbol: req.symbol,
+            side: req.side,
             reason,
         });
         self.tell(OrderUpdate {
             order,
-            symbol: intent.symbol,
-            side: intent.side,
+            symbol: req.symbol,
+            side: req.side,
             state: OrderState::Denied,
             units: 0.0,
             filled: 0.0,
             avg_price: 0.0,
+            role: Role::Entry,
+            limit: req.limit,
+            stop: req.stop,
             reason: None,
+            denied: Some(reason),
         });
     }
 
-    /// Risk, then an order in the table (Submitted to the paper broker).
-    fn place(&mut self, cx: &mut Context<'_, HostOutput>, mut intent: Intent) {
-        if intent.symbol >= self.config.symbols {
-            return self.deny(cx, intent, DenyReason::UnknownSymbol);
+    fn refuse(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        order: OrderId,
+        action: Action,
+        reason: DenyReason,
+    ) {
+        self.stats.refused += 1;
+        let refusal = Refusal {
+            order,
+            action,
+            reason,
+        };
+        cx.emit(HostOutput::Refused(refusal));
+        if self.refusals.len() < self.refusals.capacity() {
+            self.refusals.push(refusal);
+        } else {
+            self.stats.updates_dropped += 1;
+        }
+    }
+
+    /// The host's checks of a request, before risk: every denial a bad price, size, side or
+    /// bracket can cause.
+    fn check(&self, now: Nanos, req: &OrderRequest) -> Result<(), DenyReason> {
+        let _ = now;
+        if req.symbol >= self.config.symbols {
+            return Err(DenyReason::UnknownSymbol);
         }
         if self.stopping {
-            return self.deny(cx, intent, DenyReason::ShuttingDown);
+            return Err(DenyReason::ShuttingDown);
         }
-        let s = intent.symbol;
+        if !(is_price(req.limit) && is_price(req.stop) && is_price(req.sl) && is_price(req.tp))
+        {
+            return Err(DenyReason::BadPrice);
+        }
+        let good_size = match req.size {
+            Size::Units(x) | Size::Quote(x) => x.is_finite() && x > 0.0,
+            Size::Fraction(f) => f > 0.0 && f < 1.0,
+            Size::AllEquity => true,
+            Size::Position => self.book.position(req.symbol) != 0.0,
+        };
+        if !good_size {
+            return Err(DenyReason::BadSize);
+        }
+        let long = req.side == Side::Buy;
+        let last = self.book.last_price(req.symbol);
+        if let (Some(stop), Some(close)) = (req.stop, last) {
+            if (long && stop <= close) || (!long && stop >= close) {
+                return Err(DenyReason::StopWrongSide);
+            }
+        }
+        if req.sl.is_some() || req.tp.is_some() {
+            let sign = req.side.sign();
+            let entry = req
+                .limit
+                .or(req.stop)
+                .or(last.map(|p| self.config.paper.adjusted(sign, p)))
+                .ok_or(DenyReason::NoPrice)?;
+            let (below, above) = if long { (req.sl, req.tp) } else { (req.tp, req.sl) };
+            if !(below.is_none_or(|b| b < entry) && above.is_none_or(|a| entry < a)) {
+                return Err(DenyReason::BracketWrongSide);
+            }
+        }
+        if req.reduce_only {
+            let position = self.book.position(req.symbol);
+            if position == 0.0 || position.signum() == req.side.sign() {
+                return Err(DenyReason::ReduceOnly);
+            }
+        }
+        if let TimeInForce::Gtd(t) = req.tif {
+            if last.is_some() && t <= self.last_bar[req.symbol as usize].ts {
+                return Err(DenyReason::Expired);
+            }
+        }
+        if !self.paper() && (req.order_type() != crate::orders::OrderType::Market
+            || req.sl.is_some()
+            || req.tp.is_some()
+            || req.tif != TimeInForce::Gtc
+            || req.reduce_only)
+        {
+            // The adapter protocol carries market orders only so far.
+            return Err(DenyReason::Unsupported);
+        }
+        Ok(())
+    }
+
+    /// Checks, risk, then an order in the table (Submitted to the paper broker or sent).
+    fn place(&mut self, cx: &mut Context<'_, HostOutput>, id: OrderId, req: OrderRequest) {
+        if let Err(reason) = self.check(cx.now(), &req) {
+            return self.deny(cx, id, &req, reason);
+        }
+        let s = req.symbol;
         let position = self.book.position(s);
         let committed = position + self.book.pending(s);
-        let price = self.book.last_price(s);
-        if intent.closes {
-            if position == 0.0 {
-                return; // backtesting.py: closing a flat position does nothing
-            }
-            intent.side = if position > 0.0 {
-                Side::Sell
-            } else {
-                Side::Buy
-            };
-        }
-        let units = match (intent.size, price) {
+        let last = self.book.last_price(s);
+        let price = req.limit.or(req.stop).or(last);
+        let units = match (req.size, price) {
             (Size::Units(u), _) => u.abs(),
             (Size::Position, _) => position.abs(),
             (Size::Quote(q), Some(p)) => q.abs() / p,
             (Size::AllEquity, Some(p)) => self.book.equity() / p,
+            (Size::Fraction(f), Some(p)) => f * self.book.equity() / p,
             (_, None) => 0.0,
         };
-        let signed = intent.side.sign() * units;
-        let reduces = intent.closes
+        let signed = req.side.sign() * units;
+        let reduces = req.reduce_only
             || (committed != 0.0
-                && committed.signum() != intent.side.sign()
+                && committed.signum() != req.side.sign()
                 && units <= committed.abs());
         let proposed = Proposed {
             reduces,
@@ -698,74 +1040,903 @@ impl<S: Strategy> StrategyHost<S> {
             open_positions: self.book.open_positions(),
         };
         if let Err(reason) = self.risk.check(cx.now(), &proposed) {
-            return self.deny(cx, intent, reason);
+            return self.deny(cx, id, &req, reason);
+        }
+        // Room for the order and the bracket legs its fill will add.
+        let legs = req.sl.is_some() as usize + req.tp.is_some() as usize;
+        if self.book.orders.len() + 1 + legs > self.book.orders.capacity() {
+            return self.deny(cx, id, &req, DenyReason::TooManyOrders);
+        }
+        if self.paper() && self.config.paper.exclusive_orders {
+            self.exclusive(cx, s);
         }
         if self.book.orders.len() == self.book.orders.capacity() {
-            return self.deny(cx, intent, DenyReason::TooManyOrders);
+            return self.deny(cx, id, &req, DenyReason::TooManyOrders);
         }
         let order = Order {
-            id: self.book.next_id,
+            id,
             symbol: s,
-            side: intent.side,
-            size: intent.size,
-            closes: intent.closes,
+            side: req.side,
+            size: req.size,
+            role: Role::Entry,
+            trade: None,
+            limit: req.limit,
+            stop: req.stop,
+            sl: req.sl,
+            tp: req.tp,
+            tif: req.tif,
+            reduce_only: req.reduce_only,
             state: OrderState::New,
             units: signed,
             filled: 0.0,
             avg_price: 0.0,
             created_at: cx.now(),
         };
-        self.book.next_id += 1;
-        self.book.pending[s as usize] += signed;
         self.stats.orders += 1;
-        // Closes go to the front of the queue (backtesting.py inserts each at index 0).
-        let index = if intent.closes {
-            self.book.orders.insert(0, order);
-            0
-        } else {
-            self.book.orders.push(order);
-            self.book.orders.len() - 1
-        };
+        self.book.orders.push(order);
+        let index = self.book.orders.len() - 1;
+        self.book.repend(s);
         let Some(adapter) = self.config.adapter else {
             self.transition(cx, index, OrderState::Submitted);
             return;
         };
         // A venue needs the units now: resolved at the last close, whole lots; the
         // submission shows exactly what is sent.
-        let qty = match (intent.size, price) {
+        let qty = match (req.size, last) {
             (Size::Units(u), _) => (u.abs() / self.config.lot).floor() * self.config.lot,
             (Size::Position, _) => position.abs(),
             (_, Some(p)) => self.lots(units * p, p),
             (_, None) => 0.0,
         };
-        {
-            let o = &mut self.book.orders[index];
-            self.book.pending[s as usize] += intent.side.sign() * qty - o.units;
-            o.units = intent.side.sign() * qty;
-        }
+        self.book.orders[index].units = req.side.sign() * qty;
+        self.book.repend(s);
         self.transition(cx, index, OrderState::Submitted);
         if qty == 0.0 {
             return self.reject(cx, index, RejectReason::ZeroSize);
         }
-        {
-            let o = &self.book.orders[index];
+        cx.emit(HostOutput::Send(AdapterRequest {
+            adapter,
+            id,
+            request: Request::PlaceOrder {
+                symbol: s,
+                side: req.side,
+                qty,
+                limit: None,
+            },
+        }));
+    }
+
+    /// backtesting.py's `exclusive_orders` before a new order: cancel the symbol's orders
+    /// that are not bracket legs, then close each of its trades. It walks the queue as
+    /// backtesting.py's `for o in self.orders: o.cancel()` does, which steps past the order
+    /// after each one it removes (so every other one of a run survives); kept, to fill alike.
+    fn exclusive(&mut self, cx: &mut Context<'_, HostOutput>, s: u32) {
+        let mut i = 0;
+        while i < self.book.orders.len() {
+            let o = self.book.orders[i];
+            if o.symbol == s && !o.is_leg() && o.state.is_working() {
+                self.end(cx, i, OrderState::Cancelled, None);
+            }
+            i += 1;
+        }
+        self.close_symbol(cx, s);
+    }
+
+    /// backtesting.py's `position.close()`: a close order per open trade of `symbol`, each
+    /// put at the front of the queue (so the newest trade's is first).
+    fn close_symbol(&mut self, cx: &mut Context<'_, HostOutput>, symbol: u32) {
+        if symbol >= self.config.symbols {
+            return;
+        }
+        for k in 0..self.book.trades.len() {
+            let t = self.book.trades[k];
+            if t.symbol == symbol {
+                self.close_trade_order(cx, &t, 0);
+            }
+        }
+    }
+
+    /// Queue an order closing trade `t` at queue position `at`.
+    fn close_trade_order(&mut self, cx: &mut Context<'_, HostOutput>, t: &OpenTrade, at: usize) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let side = if t.size > 0.0 { Side::Sell } else { Side::Buy };
+        let req = OrderRequest::new(t.symbol, side, Size::Position);
+        if self.stopping {
+            return self.deny(cx, id, &req, DenyReason::ShuttingDown);
+        }
+        if self.book.orders.len() == self.book.orders.capacity() {
+            return self.deny(cx, id, &req, DenyReason::TooManyOrders);
+        }
+        self.book.orders.insert(
+            at,
+            Order {
+                id,
+                symbol: t.symbol,
+                side,
+                size: Size::Position,
+                role: Role::Close,
+                trade: Some(t.seq),
+                limit: None,
+                stop: None,
+                sl: None,
+                tp: None,
+                tif: TimeInForce::Gtc,
+                reduce_only: true,
+                state: OrderState::New,
+                units: -t.size,
+                filled: 0.0,
+                avg_price: 0.0,
+                created_at: cx.now(),
+            },
+        );
+        self.stats.orders += 1;
+        self.book.repend(t.symbol);
+        self.transition(cx, at, OrderState::Submitted);
+        if let Some(adapter) = self.config.adapter {
             cx.emit(HostOutput::Send(AdapterRequest {
                 adapter,
-                id: o.id,
+                id,
                 request: Request::PlaceOrder {
-                    symbol: s,
-                    side: intent.side,
-                    qty,
+                    symbol: t.symbol,
+                    side,
+                    qty: t.size.abs(),
                     limit: None,
                 },
             }));
         }
     }
 
+    fn cancel(&mut self, cx: &mut Context<'_, HostOutput>, id: OrderId) {
+        let Some(i) = self.order_index(id) else {
+            return self.refuse(cx, id, Action::Cancel, DenyReason::NotWorking);
+        };
+        let o = self.book.orders[i];
+        if !o.state.is_working() {
+            return self.refuse(cx, id, Action::Cancel, DenyReason::NotWorking);
+        }
+        match self.config.adapter {
+            None => self.end(cx, i, OrderState::Cancelled, None),
+            Some(adapter) => {
+                self.transition(cx, i, OrderState::PendingCancel);
+                cx.emit(HostOutput::Send(AdapterRequest {
+                    adapter,
+                    id: self.next_id,
+                    request: Request::CancelOrder { order: id },
+                }));
+                self.next_id += 1;
+            }
+        }
+    }
+
+    fn replace(&mut self, cx: &mut Context<'_, HostOutput>, id: OrderId, change: Replace) {
+        let Some(i) = self.order_index(id) else {
+            return self.refuse(cx, id, Action::Replace, DenyReason::NotWorking);
+        };
+        let o = self.book.orders[i];
+        let refused = if !o.state.is_working() {
+            Some(DenyReason::NotWorking)
+        } else if !self.paper() {
+            Some(DenyReason::Unsupported)
+        } else if o.state == OrderState::PendingReplace
+            || (change.limit.is_some() && o.limit.is_none())
+            || (change.stop.is_some() && o.stop.is_none())
+            || (change.units.is_some() && o.role != Role::Entry)
+        {
+            Some(DenyReason::NotReplaceable)
+        } else if !(is_price(change.limit) && is_price(change.stop)) {
+            Some(DenyReason::BadPrice)
+        } else if change
+            .units
+            .is_some_and(|u| !(u.is_finite() && u > 0.0))
+        {
+            Some(DenyReason::BadSize)
+        } else {
+            let req = OrderRequest {
+                limit: change.limit.or(o.limit),
+                stop: change.stop.or(o.stop),
+                sl: o.sl,
+                tp: o.tp,
+                ..OrderRequest::new(o.symbol, o.side, o.size)
+            };
+            // A leg's prices answer to no bracket; an entry's stop and bracket are checked
+            // again at the new prices.
+            match self.check(cx.now(), &req) {
+                Err(reason) if o.role == Role::Entry => Some(reason),
+                Err(DenyReason::StopWrongSide) | Err(DenyReason::BracketWrongSide) => None,
+                Err(reason) => Some(reason),
+                Ok(()) => None,
+            }
+        };
+        if let Some(reason) = refused {
+            return self.refuse(cx, id, Action::Replace, reason);
+        }
+        let before = o.state;
+        {
+            let m = &mut self.book.orders[i];
+            m.limit = change.limit.or(m.limit);
+            m.stop = change.stop.or(m.stop);
+            if let Some(u) = change.units {
+                m.size = Size::Units(u);
+                m.units = m.side.sign() * u;
+            }
+        }
+        self.book.repend(o.symbol);
+        // The paper broker takes it at once: pending, then working as before.
+        self.transition(cx, i, OrderState::PendingReplace);
+        self.transition(cx, i, before);
+    }
+
     fn order_index(&self, id: OrderId) -> Option<usize> {
         self.book.orders.iter().position(|o| o.id == id)
     }
 
+    fn remove_order(&mut self, index: usize) -> Order {
+        let order = self.book.orders.remove(index);
+        if let Some(seq) = order.trade {
+            if let Some(t) = self.book.trade_index(seq) {
+                let t = &mut self.book.trades[t];
+                if t.sl_order == Some(order.id) {
+                    t.sl_order = None;
+                }
+                if t.tp_order == Some(order.id) {
+                    t.tp_order = None;
+                }
+            }
+        }
+        self.book.repend(order.symbol);
+        order
+    }
+
+    /// Whole lots of `units` (rounded toward zero); backtesting.py's floor division when
+    /// the lot is one unit.
+    fn lots(&self, amount: f64, price: f64) -> f64 {
+        if self.config.lot == 1.0 {
+            python_floor_div(amount, price)
+        } else {
+            (amount / price / self.config.lot).floor() * self.config.lot
+        }
+    }
+
+    /// The paper broker on a candle of `s`: backtesting.py's `_process_orders`, over the
+    /// symbol's orders in queue order (docs/backtest-semantics.md). Orders added while it
+    /// runs (bracket legs) wait for the next candle, unless a market entry with a bracket
+    /// filled, or a stop entry whose take-profit is unambiguous: then the pass runs again
+    /// on the same bar, as backtesting.py's does.
+    fn process_orders(&mut self, cx: &mut Context<'_, HostOutput>, s: u32, bar: &Bar) {
+        let prev = self.prev_bar[s as usize];
+        // Good-till orders whose time has come expire before the bar can fill them.
+        let mut i = 0;
+        while i < self.book.orders.len() {
+            let o = self.book.orders[i];
+            match o.tif {
+                TimeInForce::Gtd(t) if o.symbol == s && o.state.is_working() && bar.ts >= t => {
+                    self.end(cx, i, OrderState::Expired, None)
+                }
+                _ => i += 1,
+            }
+        }
+        // Each pass can only add legs to trades it opened; a bounded number of passes.
+        for _ in 0..=self.book.orders.capacity() {
+            self.queue.clear();
+            for o in &self.book.orders {
+                if o.symbol == s && o.state.is_working() {
+                    self.queue.push(o.id);
+                }
+            }
+            let mut again = false;
+            for k in 0..self.queue.len() {
+                let Some(i) = self.order_index(self.queue[k]) else {
+                    continue; // a bracket's other leg, gone with its trade
+                };
+                again |= self.process_order(cx, i, bar, &prev);
+            }
+            if !again {
+                return;
+            }
+        }
+        unreachable!("the paper broker's passes over symbol {s} did not end");
+    }
+
+    /// One order of the pass; whether the pass must run again.
+    fn process_order(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        i: usize,
+        bar: &Bar,
+        prev: &Bar,
+    ) -> bool {
+        let o = self.book.orders[i];
+        let long = o.side == Side::Buy;
+        let stop = o.stop;
+        if let Some(stop) = stop {
+            let hit = if long { bar.high >= stop } else { bar.low <= stop };
+            if !hit {
+                self.unfilled(cx, i);
+                return false;
+            }
+            // A stop reached becomes a market or limit order.
+            self.book.orders[i].stop = None;
+            self.transition(cx, i, OrderState::Triggered);
+        }
+        let price = if let Some(limit) = o.limit {
+            let hit = if long { bar.low <= limit } else { bar.high >= limit };
+            // Stop and limit both in this bar: backtesting.py assumes the limit came first.
+            let before_stop = hit
+                && if long {
+                    limit <= stop.unwrap_or(f64::NEG_INFINITY)
+                } else {
+                    limit >= stop.unwrap_or(f64::INFINITY)
+                };
+            if !hit || before_stop {
+                self.unfilled(cx, i);
+                return false;
+            }
+            if long {
+                stop.unwrap_or(bar.open).min(limit)
+            } else {
+                stop.unwrap_or(bar.open).max(limit)
+            }
+        } else {
+            let on_close = self.config.paper.trade_on_close && !o.is_leg() && !prev.close.is_nan();
+            let p = if on_close { prev.close } else { bar.open };
+            match stop {
+                Some(st) if long => p.max(st),
+                Some(st) => p.min(st),
+                None => p,
+            }
+        };
+        let market = o.limit.is_none() && stop.is_none();
+        let (pos, ts) =
+            if market && self.config.paper.trade_on_close && !o.is_leg() && !prev.close.is_nan()
+            {
+                (prev.pos, prev.ts)
+            } else {
+                (bar.pos, bar.ts)
+            };
+        if let Some(seq) = o.trade {
+            self.fill_for_trade(cx, i, seq, price, pos, ts);
+            return false;
+        }
+        self.fill_entry(cx, i, price, pos, ts, bar, stop, market)
+    }
+
+    /// An order that could not fill on this bar: IOC and FOK end here.
+    fn unfilled(&mut self, cx: &mut Context<'_, HostOutput>, i: usize) {
+        let o = self.book.orders[i];
+        if matches!(o.tif, TimeInForce::Ioc | TimeInForce::Fok) {
+            self.end(cx, i, OrderState::Cancelled, Some(RejectReason::Unfilled));
+        } else if o.state == OrderState::Submitted {
+            self.transition(cx, i, OrderState::Accepted);
+        }
+    }
+
+    /// Mark order `i` filled with `units` at `avg` (and remove it), before the book moves.
+    fn order_filled(&mut self, cx: &mut Context<'_, HostOutput>, i: usize, units: f64, avg: f64) {
+        {
+            let o = &mut self.book.orders[i];
+            o.filled = units;
+            o.avg_price = avg;
+            o.units = 0.0;
+        }
+        if self.book.orders[i].state == OrderState::Submitted {
+            self.transition(cx, i, OrderState::Accepted);
+        }
+        self.transition(cx, i, OrderState::Filled);
+        self.remove_order(i);
+    }
+
+    /// A bracket leg or close order: it closes (part of) its trade.
+    fn fill_for_trade(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        i: usize,
+        seq: TradeSeq,
+        price: f64,
+        pos: u64,
+        ts: i64,
+    ) {
+        let o = self.book.orders[i];
+        let Some(ti) = self.book.trade_index(seq) else {
+            // A second close of a trade already closed: backtesting.py drops it.
+            return self.end(cx, i, OrderState::Cancelled, Some(RejectReason::TradeClosed));
+        };
+        let t = self.book.trades[ti];
+        let size = o.units.abs().min(t.size.abs()).copysign(o.units);
+        self.order_filled(cx, i, size, price);
+        let commission = self.reduce_trade(cx, ti, price, size, pos, ts, o.id, o.role);
+        self.book_fill(
+            cx,
+            &Fill {
+                order: o.id,
+                symbol: o.symbol,
+                units: size,
+                price,
+                commission,
+                pos,
+                ts_ns: ts,
+            },
+        );
+    }
+
+    /// A stand-alone order: sized (from the margin when relative), netted FIFO against the
+    /// symbol's opposite trades, then what is left opens a trade, with its bracket. Whether
+    /// the pass must run again for the new legs.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_entry(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        i: usize,
+        price: f64,
+        pos: u64,
+        ts: i64,
+        bar: &Bar,
+        stop: Option<f64>,
+        market: bool,
+    ) -> bool {
+        let o = self.book.orders[i];
+        let paper = self.config.paper.clone();
+        let sign = o.side.sign();
+        let long = sign > 0.0;
+        let adjusted = paper.adjusted(sign, price);
+        let leverage = paper.leverage();
+        let margin = self.book.margin_available(leverage);
+        let position = self.book.position(o.symbol);
+        // backtesting.py's order size: a fraction of the margin, or units.
+        let (size, relative) = match o.size {
+            Size::AllEquity => (FULL_EQUITY, true),
+            Size::Fraction(f) => (f, true),
+            Size::Units(u) => ((u.abs() / self.config.lot).floor() * self.config.lot, false),
+            Size::Quote(q) => (self.lots(q.abs(), price), false),
+            Size::Position => (position.abs(), false),
+        };
+        let plus_commission = adjusted + paper.commission(size, price) / size;
+        let mut units = if size == 0.0 {
+            0.0
+        } else if relative {
+            self.lots(margin * leverage * size, plus_commission)
+        } else {
+            size
+        };
+        if o.reduce_only {
+            units = if position != 0.0 && position.signum() != sign {
+                units.min(position.abs())
+            } else {
+                0.0
+            };
+        }
+        if units == 0.0 {
+            // Not even one unit (backtesting.py drops it with a warning).
+            self.reject(cx, i, RejectReason::ZeroSize);
+            return false;
+        }
+        let mut need = sign * units;
+        // Net against opposite trades first, at the unadjusted price.
+        let mut netted = 0.0;
+        let mut netted_commission = 0.0;
+        let mut k = 0;
+        while need != 0.0 && k < self.book.trades.len() {
+            let t = self.book.trades[k];
+            if t.symbol != o.symbol || (t.size > 0.0) == long {
+                k += 1;
+                continue;
+            }
+            let part = if need.abs() >= t.size.abs() {
+                -t.size
+            } else {
+                need
+            };
+            netted_commission += self.reduce_trade(cx, k, price, part, pos, ts, o.id, Role::Entry);
+            netted += part;
+            need -= part;
+            if self.book.trades.get(k).is_some_and(|x| x.seq == t.seq) {
+                k += 1;
+            }
+        }
+        let margin_after = self.book.margin_available(leverage);
+        let no_margin = need.abs() * plus_commission > margin_after * leverage;
+        let opens = need != 0.0 && !no_margin;
+        if opens && self.book.trades.len() == self.book.trades.capacity() {
+            tracing::error!(
+                "max_open_trades = {} reached: order {} of symbol {} was cancelled",
+                self.config.max_open_trades,
+                o.id,
+                o.symbol
+            );
+        }
+        let opens = opens && self.book.trades.len() < self.book.trades.capacity();
+        let filled = netted + if opens { need } else { 0.0 };
+        if filled == 0.0 {
+            self.reject(cx, i, RejectReason::NoMargin);
+            return false;
+        }
+        let whole = need == 0.0 || opens;
+        let avg = if opens && netted != 0.0 {
+            (netted * price + need * adjusted) / filled
+        } else if opens {
+            adjusted
+        } else {
+            price
+        };
+        if whole {
+            self.order_filled(cx, i, filled, avg);
+        } else {
+            // Part netted, the rest not paid for: backtesting.py drops the order there.
+            {
+                let m = &mut self.book.orders[i];
+                m.filled = netted;
+                m.avg_price = price;
+                m.units = need;
+            }
+            self.transition(cx, i, OrderState::PartiallyFilled);
+            self.end(cx, i, OrderState::Cancelled, Some(RejectReason::NoMargin));
+        }
+        if netted != 0.0 {
+            self.book_fill(
+                cx,
+                &Fill {
+                    order: o.id,
+                    symbol: o.symbol,
+                    units: netted,
+                    price,
+                    commission: netted_commission,
+                    pos,
+                    ts_ns: ts,
+                },
+            );
+        }
+        if !opens {
+            return false;
+        }
+        let commission = paper.commission(need, adjusted);
+        self.book.cash -= commission;
+        let seq = self.book.next_trade;
+        self.book.next_trade += 1;
+        self.book.trades.push(OpenTrade {
+            seq,
+            symbol: o.symbol,
+            size: need,
+            entry_price: adjusted,
+            entry_bar: pos,
+            entry_ts_ns: ts,
+            sl_order: None,
+            tp_order: None,
+        });
+        self.book.recompute(o.symbol);
+        self.book_fill(
+            cx,
+            &Fill {
+                order: o.id,
+                symbol: o.symbol,
+                units: need,
+                price: adjusted,
+                commission,
+                pos,
+                ts_ns: ts,
+            },
+        );
+        // The bracket: the take-profit joins the back of the queue, the stop-loss its front
+        // (so a stop-loss is looked at before any take-profit: the pessimistic choice).
+        if let Some(tp) = o.tp {
+            self.add_leg(cx, seq, Role::TakeProfit, tp);
+        }
+        if let Some(sl) = o.sl {
+            self.add_leg(cx, seq, Role::StopLoss, sl);
+        }
+        if o.sl.is_none() && o.tp.is_none() {
+            return false;
+        }
+        if market {
+            return true;
+        }
+        let (sl_or_low, sl_or_high) = (
+            o.sl.unwrap_or(f64::NEG_INFINITY),
+            o.sl.unwrap_or(f64::INFINITY),
+        );
+        if let (Some(_), None, Some(tp)) = (stop, o.limit, o.tp) {
+            // A stop entry and its take-profit go the same way: not ambiguous.
+            if (long && tp <= bar.high && sl_or_low < bar.low)
+                || (!long && tp >= bar.low && sl_or_high > bar.high)
+            {
+                return true;
+            }
+        }
+        let within = |p: Option<f64>| {
+            let p = p.unwrap_or(f64::NEG_INFINITY);
+            bar.low <= p && p <= bar.high
+        };
+        if within(o.sl) || within(o.tp) {
+            self.stats.legs_deferred += 1;
+        }
+        false
+    }
+
+    /// Add a bracket leg to trade `seq`: a stop-loss (a stop, queued first) or a take-profit
+    /// (a limit, queued last), for the whole trade.
+    fn add_leg(&mut self, cx: &mut Context<'_, HostOutput>, seq: TradeSeq, role: Role, price: f64) {
+        let Some(ti) = self.book.trade_index(seq) else {
+            return;
+        };
+        let t = self.book.trades[ti];
+        let id = self.next_id;
+        self.next_id += 1;
+        let side = if t.size > 0.0 { Side::Sell } else { Side::Buy };
+        let (limit, stop) = match role {
+            Role::StopLoss => (None, Some(price)),
+            _ => (Some(price), None),
+        };
+        if self.book.orders.len() == self.book.orders.capacity() {
+            let req = OrderRequest {
+                limit,
+                stop,
+                ..OrderRequest::new(t.symbol, side, Size::Position)
+            };
+            return self.deny(cx, id, &req, DenyReason::TooManyOrders);
+        }
+        let order = Order {
+            id,
+            symbol: t.symbol,
+            side,
+            size: Size::Position,
+            role,
+            trade: Some(seq),
+            limit,
+            stop,
+            sl: None,
+            tp: None,
+            tif: TimeInForce::Gtc,
+            reduce_only: true,
+            state: OrderState::New,
+            units: -t.size,
+            filled: 0.0,
+            avg_price: 0.0,
+            created_at: cx.now(),
+        };
+        let at = if role == Role::StopLoss {
+            self.book.trades[ti].sl_order = Some(id);
+            0
+        } else {
+            self.book.trades[ti].tp_order = Some(id);
+            self.book.orders.len()
+        };
+        self.book.orders.insert(at, order);
+        self.stats.orders += 1;
+        self.transition(cx, at, OrderState::Submitted);
+    }
+
+    /// backtesting.py's `_reduce_trade`: take `size` (opposite in sign) off trade `ti` at
+    /// `price`, closing it when nothing is left. The commission charged.
+    #[allow(clippy::too_many_arguments)]
+    fn reduce_trade(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        ti: usize,
+        price: f64,
+        size: f64,
+        pos: u64,
+        ts: i64,
+        order: OrderId,
+        role: Role,
+    ) -> f64 {
+        let t = self.book.trades[ti];
+        assert!(t.size * size < 0.0 && t.size.abs() >= size.abs());
+        let left = t.size + size;
+        if left == 0.0 {
+            self.book.trades.remove(ti);
+            // The bracket goes with the trade.
+            for leg in [t.sl_order, t.tp_order].into_iter().flatten() {
+                if let Some(li) = self.order_index(leg) {
+                    self.end(cx, li, OrderState::Cancelled, Some(RejectReason::TradeClosed));
+                }
+            }
+        } else {
+            self.book.trades[ti].size = left;
+            for leg in [t.sl_order, t.tp_order].into_iter().flatten() {
+                if let Some(li) = self.order_index(leg) {
+                    self.book.orders[li].units = -left;
+                }
+            }
+        }
+        let closed = if left == 0.0 { t.size } else { -size };
+        let commission = self.record_close(cx, &t, closed, price, pos, ts, order, role);
+        self.book.recompute(t.symbol);
+        commission
+    }
+
+    /// backtesting.py's `_close_trade` of `closed` units of `t`: cash, commission, the
+    /// trade list. The exit's commission.
+    #[allow(clippy::too_many_arguments)]
+    fn record_close(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        t: &OpenTrade,
+        closed: f64,
+        price: f64,
+        pos: u64,
+        ts: i64,
+        order: OrderId,
+        role: Role,
+    ) -> f64 {
+        let paper = &self.config.paper;
+        let (exit_commission, entry_commission) = if self.paper() {
+            (
+                paper.commission(closed, price),
+                paper.commission(closed, t.entry_price),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        let gross = closed * (price - t.entry_price);
+        self.book.cash += gross - exit_commission;
+        let commission = exit_commission + entry_commission;
+        self.stats.trades += 1;
+        cx.emit(HostOutput::Trade(ClosedTrade {
+            symbol: t.symbol,
+            size: closed,
+            entry_bar: t.entry_bar,
+            exit_bar: pos,
+            entry_ts_ns: t.entry_ts_ns,
+            exit_ts_ns: ts,
+            entry_price: t.entry_price,
+            exit_price: price,
+            pnl: gross - commission,
+            commission,
+            exit_order: order,
+            exit_role: role,
+        }));
+        exit_commission
+    }
+
+    /// Book a fill (the paper broker's, or a venue's that was checked): its output, and the
+    /// strategy's `on_fill` to come. The trades and cash have moved already.
+    fn book_fill(&mut self, cx: &mut Context<'_, HostOutput>, fill: &Fill) {
+        cx.emit(HostOutput::Fill(*fill));
+        self.stats.fills += 1;
+        if self.fills.len() < self.fills.capacity() {
+            self.fills.push(*fill);
+        } else {
+            self.stats.updates_dropped += 1;
+        }
+    }
+
+    /// A venue's fill moves the book: netted FIFO against the symbol's opposite trades, the
+    /// rest opens a trade (no commission: the venue's is its own).
+    fn apply_venue_fill(&mut self, cx: &mut Context<'_, HostOutput>, fill: &Fill) {
+        let mut rest = fill.units;
+        let mut k = 0;
+        while rest != 0.0 && k < self.book.trades.len() {
+            let t = self.book.trades[k];
+            if t.symbol != fill.symbol || t.size.signum() == rest.signum() {
+                k += 1;
+                continue;
+            }
+            let part = if rest.abs() >= t.size.abs() {
+                -t.size
+            } else {
+                rest
+            };
+            self.reduce_trade(cx, k, fill.price, part, fill.pos, fill.ts_ns, fill.order, Role::Entry);
+            rest -= part;
+            if self.book.trades.get(k).is_some_and(|x| x.seq == t.seq) {
+                k += 1;
+            }
+        }
+        if rest != 0.0 {
+            if self.book.trades.len() < self.book.trades.capacity() {
+                let seq = self.book.next_trade;
+                self.book.next_trade += 1;
+                self.book.trades.push(OpenTrade {
+                    seq,
+                    symbol: fill.symbol,
+                    size: rest,
+                    entry_price: fill.price,
+                    entry_bar: fill.pos,
+                    entry_ts_ns: fill.ts_ns,
+                    sl_order: None,
+                    tp_order: None,
+                });
+            } else {
+                // Never lose a trade silently: fold it into the oldest trade of the symbol.
+                tracing::error!(
+                    "max_open_trades = {} reached: a fill of symbol {} was merged",
+                    self.config.max_open_trades,
+                    fill.symbol
+                );
+                if let Some(t) = self
+                    .book
+                    .trades
+                    .iter_mut()
+                    .find(|t| t.symbol == fill.symbol)
+                {
+                    let size = t.size + rest;
+                    t.entry_price = (t.size * t.entry_price + rest * fill.price) / size;
+                    t.size = size;
+                }
+            }
+        }
+        self.book.recompute(fill.symbol);
+    }
+
+    fn mark(&mut self) {
+        let equity = self.book.equity();
+        let s = &mut self.stats;
+        s.equity = equity;
+        if equity > s.peak {
+            s.peak = equity;
+        }
+        let dd = 1.0 - equity / s.peak;
+        if dd > s.max_drawdown {
+            s.max_drawdown = dd;
+        }
+    }
+
+    /// backtesting.py's end of the money: equity at or below zero closes every trade at its
+    /// last close, leaves no cash, and trading stops.
+    fn out_of_money(&mut self, cx: &mut Context<'_, HostOutput>) {
+        tracing::warn!(
+            "the paper account's equity is {} <= 0: every trade is closed and trading stops",
+            self.book.equity()
+        );
+        while let Some(t) = self.book.trades.first().copied() {
+            let bar = self.last_bar[t.symbol as usize];
+            let price = self.book.last[t.symbol as usize];
+            self.reduce_trade(cx, 0, price, -t.size, bar.pos, bar.ts, 0, Role::Close);
+        }
+        while !self.book.orders.is_empty() {
+            self.end(cx, 0, OrderState::Cancelled, None);
+        }
+        self.book.cash = 0.0;
+        self.stopping = true;
+        self.mark();
+        if self.config.stop_when_data_ends {
+            cx.stop();
+        }
+    }
+
+    /// `finalize_trades` at the end of the data: a close order for every open trade (oldest
+    /// first, ahead of the rest), then the paper broker once more on each symbol's last bar.
+    fn finalize(&mut self, cx: &mut Context<'_, HostOutput>) {
+        for k in (0..self.book.trades.len()).rev() {
+            let t = self.book.trades[k];
+            self.close_trade_order(cx, &t, 0);
+        }
+        for s in 0..self.config.symbols {
+            let bar = self.last_bar[s as usize];
+            if !bar.close.is_nan() && self.book.orders.iter().any(|o| o.symbol == s) {
+                self.process_orders(cx, s, &bar);
+            }
+        }
+        self.mark();
+        self.stopping = true;
+        self.settle(cx);
+    }
+
+    fn on_candle(&mut self, cx: &mut Context<'_, HostOutput>, pos: u64, candle: &Candle) {
+        self.stats.candles += 1;
+        let s = candle.symbol as usize;
+        if candle.symbol >= self.config.symbols || !candle.close.is_finite() {
+            self.stats.ignored += 1;
+            return;
+        }
+        // Margin and marks use this bar's close (backtesting.py's broker sees `Close[i]`).
+        self.book.last[s] = candle.close;
+        self.prev_bar[s] = self.last_bar[s];
+        self.last_bar[s] = Bar::of(pos, candle);
+        if self.paper() {
+            let bar = self.last_bar[s];
+            self.process_orders(cx, candle.symbol, &bar);
+        }
+        self.mark();
+        if self.paper() && self.stats.equity <= 0.0 && !self.stopping {
+            self.out_of_money(cx);
+        }
+        self.settle(cx);
+        if self.stopping && self.paper() && self.stats.equity <= 0.0 {
+            return;
+        }
+        self.call(cx, |st, scx| st.on_candle(scx, pos, candle));
+        self.settle(cx);
+    }
     /// An order's fate from the venue adapter.
     fn on_adapter(&mut self, cx: &mut Context<'_, HostOutput>, event: &AdapterEvent) {
         if self.config.adapter != Some(event.adapter()) {
@@ -847,11 +2018,7 @@ impl<S: Strategy> StrategyHost<S> {
                 }
                 match next {
                     OrderState::Rejected => self.reject(cx, i, RejectReason::VenueStatus),
-                    _ if next.is_final() => {
-                        self.stats.cancelled += 1;
-                        self.transition(cx, i, next);
-                        self.remove_order(i);
-                    }
+                    _ if next.is_final() => self.end(cx, i, next, None),
                     _ => self.transition(cx, i, next),
                 }
             }
@@ -986,19 +2153,25 @@ impl<S: Strategy> StrategyHost<S> {
             let m = &mut self.book.orders[i];
             m.filled = filled;
             m.avg_price = avg;
+            m.units -= units;
         }
+        self.book.repend(o.symbol);
         let fill = Fill {
             order: o.id,
             symbol: o.symbol,
             units,
             price,
+            commission: 0.0,
             pos: self.stats.candles,
             ts_ns,
         };
+        self.apply_venue_fill(cx, &fill);
         self.book_fill(cx, &fill);
-        self.book.pending[o.symbol as usize] -= units;
-        self.book.orders[i].units -= units;
-        if o.state == OrderState::Submitted {
+        // The table may have moved; the order is found again by id.
+        let Some(i) = self.order_index(o.id) else {
+            return;
+        };
+        if self.book.orders[i].state == OrderState::Submitted {
             self.transition(cx, i, OrderState::Accepted);
         }
         if done {
@@ -1007,216 +2180,6 @@ impl<S: Strategy> StrategyHost<S> {
         } else if self.book.orders[i].state != OrderState::PartiallyFilled {
             self.transition(cx, i, OrderState::PartiallyFilled);
         }
-    }
-
-    fn remove_order(&mut self, index: usize) -> Order {
-        let order = self.book.orders.remove(index);
-        self.book.pending[order.symbol as usize] -= order.units;
-        if self.book.orders.iter().all(|o| o.symbol != order.symbol) {
-            self.book.pending[order.symbol as usize] = 0.0; // no float residue
-        }
-        order
-    }
-
-    /// Whole lots of `units` (rounded toward zero); backtesting.py's floor division when
-    /// the lot is one unit.
-    fn lots(&self, amount: f64, price: f64) -> f64 {
-        if self.config.lot == 1.0 {
-            python_floor_div(amount, price)
-        } else {
-            (amount / price / self.config.lot).floor() * self.config.lot
-        }
-    }
-
-    /// The paper broker: fill `symbol`'s queued orders at `candle.open`, in queue order.
-    fn fill_paper(&mut self, cx: &mut Context<'_, HostOutput>, pos: u64, candle: &Candle) {
-        let price = candle.open;
-        let mut i = 0;
-        while i < self.book.orders.len() {
-            let order = self.book.orders[i];
-            if order.symbol != candle.symbol || order.state != OrderState::Submitted {
-                i += 1;
-                continue;
-            }
-            let position = self.book.position(order.symbol);
-            let margin = self.book.margin_available();
-            let units = match order.size {
-                _ if order.closes => -position,
-                Size::Position => -position,
-                Size::Units(u) => {
-                    order.side.sign() * (u.abs() / self.config.lot).floor() * self.config.lot
-                }
-                Size::Quote(q) => order.side.sign() * self.lots(q.abs(), price),
-                Size::AllEquity => order.side.sign() * self.lots(margin * FULL_EQUITY, price),
-            };
-            // The part that adds exposure must be paid for from the margin left.
-            let reducing = if position != 0.0 && position.signum() != units.signum() {
-                units.abs().min(position.abs())
-            } else {
-                0.0
-            };
-            let adding = units.abs() - reducing;
-            let next = if units == 0.0 {
-                if order.closes {
-                    OrderState::Cancelled
-                } else {
-                    OrderState::Rejected
-                }
-            } else if adding * price > margin {
-                OrderState::Rejected
-            } else {
-                OrderState::Filled
-            };
-            if next == OrderState::Rejected {
-                let reason = if units == 0.0 {
-                    RejectReason::ZeroSize
-                } else {
-                    RejectReason::NoMargin
-                };
-                self.reject(cx, i, reason);
-                continue;
-            }
-            // Refused or cancelled straight from Submitted: only a fill is accepted first.
-            if next == OrderState::Cancelled {
-                self.stats.cancelled += 1;
-                self.transition(cx, i, next);
-                self.remove_order(i);
-                continue;
-            }
-            self.transition(cx, i, OrderState::Accepted);
-            {
-                let o = &mut self.book.orders[i];
-                o.filled = units;
-                o.avg_price = price;
-            }
-            self.book.pending[order.symbol as usize] -= order.units;
-            self.book.orders[i].units = units;
-            self.book.pending[order.symbol as usize] += units;
-            self.transition(cx, i, OrderState::Filled);
-            self.remove_order(i);
-            let fill = Fill {
-                order: order.id,
-                symbol: order.symbol,
-                units,
-                price,
-                pos,
-                ts_ns: candle.ts_ns,
-            };
-            self.book_fill(cx, &fill);
-        }
-    }
-
-    /// Book a fill (the paper broker's, or a venue's that was checked): the trades and cash,
-    /// its output, and the strategy's `on_fill` to come.
-    fn book_fill(&mut self, cx: &mut Context<'_, HostOutput>, fill: &Fill) {
-        self.apply_fill(cx, fill);
-        cx.emit(HostOutput::Fill(*fill));
-        self.stats.fills += 1;
-        if self.fills.len() < self.fills.capacity() {
-            self.fills.push(*fill);
-        } else {
-            self.stats.updates_dropped += 1;
-        }
-    }
-
-    /// Net a fill against the symbol's opposite trades (FIFO), then open a trade with the rest.
-    fn apply_fill(&mut self, cx: &mut Context<'_, HostOutput>, fill: &Fill) {
-        let mut rest = fill.units;
-        let mut i = 0;
-        while rest != 0.0 && i < self.book.trades.len() {
-            let t = self.book.trades[i];
-            if t.symbol != fill.symbol || t.size.signum() == rest.signum() {
-                i += 1;
-                continue;
-            }
-            let closed = if rest.abs() >= t.size.abs() {
-                t.size
-            } else {
-                -rest
-            };
-            let pnl = closed * (fill.price - t.entry_price);
-            self.book.cash += pnl;
-            rest += closed;
-            self.stats.trades += 1;
-            cx.emit(HostOutput::Trade(ClosedTrade {
-                symbol: t.symbol,
-                size: closed,
-                entry_bar: t.entry_bar,
-                exit_bar: fill.pos,
-                entry_ts_ns: t.entry_ts_ns,
-                exit_ts_ns: fill.ts_ns,
-                entry_price: t.entry_price,
-                exit_price: fill.price,
-                pnl,
-            }));
-            if closed == t.size {
-                self.book.trades.remove(i);
-            } else {
-                self.book.trades[i].size -= closed;
-                i += 1;
-            }
-        }
-        if rest != 0.0 {
-            if self.book.trades.len() < self.book.trades.capacity() {
-                self.book.trades.push(Trade {
-                    symbol: fill.symbol,
-                    size: rest,
-                    entry_price: fill.price,
-                    entry_bar: fill.pos,
-                    entry_ts_ns: fill.ts_ns,
-                });
-            } else {
-                // Capacity is checked by risk's position limits in practice; never lose a
-                // trade silently: fold it into the oldest trade of the symbol at its price.
-                tracing::error!(
-                    "max_open_trades = {} reached: a fill of symbol {} was merged",
-                    self.config.max_open_trades,
-                    fill.symbol
-                );
-                if let Some(t) = self
-                    .book
-                    .trades
-                    .iter_mut()
-                    .find(|t| t.symbol == fill.symbol)
-                {
-                    let size = t.size + rest;
-                    t.entry_price = (t.size * t.entry_price + rest * fill.price) / size;
-                    t.size = size;
-                }
-            }
-        }
-        self.book.recompute(fill.symbol);
-    }
-
-    fn mark(&mut self) {
-        let equity = self.book.equity();
-        let s = &mut self.stats;
-        s.equity = equity;
-        if equity > s.peak {
-            s.peak = equity;
-        }
-        let dd = 1.0 - equity / s.peak;
-        if dd > s.max_drawdown {
-            s.max_drawdown = dd;
-        }
-    }
-
-    fn on_candle(&mut self, cx: &mut Context<'_, HostOutput>, pos: u64, candle: &Candle) {
-        self.stats.candles += 1;
-        let s = candle.symbol as usize;
-        if candle.symbol >= self.config.symbols || !candle.close.is_finite() {
-            self.stats.ignored += 1;
-            return;
-        }
-        // Margin and marks use this bar's close (backtesting.py's broker sees `Close[i]`).
-        self.book.last[s] = candle.close;
-        if self.config.adapter.is_none() {
-            self.fill_paper(cx, pos, candle);
-        }
-        self.mark();
-        self.settle(cx);
-        self.call(cx, |st, scx| st.on_candle(scx, pos, candle));
-        self.settle(cx);
     }
 }
 
@@ -1261,13 +2224,18 @@ impl<S: Strategy> App for StrategyHost<S> {
                 self.stopping = true;
                 if self.config.cancel_on_shutdown {
                     while !self.book.orders.is_empty() {
-                        self.transition(cx, 0, OrderState::Cancelled);
-                        self.stats.cancelled += 1;
-                        self.remove_order(0);
+                        self.end(cx, 0, OrderState::Cancelled, None);
                     }
                 }
             }
-            EventKind::SourceEnded { .. } if self.config.stop_when_data_ends => cx.stop(),
+            EventKind::SourceEnded { .. } => {
+                if self.paper() && self.config.paper.finalize_trades && !self.stopping {
+                    self.finalize(cx);
+                }
+                if self.config.stop_when_data_ends {
+                    cx.stop();
+                }
+            }
             EventKind::Adapter(event) => {
                 self.on_adapter(cx, &event);
                 self.settle(cx);

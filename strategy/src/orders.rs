@@ -10,6 +10,9 @@ use tickloop_app::venue::{ErrorCode, FailReason, FillFault, RequestError, Reques
 
 /// Order ids are given by the host in order, from 1; they never repeat within a run.
 pub type OrderId = u64;
+/// Open trades are numbered by the host in order, from 1 (an order's bracket legs and close
+/// orders name the trade they act on).
+pub type TradeSeq = u64;
 
 /// How much an intent trades. Units are resolved at the fill price and rounded down to whole
 /// lots (`lot` in the host's config, 1 unit by default).
@@ -23,8 +26,164 @@ pub enum Size {
     /// As many units as the available margin buys at the fill price (backtesting.py's
     /// `buy()` with no size: a fraction `1 - 2^-52` of it, whole units).
     AllEquity,
+    /// As many units as this fraction (0 < f < 1) of the available margin buys at the fill
+    /// price (backtesting.py's `buy(size=0.5)`).
+    Fraction(f64),
     /// The whole open position of the symbol (a close).
     Position,
+}
+
+/// How long an order works (`Gtc` unless asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeInForce {
+    /// Good till cancelled.
+    #[default]
+    Gtc,
+    /// Immediate or cancel: what does not fill at once is cancelled. The paper broker gives
+    /// it one bar: the next candle of its symbol.
+    Ioc,
+    /// Fill or kill: all of it at once, or nothing. The paper broker fills whole orders, so
+    /// there it is `Ioc`.
+    Fok,
+    /// Good till this time, in ns since the Unix epoch (UTC, the time base of candles): no
+    /// candle stamped at or after it fills it, and the paper broker expires it at the first
+    /// such candle of its symbol.
+    Gtd(i64),
+}
+
+/// What an order is for; the host makes all but `Entry` itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The strategy's own order.
+    Entry,
+    /// A bracket leg of an open trade: a stop-loss (a stop order) or a take-profit (a limit
+    /// order). When one fills, or the trade closes, the other is cancelled.
+    StopLoss,
+    TakeProfit,
+    /// Closes one open trade (`close`): at the next open, ahead of every other order.
+    Close,
+}
+
+/// The kind of an order, from its prices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderType {
+    Market,
+    Limit,
+    /// A stop (stop-market): a market order once the bar reaches the stop.
+    Stop,
+    /// A limit order once the bar reaches the stop.
+    StopLimit,
+}
+
+impl OrderType {
+    pub fn of(limit: Option<f64>, stop: Option<f64>) -> OrderType {
+        match (limit, stop) {
+            (None, None) => OrderType::Market,
+            (Some(_), None) => OrderType::Limit,
+            (None, Some(_)) => OrderType::Stop,
+            (Some(_), Some(_)) => OrderType::StopLimit,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderType::Market => "market",
+            OrderType::Limit => "limit",
+            OrderType::Stop => "stop",
+            OrderType::StopLimit => "stop_limit",
+        }
+    }
+}
+
+/// What a strategy asks for: `OrderRequest::buy(symbol, size)` is a market order; add a
+/// `limit`, a `stop` (both: a stop-limit), a bracket (`sl`, `tp`), a time in force, or
+/// `reduce_only`. Checked by the host before risk; a bad one is denied with its reason.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OrderRequest {
+    pub symbol: u32,
+    pub side: Side,
+    pub size: Size,
+    pub limit: Option<f64>,
+    pub stop: Option<f64>,
+    /// Bracket prices: when the order fills, a stop-loss (stop) and a take-profit (limit)
+    /// close the trade it opened. A long needs `sl < entry < tp`, a short `tp < entry < sl`,
+    /// where the entry is the limit, else the stop, else the last close.
+    pub sl: Option<f64>,
+    pub tp: Option<f64>,
+    pub tif: TimeInForce,
+    /// Only ever reduce the position: denied when it would open or add, and cut at the fill
+    /// to what the position then is.
+    pub reduce_only: bool,
+}
+
+impl OrderRequest {
+    pub fn new(symbol: u32, side: Side, size: Size) -> OrderRequest {
+        OrderRequest {
+            symbol,
+            side,
+            size,
+            limit: None,
+            stop: None,
+            sl: None,
+            tp: None,
+            tif: TimeInForce::Gtc,
+            reduce_only: false,
+        }
+    }
+    pub fn buy(symbol: u32, size: Size) -> OrderRequest {
+        OrderRequest::new(symbol, Side::Buy, size)
+    }
+    pub fn sell(symbol: u32, size: Size) -> OrderRequest {
+        OrderRequest::new(symbol, Side::Sell, size)
+    }
+    pub fn limit(self, price: f64) -> OrderRequest {
+        OrderRequest {
+            limit: Some(price),
+            ..self
+        }
+    }
+    pub fn stop(self, price: f64) -> OrderRequest {
+        OrderRequest {
+            stop: Some(price),
+            ..self
+        }
+    }
+    pub fn sl(self, price: f64) -> OrderRequest {
+        OrderRequest {
+            sl: Some(price),
+            ..self
+        }
+    }
+    pub fn tp(self, price: f64) -> OrderRequest {
+        OrderRequest {
+            tp: Some(price),
+            ..self
+        }
+    }
+    pub fn tif(self, tif: TimeInForce) -> OrderRequest {
+        OrderRequest { tif, ..self }
+    }
+    pub fn reduce_only(self) -> OrderRequest {
+        OrderRequest {
+            reduce_only: true,
+            ..self
+        }
+    }
+    pub fn order_type(&self) -> OrderType {
+        OrderType::of(self.limit, self.stop)
+    }
+}
+
+/// A change to a working order: its new limit, stop and/or units (what is left to fill).
+/// `None` keeps the field as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Replace {
+    pub limit: Option<f64>,
+    pub stop: Option<f64>,
+    pub units: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +193,15 @@ pub enum OrderState {
     New,
     /// Sent to the venue (the paper broker or an adapter).
     Submitted,
-    /// The venue has it.
+    /// The venue has it, working.
     Accepted,
+    /// A stop order's stop was reached: it now works as a market (stop) or limit
+    /// (stop-limit) order.
+    Triggered,
+    /// A cancel or a replace was asked for and the venue has not answered yet (the paper
+    /// broker answers at once).
+    PendingCancel,
+    PendingReplace,
     PartiallyFilled,
     Filled,
     Cancelled,
@@ -59,6 +225,18 @@ impl OrderState {
         )
     }
 
+    /// Working at the venue: it may still fill, be cancelled or replaced.
+    pub fn is_working(self) -> bool {
+        matches!(
+            self,
+            OrderState::Submitted
+                | OrderState::Accepted
+                | OrderState::Triggered
+                | OrderState::PendingReplace
+                | OrderState::PartiallyFilled
+        )
+    }
+
     /// The transitions an order may make; anything else is a broken invariant.
     pub fn can_become(self, next: OrderState) -> bool {
         use OrderState::*;
@@ -66,11 +244,36 @@ impl OrderState {
             New => matches!(next, Submitted | Denied),
             Submitted => matches!(
                 next,
-                Accepted | Rejected | Cancelled | Expired | Filled | PartiallyFilled
+                Accepted
+                    | Triggered
+                    | PendingCancel
+                    | PendingReplace
+                    | Rejected
+                    | Cancelled
+                    | Expired
+                    | Filled
+                    | PartiallyFilled
             ),
-            Accepted | PartiallyFilled => {
-                matches!(next, PartiallyFilled | Filled | Cancelled | Expired)
-            }
+            Accepted | PartiallyFilled | Triggered => matches!(
+                next,
+                PartiallyFilled | Filled | Cancelled | Expired | PendingCancel | PendingReplace
+            ) || (self != Triggered && next == Triggered),
+            // A fill may race the cancel; a venue that refuses the cancel leaves it working.
+            PendingCancel => matches!(
+                next,
+                Cancelled | Expired | Filled | PartiallyFilled | Accepted | Triggered
+            ),
+            PendingReplace => matches!(
+                next,
+                Submitted
+                    | Accepted
+                    | Triggered
+                    | PartiallyFilled
+                    | Filled
+                    | Cancelled
+                    | Expired
+                    | PendingCancel
+            ),
             Filled | Cancelled | Rejected | Denied | Expired => false,
         }
     }
@@ -98,6 +301,28 @@ pub enum DenyReason {
     ShuttingDown,
     /// The symbol id is beyond the host's `symbols`.
     UnknownSymbol,
+    /// A limit, stop, stop-loss or take-profit that is zero, negative, NaN or infinite.
+    BadPrice,
+    /// A size that is zero, negative, NaN or infinite (a `Fraction` outside 0 < f < 1).
+    BadSize,
+    /// A buy stop at or below the last close, or a sell stop at or above it.
+    StopWrongSide,
+    /// The bracket is on the wrong side: a long needs `sl < entry < tp`, a short
+    /// `tp < entry < sl` (entry: the limit, else the stop, else the last close).
+    BracketWrongSide,
+    /// `reduce_only`, but it would open or add to the position.
+    ReduceOnly,
+    /// `Gtd` with a time that has passed.
+    Expired,
+    /// Cancel or replace of an order that is final (filled, cancelled...) or unknown.
+    NotWorking,
+    /// Replace of what the order does not have (a limit of a market order, units of a close),
+    /// or of an order a cancel is pending for.
+    NotReplaceable,
+    /// The venue adapter does not do this order type or time in force (its capabilities).
+    Unsupported,
+    /// More intents in one event than `intents_per_event`.
+    TooManyIntents,
 }
 
 impl DenyReason {
@@ -112,11 +337,23 @@ impl DenyReason {
             DenyReason::TooManyOrders => "too_many_orders",
             DenyReason::ShuttingDown => "shutting_down",
             DenyReason::UnknownSymbol => "unknown_symbol",
+            DenyReason::BadPrice => "bad_price",
+            DenyReason::BadSize => "bad_size",
+            DenyReason::StopWrongSide => "stop_wrong_side",
+            DenyReason::BracketWrongSide => "bracket_wrong_side",
+            DenyReason::ReduceOnly => "reduce_only",
+            DenyReason::Expired => "expired",
+            DenyReason::NotWorking => "not_working",
+            DenyReason::NotReplaceable => "not_replaceable",
+            DenyReason::Unsupported => "unsupported",
+            DenyReason::TooManyIntents => "too_many_intents",
         }
     }
 }
 
-/// Why an order ended `Rejected`: what really happened, for the strategy and telemetry.
+/// Why an order ended `Rejected`, or `Cancelled` where there is more to say (`Unfilled`,
+/// `TradeClosed`, and `NoMargin` after part of it netted): what really happened, for the
+/// strategy and telemetry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
@@ -132,6 +369,10 @@ pub enum RejectReason {
     VenueStatus,
     /// No answer within the adapter's `request_timeout_ms`: the venue may still have it.
     Timeout,
+    /// An IOC or FOK order that did not fill at once.
+    Unfilled,
+    /// A bracket leg or close order whose trade is gone (closed by another order).
+    TradeClosed,
     /// The adapter went down with it in flight: the venue may still have it.
     AdapterDown,
 }
@@ -159,6 +400,8 @@ impl fmt::Display for RejectReason {
             RejectReason::Timeout => {
                 f.write_str("no answer in time (request_timeout_ms); the venue may still have it")
             }
+            RejectReason::Unfilled => f.write_str("IOC/FOK: it did not fill at once"),
+            RejectReason::TradeClosed => f.write_str("the trade it was for is closed"),
             RejectReason::AdapterDown => {
                 f.write_str("the adapter went down with it in flight; the venue may still have it")
             }
@@ -196,14 +439,37 @@ pub struct Order {
     pub symbol: u32,
     pub side: Side,
     pub size: Size,
-    /// Closes the symbol's position (queued ahead of other orders, as backtesting.py does).
-    pub closes: bool,
+    pub role: Role,
+    /// The trade a bracket leg or close order acts on.
+    pub trade: Option<TradeSeq>,
+    /// Its limit; its stop until the stop is reached (then `None`, state `Triggered`).
+    pub limit: Option<f64>,
+    pub stop: Option<f64>,
+    /// The bracket to put on the trade it opens.
+    pub sl: Option<f64>,
+    pub tp: Option<f64>,
+    pub tif: TimeInForce,
+    pub reduce_only: bool,
     pub state: OrderState,
-    /// Units resolved at the fill (0 before).
+    /// Signed units left to fill (an estimate until the fill when sized from the margin).
     pub units: f64,
     pub filled: f64,
     pub avg_price: f64,
     pub created_at: Nanos,
+}
+
+impl Order {
+    /// A close order (queued ahead of other orders, as backtesting.py does).
+    pub fn closes(&self) -> bool {
+        self.role == Role::Close
+    }
+    /// A bracket leg (backtesting.py's "contingent" order).
+    pub fn is_leg(&self) -> bool {
+        matches!(self.role, Role::StopLoss | Role::TakeProfit)
+    }
+    pub fn order_type(&self) -> OrderType {
+        OrderType::of(self.limit, self.stop)
+    }
 }
 
 /// One transition of one order: the host's output for it, and its telemetry.
@@ -217,8 +483,15 @@ pub struct OrderUpdate {
     pub units: f64,
     pub filled: f64,
     pub avg_price: f64,
-    /// Why it was rejected (only with `state: Rejected`).
+    pub role: Role,
+    pub limit: Option<f64>,
+    pub stop: Option<f64>,
+    /// Why it was rejected or cancelled, where there is more to say than the state.
     pub reason: Option<RejectReason>,
+    /// Why an intent about this order was denied: with `state: Denied` the order itself
+    /// (it never existed at a venue); with any other state a cancel or replace of it (the
+    /// order is as it was).
+    pub denied: Option<DenyReason>,
 }
 
 impl Order {
@@ -231,7 +504,11 @@ impl Order {
             units: self.units,
             filled: self.filled,
             avg_price: self.avg_price,
+            role: self.role,
+            limit: self.limit,
+            stop: self.stop,
             reason: None,
+            denied: None,
         }
     }
 }
@@ -243,6 +520,8 @@ pub struct Fill {
     pub symbol: u32,
     pub units: f64,
     pub price: f64,
+    /// The commission it was charged (the paper broker's `commission`; 0 for a venue's).
+    pub commission: f64,
     /// The candle's position in its source when the fill happened (the bar index in a
     /// backtest).
     pub pos: u64,
@@ -261,5 +540,12 @@ pub struct ClosedTrade {
     pub exit_ts_ns: i64,
     pub entry_price: f64,
     pub exit_price: f64,
+    /// `size × (exit − entry) − commission`, as backtesting.py's `PnL`.
     pub pnl: f64,
+    /// Commission of both ends: the exit's, and the entry's for this size at the entry price
+    /// (backtesting.py's `Commission`).
+    pub commission: f64,
+    /// The order that closed it, and what that order was (a close, a bracket leg...).
+    pub exit_order: OrderId,
+    pub exit_role: Role,
 }
