@@ -18,9 +18,9 @@ use tickloop_runtime::driver::DriverChoice;
 use tickloop_runtime::event_loop::{EventLoop, LoopBuilder, LoopConfig, Mode};
 use tickloop_runtime::series::SeriesSource;
 use tickloop_strategy::host::{
-    HostConfig, HostOutput, HostSetup, HostStats, Strategy, StrategyHost,
+    HostConfig, HostOutput, HostSetup, HostStats, PaperConfig, Strategy, StrategyHost,
 };
-use tickloop_strategy::orders::ClosedTrade;
+use tickloop_strategy::orders::{ClosedTrade, Role};
 
 #[derive(Args, Clone)]
 pub struct BacktestArgs {
@@ -52,6 +52,30 @@ pub struct BacktestArgs {
     /// Record the run's journal here (`tickloop replay --verify` reproduces it).
     #[arg(long, value_name = "FILE")]
     pub journal: Option<PathBuf>,
+    /// Commission, a fraction of each fill's value charged when a trade opens and when it
+    /// closes (backtesting.py's `commission`; 0.002 is 0.2 %).
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub commission: f64,
+    /// A fixed commission charged when a trade opens and when it closes (backtesting.py's
+    /// `commission=(fixed, fraction)`).
+    #[arg(long, default_value_t = 0.0, value_name = "AMOUNT")]
+    pub commission_fixed: f64,
+    /// The bid-ask spread, a fraction of the price a trade opens against the trader.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub spread: f64,
+    /// The margin a position needs (leverage is 1 / margin; 1 is none).
+    #[arg(long, default_value_t = 1.0, value_name = "FRACTION")]
+    pub margin: f64,
+    /// Fill market orders at the close of the candle they were placed on, not the next open.
+    #[arg(long)]
+    pub trade_on_close: bool,
+    /// Each new order first cancels the symbol's other orders and closes its trades.
+    #[arg(long)]
+    pub exclusive_orders: bool,
+    /// Close what is open at the end of the data (at the last candle's open, as
+    /// backtesting.py does), so the trade list and the final equity include it.
+    #[arg(long)]
+    pub finalize_trades: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -111,6 +135,8 @@ struct TradeLine<'a> {
     entry_price: f64,
     exit_price: f64,
     pnl: f64,
+    commission: f64,
+    exit: &'static str,
 }
 
 #[derive(Serialize)]
@@ -191,11 +217,29 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
             cash: args.cash,
             symbols: dataset.symbols.len() as u32,
             stop_when_data_ends: true,
+            paper: PaperConfig {
+                commission: args.commission,
+                commission_fixed: args.commission_fixed,
+                spread: args.spread,
+                margin: args.margin,
+                trade_on_close: args.trade_on_close,
+                exclusive_orders: args.exclusive_orders,
+                finalize_trades: args.finalize_trades,
+            },
             ..HostConfig::default()
         },
         risk,
         strategy,
     };
+    // The paper broker's messages start with the field: name the flag instead.
+    setup
+        .host
+        .paper
+        .validate()
+        .map_err(|e| match e.split_once(" = ") {
+            Some((field, rest)) => anyhow::anyhow!("--{} {rest}", field.replace('_', "-")),
+            None => anyhow::anyhow!(e),
+        })?;
     setup
         .host
         .validate()
@@ -248,6 +292,13 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
                     entry_price: t.entry_price,
                     exit_price: t.exit_price,
                     pnl: t.pnl,
+                    commission: t.commission,
+                    exit: match t.exit_role {
+                        Role::Entry => "order",
+                        Role::StopLoss => "stop_loss",
+                        Role::TakeProfit => "take_profit",
+                        Role::Close => "close",
+                    },
                 },
             )?;
             file.write_all(b"\n")?;
@@ -323,7 +374,7 @@ fn print_summary(s: &Summary<'_>) {
     println!("max drawdown    {:.4} %", s.max_drawdown_pct);
     for p in &s.open_positions {
         println!(
-            "open position   {} {} units from {} (last {}, unrealized {:+.2}; a backtest leaves it open, as backtesting.py does)",
+            "open position   {} {} units from {} (last {}, unrealized {:+.2}; left open, as backtesting.py does: --finalize-trades closes it)",
             p.symbol, p.size, p.avg_entry, p.last_price, p.unrealized
         );
     }

@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use tickloop_strategy::crossover::SmaCross;
 use tickloop_strategy::drop_trigger::DropTrigger;
 use tickloop_strategy::host::{HostConfig, HostSetup, Strategy};
+use tickloop_strategy::limit_bracket::LimitBracket;
 use tickloop_strategy::risk::RiskConfig;
+use tickloop_strategy::stop_breakout::StopBreakout;
 
 /// Something made for each strategy from its type: its registry [`Entry`], or a command's
 /// functions for it (a row of that command's [`Table`]).
@@ -23,7 +25,12 @@ pub trait ForStrategy: Sized + Send + Sync + 'static {
 
 /// tickloop's own strategies, each as `T`: the one list of them.
 pub fn builtin<T: ForStrategy>() -> Vec<T> {
-    vec![T::of::<SmaCross>(), T::of::<DropTrigger>()]
+    vec![
+        T::of::<SmaCross>(),
+        T::of::<DropTrigger>(),
+        T::of::<LimitBracket>(),
+        T::of::<StopBreakout>(),
+    ]
 }
 
 /// A strategy as the registry knows it: its name and its config check.

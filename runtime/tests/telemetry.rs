@@ -212,7 +212,9 @@ fn expected_fields(event: &Telemetry) -> Value {
             qty,
             limit,
             stop,
-        } => json!({"kind": "order_replaced", "order": order, "qty": qty, "limit": limit, "stop": stop}),
+        } => {
+            json!({"kind": "order_replaced", "order": order, "qty": qty, "limit": limit, "stop": stop})
+        }
         Telemetry::OrderRefused { order, reason } => {
             json!({"kind": "order_refused", "order": order, "reason": reason.as_str()})
         }

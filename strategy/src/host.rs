@@ -882,10 +882,9 @@ impl<S: Strategy> StrategyHost<S> {
             self.updates_out.clear();
             self.refusals_out.clear();
         }
-        self.stats.updates_dropped += (self.fills.len()
-            + self.updates.len()
-            + self.faults.len()
-            + self.refusals.len()) as u64;
+        self.stats.updates_dropped +=
+            (self.fills.len() + self.updates.len() + self.faults.len() + self.refusals.len())
+                as u64;
         self.fills.clear();
         self.updates.clear();
         self.faults.clear();
@@ -953,8 +952,7 @@ impl<S: Strategy> StrategyHost<S> {
         if self.stopping {
             return Err(DenyReason::ShuttingDown);
         }
-        if !(is_price(req.limit) && is_price(req.stop) && is_price(req.sl) && is_price(req.tp))
-        {
+        if !(is_price(req.limit) && is_price(req.stop) && is_price(req.sl) && is_price(req.tp)) {
             return Err(DenyReason::BadPrice);
         }
         let good_size = match req.size {
@@ -980,7 +978,11 @@ impl<S: Strategy> StrategyHost<S> {
                 .or(req.stop)
                 .or(last.map(|p| self.config.paper.adjusted(sign, p)))
                 .ok_or(DenyReason::NoPrice)?;
-            let (below, above) = if long { (req.sl, req.tp) } else { (req.tp, req.sl) };
+            let (below, above) = if long {
+                (req.sl, req.tp)
+            } else {
+                (req.tp, req.sl)
+            };
             if !(below.is_none_or(|b| b < entry) && above.is_none_or(|a| entry < a)) {
                 return Err(DenyReason::BracketWrongSide);
             }
@@ -996,11 +998,12 @@ impl<S: Strategy> StrategyHost<S> {
                 return Err(DenyReason::Expired);
             }
         }
-        if !self.paper() && (req.order_type() != crate::orders::OrderType::Market
-            || req.sl.is_some()
-            || req.tp.is_some()
-            || req.tif != TimeInForce::Gtc
-            || req.reduce_only)
+        if !self.paper()
+            && (req.order_type() != crate::orders::OrderType::Market
+                || req.sl.is_some()
+                || req.tp.is_some()
+                || req.tif != TimeInForce::Gtc
+                || req.reduce_only)
         {
             // The adapter protocol carries market orders only so far.
             return Err(DenyReason::Unsupported);
@@ -1226,10 +1229,7 @@ impl<S: Strategy> StrategyHost<S> {
             Some(DenyReason::NotReplaceable)
         } else if !(is_price(change.limit) && is_price(change.stop)) {
             Some(DenyReason::BadPrice)
-        } else if change
-            .units
-            .is_some_and(|u| !(u.is_finite() && u > 0.0))
-        {
+        } else if change.units.is_some_and(|u| !(u.is_finite() && u > 0.0)) {
             Some(DenyReason::BadSize)
         } else {
             let req = OrderRequest {
@@ -1350,7 +1350,11 @@ impl<S: Strategy> StrategyHost<S> {
         let long = o.side == Side::Buy;
         let stop = o.stop;
         if let Some(stop) = stop {
-            let hit = if long { bar.high >= stop } else { bar.low <= stop };
+            let hit = if long {
+                bar.high >= stop
+            } else {
+                bar.low <= stop
+            };
             if !hit {
                 self.unfilled(cx, i);
                 return false;
@@ -1360,7 +1364,11 @@ impl<S: Strategy> StrategyHost<S> {
             self.transition(cx, i, OrderState::Triggered);
         }
         let price = if let Some(limit) = o.limit {
-            let hit = if long { bar.low <= limit } else { bar.high >= limit };
+            let hit = if long {
+                bar.low <= limit
+            } else {
+                bar.high >= limit
+            };
             // Stop and limit both in this bar: backtesting.py assumes the limit came first.
             let before_stop = hit
                 && if long {
@@ -1388,8 +1396,7 @@ impl<S: Strategy> StrategyHost<S> {
         };
         let market = o.limit.is_none() && stop.is_none();
         let (pos, ts) =
-            if market && self.config.paper.trade_on_close && !o.is_leg() && !prev.close.is_nan()
-            {
+            if market && self.config.paper.trade_on_close && !o.is_leg() && !prev.close.is_nan() {
                 (prev.pos, prev.ts)
             } else {
                 (bar.pos, bar.ts)
@@ -1439,7 +1446,12 @@ impl<S: Strategy> StrategyHost<S> {
         let o = self.book.orders[i];
         let Some(ti) = self.book.trade_index(seq) else {
             // A second close of a trade already closed: backtesting.py drops it.
-            return self.end(cx, i, OrderState::Cancelled, Some(RejectReason::TradeClosed));
+            return self.end(
+                cx,
+                i,
+                OrderState::Cancelled,
+                Some(RejectReason::TradeClosed),
+            );
         };
         let t = self.book.trades[ti];
         let size = o.units.abs().min(t.size.abs()).copysign(o.units);
@@ -1726,7 +1738,12 @@ impl<S: Strategy> StrategyHost<S> {
             // The bracket goes with the trade.
             for leg in [t.sl_order, t.tp_order].into_iter().flatten() {
                 if let Some(li) = self.order_index(leg) {
-                    self.end(cx, li, OrderState::Cancelled, Some(RejectReason::TradeClosed));
+                    self.end(
+                        cx,
+                        li,
+                        OrderState::Cancelled,
+                        Some(RejectReason::TradeClosed),
+                    );
                 }
             }
         } else {
@@ -1815,7 +1832,16 @@ impl<S: Strategy> StrategyHost<S> {
             } else {
                 rest
             };
-            self.reduce_trade(cx, k, fill.price, part, fill.pos, fill.ts_ns, fill.order, Role::Entry);
+            self.reduce_trade(
+                cx,
+                k,
+                fill.price,
+                part,
+                fill.pos,
+                fill.ts_ns,
+                fill.order,
+                Role::Entry,
+            );
             rest -= part;
             if self.book.trades.get(k).is_some_and(|x| x.seq == t.seq) {
                 k += 1;

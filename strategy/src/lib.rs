@@ -2,8 +2,9 @@
 //!
 //! - [`host`]: the `Strategy` trait and the host that runs one as an `App`: orders and their
 //!   states, positions and PnL, risk checks ([`risk`]), and the paper broker.
-//! - [`crossover`] (SMA crossover, backtesting.py's tutorial strategy) and [`drop_trigger`]:
-//!   the example strategies.
+//! - [`crossover`] (SMA crossover, backtesting.py's tutorial strategy), [`limit_bracket`]
+//!   (limit entries with a stop-loss and take-profit), [`stop_breakout`] (stop entries) and
+//!   [`drop_trigger`]: the example strategies.
 //! - [`limits`]: every bound of the host's config and tables, in one place.
 //! - [`sma`]: a moving-average crossover *signal* app (no orders) that the loop's tests and
 //!   benchmarks use as a workload across many symbols.
@@ -15,7 +16,9 @@ pub mod crossover;
 pub mod drop_trigger;
 pub mod host;
 pub mod indicators;
+pub mod limit_bracket;
 pub mod limits;
 pub mod orders;
 pub mod risk;
 pub mod sma;
+pub mod stop_breakout;

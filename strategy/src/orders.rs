@@ -254,10 +254,12 @@ impl OrderState {
                     | Filled
                     | PartiallyFilled
             ),
-            Accepted | PartiallyFilled | Triggered => matches!(
-                next,
-                PartiallyFilled | Filled | Cancelled | Expired | PendingCancel | PendingReplace
-            ) || (self != Triggered && next == Triggered),
+            Accepted | PartiallyFilled | Triggered => {
+                matches!(
+                    next,
+                    PartiallyFilled | Filled | Cancelled | Expired | PendingCancel | PendingReplace
+                ) || (self != Triggered && next == Triggered)
+            }
             // A fill may race the cancel; a venue that refuses the cancel leaves it working.
             PendingCancel => matches!(
                 next,
