@@ -43,6 +43,9 @@ impl Pump {
                 side: Side::Buy,
                 qty: 1.0,
                 limit: Some(99.5),
+                stop: None,
+                tif: tickloop_app::venue::TimeInForce::Gtc,
+                reduce_only: false,
             }
         };
         cx.emit(AdapterRequest {

@@ -525,6 +525,9 @@ fn field_scenario(config: AdapterConfig, burst: u64) {
                                 },
                                 qty: 1.0 + (next_id % 5) as f64,
                                 limit: None,
+                                stop: None,
+                                tif: tickloop_app::venue::TimeInForce::Gtc,
+                                reduce_only: false,
                             }
                         };
                         send(cx, next_id, r);
@@ -545,6 +548,9 @@ fn field_scenario(config: AdapterConfig, burst: u64) {
                             side: Side::Buy,
                             qty: 1.0,
                             limit: None,
+                            stop: None,
+                            tif: tickloop_app::venue::TimeInForce::Gtc,
+                            reduce_only: false,
                         }
                     };
                     send(cx, next_id, r);
@@ -819,6 +825,9 @@ fn an_adapter_that_never_reads_gets_backpressure_then_is_restarted_as_hung() {
                         side: Side::Buy,
                         qty: 1.0,
                         limit: Some(10.0),
+                        stop: None,
+                        tif: tickloop_app::venue::TimeInForce::Gtc,
+                        reduce_only: false,
                     },
                 ));
             }
@@ -1368,6 +1377,9 @@ fn the_paper_broker_fills_market_orders_at_the_next_candles_open() {
                     side: Side::Buy,
                     qty: 1.0,
                     limit: None,
+                    stop: None,
+                    tif: tickloop_app::venue::TimeInForce::Gtc,
+                    reduce_only: false,
                 },
             ));
             cx.emit(request(
@@ -1377,6 +1389,9 @@ fn the_paper_broker_fills_market_orders_at_the_next_candles_open() {
                     side: Side::Buy,
                     qty: 10.0,
                     limit: None,
+                    stop: None,
+                    tif: tickloop_app::venue::TimeInForce::Gtc,
+                    reduce_only: false,
                 },
             ));
         }
@@ -1507,6 +1522,9 @@ fn replay_script() -> impl FnMut(&Event, &mut Context<'_, AdapterRequest>) {
                 side: Side::Sell,
                 qty: candle.open,
                 limit: None,
+                stop: None,
+                tif: tickloop_app::venue::TimeInForce::Gtc,
+                reduce_only: false,
             },
         )),
         EventKind::Adapter(AdapterEvent::Done {

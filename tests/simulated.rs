@@ -75,6 +75,9 @@ impl App for Trader {
                     side: Side::Buy,
                     qty: 1.0,
                     limit: Some(candle.open),
+                    stop: None,
+                    tif: tickloop_app::venue::TimeInForce::Gtc,
+                    reduce_only: false,
                 },
             )),
             _ => {}

@@ -98,14 +98,24 @@ impl Capabilities {
     pub const BARS: Capabilities = Capabilities(2);
     /// `subscribe` and unsolicited `candle`s.
     pub const SUBSCRIBE: Capabilities = Capabilities(4);
-    /// `place_order`, `cancel_order`, unsolicited `order_update` and `fill`.
+    /// `place_order` (market and limit), `cancel_order`, unsolicited `order_update` and
+    /// `fill`.
     pub const ORDERS: Capabilities = Capabilities(8);
+    /// `place_order` of `stop` and `stop_limit` orders.
+    pub const STOP_ORDERS: Capabilities = Capabilities(16);
+    /// `place_order` with a `time_in_force` other than `gtc` (`ioc`, `fok`, `gtd`).
+    pub const TIME_IN_FORCE: Capabilities = Capabilities(32);
+    /// `place_order` with `reduce_only`.
+    pub const REDUCE_ONLY: Capabilities = Capabilities(64);
 
-    const NAMES: [(&'static str, Capabilities); 4] = [
+    const NAMES: [(&'static str, Capabilities); 7] = [
         ("accounts", Capabilities::ACCOUNTS),
         ("bars", Capabilities::BARS),
         ("subscribe", Capabilities::SUBSCRIBE),
         ("orders", Capabilities::ORDERS),
+        ("stop_orders", Capabilities::STOP_ORDERS),
+        ("time_in_force", Capabilities::TIME_IN_FORCE),
+        ("reduce_only", Capabilities::REDUCE_ONLY),
     ];
 
     pub fn contains(self, other: Capabilities) -> bool {
@@ -177,6 +187,68 @@ impl fmt::Display for RequestKind {
     }
 }
 
+/// The kind of an order, from its prices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderType {
+    Market,
+    Limit,
+    /// A stop (stop-market): a market order once the market reaches the stop.
+    Stop,
+    /// A limit order once the market reaches the stop.
+    StopLimit,
+}
+
+impl OrderType {
+    pub fn of(limit: Option<f64>, stop: Option<f64>) -> OrderType {
+        match (limit, stop) {
+            (None, None) => OrderType::Market,
+            (Some(_), None) => OrderType::Limit,
+            (None, Some(_)) => OrderType::Stop,
+            (Some(_), Some(_)) => OrderType::StopLimit,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderType::Market => "market",
+            OrderType::Limit => "limit",
+            OrderType::Stop => "stop",
+            OrderType::StopLimit => "stop_limit",
+        }
+    }
+}
+
+/// How long an order works (`Gtc` unless asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeInForce {
+    /// Good till cancelled.
+    #[default]
+    Gtc,
+    /// Immediate or cancel: what does not fill at once is cancelled. A paper broker gives it
+    /// one bar: the next candle of its symbol.
+    Ioc,
+    /// Fill or kill: all of it at once, or nothing. A paper broker fills whole orders, so
+    /// there it is `Ioc`.
+    Fok,
+    /// Good till this time, in ns since the Unix epoch (UTC, the time base of candles): no
+    /// candle stamped at or after it fills it, and a paper broker expires it at the first
+    /// such candle of its symbol.
+    Gtd(i64),
+}
+
+impl TimeInForce {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeInForce::Gtc => "gtc",
+            TimeInForce::Ioc => "ioc",
+            TimeInForce::Fok => "fok",
+            TimeInForce::Gtd(_) => "gtd",
+        }
+    }
+}
+
 /// A request to an adapter, as the app makes it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -194,14 +266,18 @@ pub enum Request {
     /// Live candles of `symbol`: answered by [`AdapterEvent::Done`], then unsolicited
     /// [`AdapterEvent::Candle`]s.
     Subscribe { symbol: u32 },
-    /// An order; `limit: None` is a market order. Answered by [`AdapterEvent::Done`] when the
-    /// broker accepted it; its life follows as [`AdapterEvent::OrderUpdate`] and
-    /// [`AdapterEvent::Fill`] naming this request's id as `order`.
+    /// An order: market with neither `limit` nor `stop`, limit, stop (stop-market) or
+    /// stop-limit with both. Answered by [`AdapterEvent::Done`] when the broker accepted it;
+    /// its life follows as [`AdapterEvent::OrderUpdate`] and [`AdapterEvent::Fill`] naming
+    /// this request's id as `order`.
     PlaceOrder {
         symbol: u32,
         side: Side,
         qty: f64,
         limit: Option<f64>,
+        stop: Option<f64>,
+        tif: TimeInForce,
+        reduce_only: bool,
     },
     /// Cancel the order placed by request `order`: [`AdapterEvent::Done`] when the broker
     /// accepted the cancel (the order's `OrderUpdate { status: Cancelled }` follows).
@@ -209,6 +285,29 @@ pub enum Request {
 }
 
 impl Request {
+    /// What an adapter must have announced to be sent this request.
+    pub fn needs(&self) -> Capabilities {
+        let mut needs = self.kind().capability();
+        if let Request::PlaceOrder {
+            stop,
+            tif,
+            reduce_only,
+            ..
+        } = *self
+        {
+            if stop.is_some() {
+                needs = needs.union(Capabilities::STOP_ORDERS);
+            }
+            if tif != TimeInForce::Gtc {
+                needs = needs.union(Capabilities::TIME_IN_FORCE);
+            }
+            if reduce_only {
+                needs = needs.union(Capabilities::REDUCE_ONLY);
+            }
+        }
+        needs
+    }
+
     pub fn kind(&self) -> RequestKind {
         match self {
             Request::GetAccounts => RequestKind::GetAccounts,
@@ -498,6 +597,8 @@ impl fmt::Display for ExitStatus {
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Accepted,
+    /// A stop order's stop was reached: it works as a market or limit order now.
+    Triggered,
     PartiallyFilled,
     Filled,
     Cancelled,
@@ -509,6 +610,7 @@ impl OrderStatus {
     pub fn from_wire(s: &str) -> Option<OrderStatus> {
         Some(match s {
             "accepted" => OrderStatus::Accepted,
+            "triggered" => OrderStatus::Triggered,
             "partially_filled" => OrderStatus::PartiallyFilled,
             "filled" => OrderStatus::Filled,
             "cancelled" => OrderStatus::Cancelled,

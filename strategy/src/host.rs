@@ -8,6 +8,7 @@
 //! It never reads a clock (event times only), never does IO, never iterates a hash map and
 //! never allocates per event: every table is sized from [`HostConfig`] at `new`.
 
+use crate::matching::{match_bar, Matched};
 use crate::orders::{
     ClosedTrade, DenyReason, Fill, FillFaultReport, Order, OrderId, OrderRequest, OrderState,
     OrderUpdate, RejectReason, Replace, Role, Side, Size, TimeInForce, TradeSeq,
@@ -998,16 +999,6 @@ impl<S: Strategy> StrategyHost<S> {
                 return Err(DenyReason::Expired);
             }
         }
-        if !self.paper()
-            && (req.order_type() != crate::orders::OrderType::Market
-                || req.sl.is_some()
-                || req.tp.is_some()
-                || req.tif != TimeInForce::Gtc
-                || req.reduce_only)
-        {
-            // The adapter protocol carries market orders only so far.
-            return Err(DenyReason::Unsupported);
-        }
         Ok(())
     }
 
@@ -1104,7 +1095,10 @@ impl<S: Strategy> StrategyHost<S> {
                 symbol: s,
                 side: req.side,
                 qty,
-                limit: None,
+                limit: req.limit,
+                stop: req.stop,
+                tif: req.tif,
+                reduce_only: req.reduce_only,
             },
         }));
     }
@@ -1185,6 +1179,9 @@ impl<S: Strategy> StrategyHost<S> {
                     side,
                     qty: t.size.abs(),
                     limit: None,
+                    stop: None,
+                    tif: TimeInForce::Gtc,
+                    reduce_only: false,
                 },
             }));
         }
@@ -1349,63 +1346,50 @@ impl<S: Strategy> StrategyHost<S> {
         let o = self.book.orders[i];
         let long = o.side == Side::Buy;
         let stop = o.stop;
-        if let Some(stop) = stop {
-            let hit = if long {
-                bar.high >= stop
-            } else {
-                bar.low <= stop
-            };
-            if !hit {
+        let on_close = self.config.paper.trade_on_close && !o.is_leg() && !prev.close.is_nan();
+        let market_price = if on_close { prev.close } else { bar.open };
+        let price = match match_bar(
+            long,
+            o.limit,
+            stop,
+            bar.open,
+            bar.high,
+            bar.low,
+            market_price,
+        ) {
+            Matched::Waits => {
                 self.unfilled(cx, i);
                 return false;
             }
-            // A stop reached becomes a market or limit order.
-            self.book.orders[i].stop = None;
-            self.transition(cx, i, OrderState::Triggered);
-        }
-        let price = if let Some(limit) = o.limit {
-            let hit = if long {
-                bar.low <= limit
-            } else {
-                bar.high >= limit
-            };
-            // Stop and limit both in this bar: backtesting.py assumes the limit came first.
-            let before_stop = hit
-                && if long {
-                    limit <= stop.unwrap_or(f64::NEG_INFINITY)
-                } else {
-                    limit >= stop.unwrap_or(f64::INFINITY)
-                };
-            if !hit || before_stop {
+            Matched::Triggered => {
+                self.trigger(cx, i);
                 self.unfilled(cx, i);
                 return false;
             }
-            if long {
-                stop.unwrap_or(bar.open).min(limit)
-            } else {
-                stop.unwrap_or(bar.open).max(limit)
-            }
-        } else {
-            let on_close = self.config.paper.trade_on_close && !o.is_leg() && !prev.close.is_nan();
-            let p = if on_close { prev.close } else { bar.open };
-            match stop {
-                Some(st) if long => p.max(st),
-                Some(st) => p.min(st),
-                None => p,
+            Matched::Fills { price, triggered } => {
+                if triggered {
+                    self.trigger(cx, i);
+                }
+                price
             }
         };
         let market = o.limit.is_none() && stop.is_none();
-        let (pos, ts) =
-            if market && self.config.paper.trade_on_close && !o.is_leg() && !prev.close.is_nan() {
-                (prev.pos, prev.ts)
-            } else {
-                (bar.pos, bar.ts)
-            };
+        let (pos, ts) = if market && on_close {
+            (prev.pos, prev.ts)
+        } else {
+            (bar.pos, bar.ts)
+        };
         if let Some(seq) = o.trade {
             self.fill_for_trade(cx, i, seq, price, pos, ts);
             return false;
         }
         self.fill_entry(cx, i, price, pos, ts, bar, stop, market)
+    }
+
+    /// A stop reached becomes a market or limit order.
+    fn trigger(&mut self, cx: &mut Context<'_, HostOutput>, i: usize) {
+        self.book.orders[i].stop = None;
+        self.transition(cx, i, OrderState::Triggered);
     }
 
     /// An order that could not fill on this bar: IOC and FOK end here.
@@ -1714,6 +1698,46 @@ impl<S: Strategy> StrategyHost<S> {
         self.book.orders.insert(at, order);
         self.stats.orders += 1;
         self.transition(cx, at, OrderState::Submitted);
+        // Through a venue the host keeps the pair one-cancels-other itself: each leg is an
+        // order of its own there, and the other is cancelled when one fills.
+        if let Some(adapter) = self.config.adapter {
+            cx.emit(HostOutput::Send(AdapterRequest {
+                adapter,
+                id,
+                request: Request::PlaceOrder {
+                    symbol: t.symbol,
+                    side,
+                    qty: t.size.abs(),
+                    limit,
+                    stop,
+                    tif: TimeInForce::Gtc,
+                    reduce_only: false,
+                },
+            }));
+        }
+    }
+
+    /// Cancel a bracket leg whose trade closed: at once on paper, through the venue there
+    /// (pending until it confirms).
+    fn cancel_leg(&mut self, cx: &mut Context<'_, HostOutput>, li: usize) {
+        let Some(adapter) = self.config.adapter else {
+            return self.end(
+                cx,
+                li,
+                OrderState::Cancelled,
+                Some(RejectReason::TradeClosed),
+            );
+        };
+        let leg = self.book.orders[li];
+        if leg.state.is_working() {
+            self.transition(cx, li, OrderState::PendingCancel);
+            cx.emit(HostOutput::Send(AdapterRequest {
+                adapter,
+                id: self.next_id,
+                request: Request::CancelOrder { order: leg.id },
+            }));
+            self.next_id += 1;
+        }
     }
 
     /// backtesting.py's `_reduce_trade`: take `size` (opposite in sign) off trade `ti` at
@@ -1735,15 +1759,13 @@ impl<S: Strategy> StrategyHost<S> {
         let left = t.size + size;
         if left == 0.0 {
             self.book.trades.remove(ti);
-            // The bracket goes with the trade.
+            // The bracket goes with the trade (but for the leg that is closing it).
             for leg in [t.sl_order, t.tp_order].into_iter().flatten() {
+                if leg == order {
+                    continue;
+                }
                 if let Some(li) = self.order_index(leg) {
-                    self.end(
-                        cx,
-                        li,
-                        OrderState::Cancelled,
-                        Some(RejectReason::TradeClosed),
-                    );
+                    self.cancel_leg(cx, li);
                 }
             }
         } else {
@@ -1818,8 +1840,26 @@ impl<S: Strategy> StrategyHost<S> {
 
     /// A venue's fill moves the book: netted FIFO against the symbol's opposite trades, the
     /// rest opens a trade (no commission: the venue's is its own).
-    fn apply_venue_fill(&mut self, cx: &mut Context<'_, HostOutput>, fill: &Fill) {
+    fn apply_venue_fill(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        fill: &Fill,
+        target: Option<TradeSeq>,
+        role: Role,
+    ) -> Option<TradeSeq> {
         let mut rest = fill.units;
+        // A leg or close order takes off its own trade first.
+        if let Some(ti) = target.and_then(|seq| self.book.trade_index(seq)) {
+            let t = self.book.trades[ti];
+            if t.size.signum() != rest.signum() {
+                let part = rest.abs().min(t.size.abs()).copysign(rest);
+                self.reduce_trade(
+                    cx, ti, fill.price, part, fill.pos, fill.ts_ns, fill.order, role,
+                );
+                rest -= part;
+            }
+        }
+        let mut opened = None;
         let mut k = 0;
         while rest != 0.0 && k < self.book.trades.len() {
             let t = self.book.trades[k];
@@ -1833,14 +1873,7 @@ impl<S: Strategy> StrategyHost<S> {
                 rest
             };
             self.reduce_trade(
-                cx,
-                k,
-                fill.price,
-                part,
-                fill.pos,
-                fill.ts_ns,
-                fill.order,
-                Role::Entry,
+                cx, k, fill.price, part, fill.pos, fill.ts_ns, fill.order, role,
             );
             rest -= part;
             if self.book.trades.get(k).is_some_and(|x| x.seq == t.seq) {
@@ -1861,6 +1894,7 @@ impl<S: Strategy> StrategyHost<S> {
                     sl_order: None,
                     tp_order: None,
                 });
+                opened = Some(seq);
             } else {
                 // Never lose a trade silently: fold it into the oldest trade of the symbol.
                 tracing::error!(
@@ -1881,6 +1915,7 @@ impl<S: Strategy> StrategyHost<S> {
             }
         }
         self.book.recompute(fill.symbol);
+        opened
     }
 
     fn mark(&mut self) {
@@ -2027,6 +2062,7 @@ impl<S: Strategy> StrategyHost<S> {
                 };
                 let next = match status {
                     OrderStatus::Accepted => OrderState::Accepted,
+                    OrderStatus::Triggered => OrderState::Triggered,
                     OrderStatus::Cancelled => OrderState::Cancelled,
                     OrderStatus::Rejected => OrderState::Rejected,
                     OrderStatus::Expired => OrderState::Expired,
@@ -2191,8 +2227,16 @@ impl<S: Strategy> StrategyHost<S> {
             pos: self.stats.candles,
             ts_ns,
         };
-        self.apply_venue_fill(cx, &fill);
+        let opened = self.apply_venue_fill(cx, &fill, o.trade, o.role);
         self.book_fill(cx, &fill);
+        if let Some(seq) = opened {
+            if let Some(tp) = o.tp {
+                self.add_leg(cx, seq, Role::TakeProfit, tp);
+            }
+            if let Some(sl) = o.sl {
+                self.add_leg(cx, seq, Role::StopLoss, sl);
+            }
+        }
         // The table may have moved; the order is found again by id.
         let Some(i) = self.order_index(o.id) else {
             return;

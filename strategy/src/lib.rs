@@ -18,6 +18,7 @@ pub mod host;
 pub mod indicators;
 pub mod limit_bracket;
 pub mod limits;
+pub mod matching;
 pub mod orders;
 pub mod risk;
 pub mod sma;

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use tickloop_app::clock::Nanos;
-pub use tickloop_app::venue::Side;
 use tickloop_app::venue::{ErrorCode, FailReason, FillFault, RequestError, RequestId};
+pub use tickloop_app::venue::{OrderType, Side, TimeInForce};
 
 /// Order ids are given by the host in order, from 1; they never repeat within a run.
 pub type OrderId = u64;
@@ -33,25 +33,6 @@ pub enum Size {
     Position,
 }
 
-/// How long an order works (`Gtc` unless asked).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeInForce {
-    /// Good till cancelled.
-    #[default]
-    Gtc,
-    /// Immediate or cancel: what does not fill at once is cancelled. The paper broker gives
-    /// it one bar: the next candle of its symbol.
-    Ioc,
-    /// Fill or kill: all of it at once, or nothing. The paper broker fills whole orders, so
-    /// there it is `Ioc`.
-    Fok,
-    /// Good till this time, in ns since the Unix epoch (UTC, the time base of candles): no
-    /// candle stamped at or after it fills it, and the paper broker expires it at the first
-    /// such candle of its symbol.
-    Gtd(i64),
-}
-
 /// What an order is for; the host makes all but `Entry` itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,38 +45,6 @@ pub enum Role {
     TakeProfit,
     /// Closes one open trade (`close`): at the next open, ahead of every other order.
     Close,
-}
-
-/// The kind of an order, from its prices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderType {
-    Market,
-    Limit,
-    /// A stop (stop-market): a market order once the bar reaches the stop.
-    Stop,
-    /// A limit order once the bar reaches the stop.
-    StopLimit,
-}
-
-impl OrderType {
-    pub fn of(limit: Option<f64>, stop: Option<f64>) -> OrderType {
-        match (limit, stop) {
-            (None, None) => OrderType::Market,
-            (Some(_), None) => OrderType::Limit,
-            (None, Some(_)) => OrderType::Stop,
-            (Some(_), Some(_)) => OrderType::StopLimit,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderType::Market => "market",
-            OrderType::Limit => "limit",
-            OrderType::Stop => "stop",
-            OrderType::StopLimit => "stop_limit",
-        }
-    }
 }
 
 /// What a strategy asks for: `OrderRequest::buy(symbol, size)` is a market order; add a

@@ -1010,6 +1010,9 @@ impl AdapterHandle {
                     side,
                     qty,
                     limit,
+                    stop: None,
+                    tif: tickloop_app::venue::TimeInForce::Gtc,
+                    reduce_only: false,
                 },
             },
         )

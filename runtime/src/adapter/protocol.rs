@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
 use std::io;
-use tickloop_app::venue::{Capabilities, RequestId, Side, TradeId};
+use tickloop_app::venue::{Capabilities, OrderType, RequestId, Side, TradeId};
 
 /// The protocol version this engine speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -236,12 +236,8 @@ impl io::Write for SliceWriter<'_> {
     }
 }
 
-/// An order's type on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderType {
-    Market,
-    Limit,
+fn is_gtc(tif: &&'static str) -> bool {
+    *tif == "gtc"
 }
 
 /// What the engine sends. Serialized as `{"type":"<snake_case variant>", ...fields}`.
@@ -280,6 +276,15 @@ pub enum Outgoing<'a> {
         order_type: OrderType,
         #[serde(skip_serializing_if = "Option::is_none")]
         limit_price: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stop_price: Option<f64>,
+        /// `gtc` (the default, then left out), `ioc`, `fok` or `gtd` (with `expire_ns`).
+        #[serde(skip_serializing_if = "is_gtc")]
+        time_in_force: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expire_ns: Option<i64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        reduce_only: bool,
     },
     CancelOrder {
         id: RequestId,
@@ -587,11 +592,33 @@ mod tests {
             qty: 10.0,
             order_type: OrderType::Market,
             limit_price: None,
+            stop_price: None,
+            time_in_force: "gtc",
+            expire_ns: None,
+            reduce_only: false,
         })
         .unwrap();
         assert_eq!(
             std::str::from_utf8(&q.pending()[4..]).unwrap(),
             r#"{"type":"place_order","id":7,"symbol":"AAPL","side":"buy","qty":10.0,"order_type":"market"}"#
+        );
+        let mut q = OutQueue::new(1024);
+        q.push(&Outgoing::PlaceOrder {
+            id: 8,
+            symbol: "AAPL",
+            side: Side::Sell,
+            qty: 10.0,
+            order_type: OrderType::StopLimit,
+            limit_price: Some(194.5),
+            stop_price: Some(195.0),
+            time_in_force: "gtd",
+            expire_ns: Some(1_700_000_000_000_000_000),
+            reduce_only: true,
+        })
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&q.pending()[4..]).unwrap(),
+            r#"{"type":"place_order","id":8,"symbol":"AAPL","side":"sell","qty":10.0,"order_type":"stop_limit","limit_price":194.5,"stop_price":195.0,"time_in_force":"gtd","expire_ns":1700000000000000000,"reduce_only":true}"#
         );
     }
 }

@@ -13,7 +13,7 @@
 //! one `Done` or `Failed`; a refused one gets one `Failed { Refused }`; one `Down` per process.
 
 use super::config::AdapterConfig;
-use super::protocol::{self, FrameStatus, InBuffer, Incoming, OrderType, OutQueue, Outgoing};
+use super::protocol::{self, FrameStatus, InBuffer, Incoming, OutQueue, Outgoing};
 use crate::timer::{TimerKey, TimerWheel};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -21,7 +21,8 @@ use std::fmt;
 use tickloop_app::clock::{Nanos, MILLIS};
 use tickloop_app::venue::{
     AdapterEvent, AdapterId, Capabilities, DownCause, ErrorCode, ExitStatus, FailReason, Fault,
-    Name, OrderStatus, Request, RequestError, RequestId, RequestKind, MAX_REQUEST_ID,
+    Name, OrderStatus, OrderType, Request, RequestError, RequestId, RequestKind, TimeInForce,
+    MAX_REQUEST_ID,
 };
 use tickloop_ring::Candle;
 
@@ -723,7 +724,7 @@ impl Session {
         if id == 0 || id > MAX_REQUEST_ID {
             return Err(RequestError::BadId);
         }
-        if !c.caps.contains(request.kind().capability()) {
+        if !c.caps.contains(request.needs()) {
             return Err(RequestError::Unsupported);
         }
         if c.in_flight.iter().any(|f| f.id == id) {
@@ -768,8 +769,14 @@ impl Session {
                 side,
                 qty,
                 limit,
+                stop,
+                tif,
+                reduce_only,
             } => {
-                if !positive(qty) || limit.is_some_and(|p| !positive(p)) {
+                if !positive(qty)
+                    || limit.is_some_and(|p| !positive(p))
+                    || stop.is_some_and(|p| !positive(p))
+                {
                     return Err(RequestError::BadRequest);
                 }
                 (
@@ -778,12 +785,15 @@ impl Session {
                         symbol: name(symbol)?,
                         side,
                         qty,
-                        order_type: if limit.is_some() {
-                            OrderType::Limit
-                        } else {
-                            OrderType::Market
-                        },
+                        order_type: OrderType::of(limit, stop),
                         limit_price: limit,
+                        stop_price: stop,
+                        time_in_force: tif.as_str(),
+                        expire_ns: match tif {
+                            TimeInForce::Gtd(t) => Some(t),
+                            _ => None,
+                        },
+                        reduce_only,
                     },
                     symbol,
                 )
@@ -1298,6 +1308,9 @@ mod tests {
             side: Side::Buy,
             qty,
             limit: None,
+            stop: None,
+            tif: tickloop_app::venue::TimeInForce::Gtc,
+            reduce_only: false,
         };
         assert_eq!(s.request(S, 0, &order(1.0), &t), Err(RequestError::BadId));
         assert_eq!(
