@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tickloop_ring::{self as ring, Candle, ReadResult, Reader, ReaderOptions, Start};
 use tickloop_runtime::adapter::protocol::{self, FrameStatus, InBuffer};
+use tickloop_runtime::adapter::TimeInForce;
+use tickloop_strategy::matching::{match_bar, Matched};
 
 #[derive(Subcommand)]
 pub enum AdapterCommand {
@@ -206,6 +208,10 @@ struct Msg {
     qty: Option<f64>,
     order_type: Option<String>,
     limit_price: Option<f64>,
+    stop_price: Option<f64>,
+    time_in_force: Option<String>,
+    expire_ns: Option<i64>,
+    reduce_only: Option<bool>,
     order: Option<u64>,
     max_frame: Option<u32>,
 }
@@ -225,6 +231,16 @@ fn hello_reply(name: &str, capabilities: &[&str]) -> serde_json::Value {
 }
 
 const ALL_CAPS: [&str; 4] = ["accounts", "bars", "subscribe", "orders"];
+/// The paper broker does every order type and time in force.
+const PAPER_CAPS: [&str; 7] = [
+    "accounts",
+    "bars",
+    "subscribe",
+    "orders",
+    "stop_orders",
+    "time_in_force",
+    "reduce_only",
+];
 
 // ---------------------------------------------------------------- echo
 
@@ -589,6 +605,10 @@ struct Order {
     buy: bool,
     qty: f64,
     limit: Option<f64>,
+    /// Its stop until the stop is reached.
+    stop: Option<f64>,
+    tif: TimeInForce,
+    reduce_only: bool,
 }
 
 struct Paper {
@@ -650,7 +670,7 @@ impl Paper {
             )
         };
         match m.kind.as_str() {
-            "hello" => frame(out, &hello_reply("tickloop-paper", &ALL_CAPS)),
+            "hello" => frame(out, &hello_reply("tickloop-paper", &PAPER_CAPS)),
             "ping" => frame(out, &json!({"type": "pong", "seq": m.seq.unwrap_or(0)})),
             "get_accounts" => {
                 frame(
@@ -704,17 +724,38 @@ impl Paper {
                     Some("sell") => false,
                     _ => return bad(out, "side must be buy or sell"),
                 };
-                let limit = match m.order_type.as_deref() {
-                    Some("market") | None => None,
-                    Some("limit") => match m.limit_price {
-                        Some(p) if p.is_finite() && p > 0.0 => Some(p),
-                        _ => return bad(out, "a limit order needs a positive limit_price"),
-                    },
+                let price = |p: Option<f64>, what: &str| match p {
+                    Some(p) if p.is_finite() && p > 0.0 => Ok(p),
+                    _ => Err(format!("a {what} order needs a positive {what}_price")),
+                };
+                let prices = match m.order_type.as_deref() {
+                    Some("market") | None => Ok((None, None)),
+                    Some("limit") => price(m.limit_price, "limit").map(|l| (Some(l), None)),
+                    Some("stop") => price(m.stop_price, "stop").map(|s| (None, Some(s))),
+                    Some("stop_limit") => price(m.limit_price, "limit")
+                        .and_then(|l| price(m.stop_price, "stop").map(|s| (Some(l), Some(s)))),
                     Some(other) => {
                         return frame(
                             out,
                             &json!({"type": "error", "id": id, "code": "not_supported",
                                     "message": format!("order type {other:?}")}),
+                        )
+                    }
+                };
+                let (limit, stop) = match prices {
+                    Ok(prices) => prices,
+                    Err(why) => return bad(out, &why),
+                };
+                let tif = match (m.time_in_force.as_deref(), m.expire_ns) {
+                    (None | Some("gtc"), _) => TimeInForce::Gtc,
+                    (Some("ioc"), _) => TimeInForce::Ioc,
+                    (Some("fok"), _) => TimeInForce::Fok,
+                    (Some("gtd"), Some(t)) => TimeInForce::Gtd(t),
+                    (Some("gtd"), None) => return bad(out, "a gtd order needs expire_ns"),
+                    (Some(other), _) => {
+                        return bad(
+                            out,
+                            &format!("time_in_force {other:?} is not gtc, ioc, fok or gtd"),
                         )
                     }
                 };
@@ -724,6 +765,9 @@ impl Paper {
                     buy,
                     qty,
                     limit,
+                    stop,
+                    tif,
+                    reduce_only: m.reduce_only.unwrap_or(false),
                 });
                 frame(
                     out,
@@ -761,7 +805,9 @@ impl Paper {
         }
     }
 
-    /// A candle read from the ring: fill what it fills, forward it if subscribed, keep it.
+    /// A candle read from the ring: fill what it fills (backtesting.py's rules, as the
+    /// engine's own paper broker: `tickloop_strategy::matching`), forward it if subscribed,
+    /// keep it.
     fn candle(&mut self, c: &Candle, out: &mut impl Write) -> io::Result<()> {
         let mut k = 0;
         while k < self.open.len() {
@@ -770,32 +816,69 @@ impl Paper {
                 k += 1;
                 continue;
             }
-            let price = match o.limit {
-                None => Some(c.open),
-                Some(l) if o.buy && c.low <= l => Some(c.open.min(l)),
-                Some(l) if !o.buy && c.high >= l => Some(c.open.max(l)),
-                Some(_) => None,
+            let (id, qty) = (o.id, o.qty);
+            if matches!(o.tif, TimeInForce::Gtd(t) if c.ts_ns >= t) {
+                self.open.remove(k);
+                self.update(out, id, "expired", qty)?;
+                continue;
+            }
+            let matched = match_bar(o.buy, o.limit, o.stop, c.open, c.high, c.low, c.open);
+            let price = match matched {
+                Matched::Fills { price, triggered } => {
+                    if triggered {
+                        self.update(out, id, "triggered", qty)?;
+                    }
+                    Some(price)
+                }
+                Matched::Triggered => {
+                    self.open[k].stop = None;
+                    self.update(out, id, "triggered", qty)?;
+                    None
+                }
+                Matched::Waits => None,
             };
-            let Some(price) = price else {
-                k += 1;
+            // What the position allows a reduce-only order.
+            let o = &self.open[k];
+            let position = self.positions.get(&o.symbol).copied().unwrap_or(0.0);
+            let allowed = if !o.reduce_only {
+                o.qty
+            } else if (position > 0.0 && !o.buy) || (position < 0.0 && o.buy) {
+                o.qty.min(position.abs())
+            } else {
+                0.0
+            };
+            let Some(price) = price.filter(|_| allowed > 0.0) else {
+                if matches!(o.tif, TimeInForce::Ioc | TimeInForce::Fok) || price.is_some() {
+                    // IOC and FOK get one candle; reduce-only with nothing to reduce ends.
+                    self.open.remove(k);
+                    self.update(out, id, "cancelled", qty)?;
+                } else {
+                    k += 1;
+                }
                 continue;
             };
             let o = self.open.remove(k);
-            let signed = if o.buy { o.qty } else { -o.qty };
-            let fee = (o.qty * price).abs() * self.fee_bps / 10_000.0;
+            let qty = allowed;
+            let signed = if o.buy { qty } else { -qty };
+            let fee = (qty * price).abs() * self.fee_bps / 10_000.0;
             self.cash -= signed * price + fee;
             *self.positions.entry(o.symbol).or_insert(0.0) += signed;
             frame(
                 out,
                 &json!({"type": "fill", "order": o.id, "symbol": self.name(o.symbol),
-                        "side": if o.buy { "buy" } else { "sell" }, "qty": o.qty, "price": price,
+                        "side": if o.buy { "buy" } else { "sell" }, "qty": qty, "price": price,
                         "fee": fee, "ts_ns": c.ts_ns, "trade_id": format!("P-{}", o.id)}),
             )?;
-            frame(
-                out,
-                &json!({"type": "order_update", "order": o.id, "status": "filled",
-                        "filled": o.qty, "remaining": 0, "avg_price": price}),
-            )?;
+            if qty < o.qty {
+                // Reduce-only, cut to the position: the rest is cancelled.
+                self.update(out, o.id, "cancelled", o.qty - qty)?;
+            } else {
+                frame(
+                    out,
+                    &json!({"type": "order_update", "order": o.id, "status": "filled",
+                            "filled": qty, "remaining": 0, "avg_price": price}),
+                )?;
+            }
         }
         self.last.insert(c.symbol, c.close);
         if self.subscribed.get(c.symbol as usize) == Some(&true) {
@@ -812,6 +895,21 @@ impl Paper {
         }
         h.push_back(*c);
         Ok(())
+    }
+
+    /// An `order_update` without a fill: `remaining` is what the order was for.
+    fn update(
+        &self,
+        out: &mut impl Write,
+        order: u64,
+        status: &str,
+        remaining: f64,
+    ) -> io::Result<()> {
+        frame(
+            out,
+            &json!({"type": "order_update", "order": order, "status": status,
+                    "filled": 0, "remaining": remaining}),
+        )
     }
 
     /// Read every candle the ring has now.

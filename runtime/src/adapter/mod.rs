@@ -60,6 +60,6 @@ pub use host::{AdapterHandle, AdapterHost, SharedHost};
 pub use session::{AdapterState, AdapterStats, SymbolTable};
 pub use tickloop_app::venue::{
     AdapterEvent, AdapterId, AdapterRequest, Capabilities, DownCause, ErrorCode, ExitStatus,
-    FailReason, Fault, FillFault, Name, OrderStatus, Request, RequestError, RequestId, RequestKind,
-    Side, TradeId, MAX_REQUEST_ID,
+    FailReason, Fault, FillFault, Name, OrderStatus, OrderType, Request, RequestError, RequestId,
+    RequestKind, Side, TimeInForce, TradeId, MAX_REQUEST_ID,
 };
