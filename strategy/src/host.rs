@@ -692,6 +692,7 @@ impl<S: Strategy> StrategyHost<S> {
         risk.validate()?;
         let n = host.symbols as usize;
         let orders = host.max_open_orders as usize;
+        let intents = host.intents_per_event as usize;
         let book = Book {
             cash: host.cash,
             trades: Vec::with_capacity(host.max_open_trades as usize),
@@ -714,8 +715,9 @@ impl<S: Strategy> StrategyHost<S> {
             prev_bar: vec![Bar::NONE; n],
             fills: Vec::with_capacity(orders),
             fills_out: Vec::with_capacity(orders),
-            updates: Vec::with_capacity(UPDATES_PER_ORDER * orders),
-            updates_out: Vec::with_capacity(UPDATES_PER_ORDER * orders),
+            // Every open order's updates, and a denial for every intent of the event.
+            updates: Vec::with_capacity(UPDATES_PER_ORDER * orders + intents),
+            updates_out: Vec::with_capacity(UPDATES_PER_ORDER * orders + intents),
             refusals: Vec::with_capacity(host.intents_per_event as usize),
             refusals_out: Vec::with_capacity(host.intents_per_event as usize),
             faults: Vec::with_capacity(FAULTS_PER_EVENT),
@@ -1529,6 +1531,10 @@ impl<S: Strategy> StrategyHost<S> {
                 k += 1;
             }
         }
+        // Closing trades cancelled their bracket legs: the order's place in the table moved.
+        let i = self
+            .order_index(o.id)
+            .expect("the order being filled is in the table");
         let margin_after = self.book.margin_available(leverage);
         let no_margin = need.abs() * plus_commission > margin_after * leverage;
         let opens = need != 0.0 && !no_margin;
