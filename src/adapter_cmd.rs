@@ -1,8 +1,9 @@
 //! `tickloop adapter echo|paper|fault`: adapter programs written in Rust that speak the
 //! protocol of docs/adapter-protocol.md on their stdin and stdout (the other side of
 //! `tickloop_runtime::adapter`). `echo` answers every request at once (the benchmark's
-//! peer); `paper` is a paper broker that reads candles from a ring and fills market orders at
-//! the next candle's open; `fault` (hidden) misbehaves in one chosen way, for the tests.
+//! peer); `paper` is a paper broker that reads candles from a ring and fills market, limit,
+//! stop and stop-limit orders on the next candles by the engine's own matching rule
+//! (`tickloop_strategy::matching`), with IOC, FOK, GTD and reduce-only; `fault` (hidden) misbehaves in one chosen way, for the tests.
 //!
 //! Each is a plain blocking program, as an adapter in any language would be: it reads frames
 //! from stdin, writes frames to stdout, logs to stderr, and exits when stdin ends. Frames are
@@ -28,7 +29,8 @@ pub enum AdapterCommand {
     /// An adapter that answers every request at once (one account, a few bars, immediate
     /// fills); `--raw` echoes 8-byte messages instead (the benchmark's pipe reference).
     Echo(EchoArgs),
-    /// A paper broker over a ring: market orders fill at the open of the next candle.
+    /// A paper broker over a ring: orders of every type and time in force fill on the next
+    /// candles by backtesting.py's rules, as the engine's own paper broker fills them.
     Paper(PaperArgs),
     /// An adapter that misbehaves in one way, for tests.
     #[command(hide = true)]

@@ -165,6 +165,7 @@ struct Summary<'a> {
     max_drawdown_pct: f64,
     stats: HostStats,
     open_positions: Vec<OpenLine<'a>>,
+    finalize_trades: bool,
     trades_out: Option<PathBuf>,
     journal: Option<PathBuf>,
 }
@@ -342,6 +343,7 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         max_drawdown_pct: -stats.max_drawdown * 100.0,
         stats,
         open_positions,
+        finalize_trades: args.finalize_trades,
         trades_out: args.trades_out.clone(),
         journal: args.journal.clone(),
     };
@@ -364,7 +366,7 @@ fn print_summary(s: &Summary<'_>) {
         s.last_time
     );
     println!(
-        "trades          {} closed ({} won), {} orders, {} fills, {} denied by risk, {} rejected",
+        "trades          {} closed ({} won), {} orders, {} fills, {} denied, {} rejected",
         s.trades, s.wins, s.stats.orders, s.stats.fills, s.stats.denied, s.stats.rejected
     );
     println!(
@@ -372,9 +374,14 @@ fn print_summary(s: &Summary<'_>) {
         s.cash, s.final_equity, s.return_pct, s.final_cash
     );
     println!("max drawdown    {:.4} %", s.max_drawdown_pct);
+    let why = if s.finalize_trades {
+        "opened in the final step by an order of the last candle, as backtesting.py does"
+    } else {
+        "left open, as backtesting.py does: --finalize-trades closes it"
+    };
     for p in &s.open_positions {
         println!(
-            "open position   {} {} units from {} (last {}, unrealized {:+.2}; left open, as backtesting.py does: --finalize-trades closes it)",
+            "open position   {} {} units from {} (last {}, unrealized {:+.2}; {why})",
             p.symbol, p.size, p.avg_entry, p.last_price, p.unrealized
         );
     }

@@ -93,7 +93,7 @@ fn bad_configs_are_one_clear_error_each_before_anything_starts() {
     let o = tickloop(&["config", "check", example]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("account = \"paper\""));
-    for strategy in ["sma_cross", "drop_trigger"] {
+    for strategy in ["sma_cross", "drop_trigger", "limit_bracket"] {
         let example = format!(
             "{}/examples/strategies/{strategy}.toml",
             env!("CARGO_MANIFEST_DIR")
