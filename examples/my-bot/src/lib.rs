@@ -1,9 +1,11 @@
 //! The template bot's strategy: mean reversion on an EMA and an RSI, long only.
 //!
 //! Per symbol: when the RSI falls below `oversold` while the close is under its EMA (a sharp
-//! fall below the trend), buy `size_quote` of quote currency; close the position when the RSI
-//! climbs back above `exit_rsi`, or when the close falls to `entry × stop_loss`. Orders fill
-//! at the next candle's open (the paper broker) or wherever the venue fills them.
+//! fall below the trend), buy `size_quote` of quote currency with a stop-loss at
+//! `close × stop_loss` attached (a bracket leg: it rests with the broker and fills when the
+//! market reaches it, within a candle); close the position when the RSI climbs back above
+//! `exit_rsi` (the stop-loss is then cancelled). The entry fills at the next candle's open
+//! (the paper broker) or wherever the venue fills it.
 //!
 //! Like every tickloop strategy it is deterministic: it never reads a clock (time is the
 //! candle's and the event's), never spawns a thread, never does IO and allocates its
@@ -14,7 +16,7 @@ pub mod indicators;
 use indicators::{Ema, Rsi};
 use serde::{Deserialize, Serialize};
 use tickloop::strategy::host::{Strategy, StrategyCx};
-use tickloop::strategy::orders::{Fill, Size};
+use tickloop::strategy::orders::{Fill, OrderRequest, Size};
 use tickloop::Candle;
 
 /// The strategy's parameters: `[strategy.params]` in a config file, `--param KEY=VALUE` on the
@@ -30,7 +32,8 @@ pub struct MeanReversionConfig {
     pub oversold: f64,
     /// Close when the RSI is above this (above `oversold`, below 100).
     pub exit_rsi: f64,
-    /// Close when the close falls to entry × stop_loss (0 < stop_loss < 1; 0 = off).
+    /// The stop-loss put on each entry, at the signal's close × stop_loss (0 < stop_loss < 1;
+    /// 0 = none).
     pub stop_loss: f64,
     /// Quote currency per entry.
     pub size_quote: f64,
@@ -121,7 +124,8 @@ pub fn decide(
 ) -> Decision {
     match entry {
         None if rsi < c.oversold && close < ema => Decision::Buy,
-        Some(entry) if rsi > c.exit_rsi || close <= entry * c.stop_loss => Decision::Close,
+        // The stop-loss is the broker's: a leg resting with the entry.
+        Some(_) if rsi > c.exit_rsi => Decision::Close,
         _ => Decision::Nothing,
     }
 }
@@ -154,7 +158,14 @@ impl Strategy for MeanReversion {
         let held = cx.position(candle.symbol) > 0.0;
         let entry = held.then_some(sym.entry);
         match decide(&self.config, candle.close, ema, rsi, entry) {
-            Decision::Buy => cx.buy(candle.symbol, Size::Quote(self.config.size_quote)),
+            Decision::Buy => {
+                let mut order =
+                    OrderRequest::buy(candle.symbol, Size::Quote(self.config.size_quote));
+                if self.config.stop_loss > 0.0 {
+                    order = order.sl(candle.close * self.config.stop_loss);
+                }
+                cx.place(order);
+            }
             Decision::Close => cx.close(candle.symbol),
             Decision::Nothing => {}
         }

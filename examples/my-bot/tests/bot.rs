@@ -41,41 +41,57 @@ impl Drop for TempDir {
     }
 }
 
-/// (open, close) of every bar of the bundled file.
-fn bars() -> Vec<(f64, f64)> {
+/// (open, low, close) of every bar of the bundled file.
+fn bars() -> Vec<(f64, f64, f64)> {
     let text = std::fs::read_to_string(DATA).unwrap();
     text.lines()
         .skip(1)
         .map(|line| {
             let f: Vec<&str> = line.split(',').collect();
-            (f[1].parse().unwrap(), f[4].parse().unwrap())
+            (
+                f[1].parse().unwrap(),
+                f[3].parse().unwrap(),
+                f[4].parse().unwrap(),
+            )
         })
         .collect()
 }
 
 /// The trades the rule makes over `bars`, as (entry bar, exit bar, units, entry, exit): a
-/// signal on bar i's close fills at bar i+1's open, in whole units of `size_quote`.
-fn expected_trades(c: &MeanReversionConfig, bars: &[(f64, f64)]) -> Vec<(u64, u64, f64, f64, f64)> {
+/// signal on bar i's close fills at bar i+1's open, in whole units of `size_quote`; the
+/// stop-loss (the signal's close × stop_loss) fills at the first bar from the entry's on whose
+/// low reaches it, at the stop (or the open, when it opened below), unless an exit signal's
+/// close filled at that bar's open first.
+fn expected_trades(
+    c: &MeanReversionConfig,
+    bars: &[(f64, f64, f64)],
+) -> Vec<(u64, u64, f64, f64, f64)> {
     let (mut ema, mut rsi) = (Ema::new(c.ema), Rsi::new(c.rsi));
-    let mut open: Option<(u64, f64, f64)> = None;
-    let mut pending: Option<Decision> = None;
+    let mut open: Option<(u64, f64, f64, f64)> = None;
+    let mut pending: Option<(Decision, f64)> = None;
     let mut trades = Vec::new();
-    for (i, &(o, close)) in bars.iter().enumerate() {
+    for (i, &(o, low, close)) in bars.iter().enumerate() {
         let i = i as u64;
         match pending.take() {
-            Some(Decision::Buy) => open = Some((i, (c.size_quote / o).floor(), o)),
-            Some(Decision::Close) => {
-                let (bar, units, entry) = open.take().unwrap();
+            Some((Decision::Buy, sl)) => open = Some((i, (c.size_quote / o).floor(), o, sl)),
+            Some((Decision::Close, _)) => {
+                let (bar, units, entry, _) = open.take().unwrap();
                 trades.push((bar, i, units, entry, o));
             }
             _ => {}
         }
+        if let Some((bar, units, entry, sl)) = open {
+            if sl > 0.0 && low <= sl {
+                trades.push((bar, i, units, entry, o.min(sl)));
+                open = None;
+            }
+        }
         let (Some(e), Some(r)) = (ema.push(close), rsi.push(close)) else {
             continue;
         };
-        match decide(c, close, e, r, open.map(|(_, _, entry)| entry)) {
+        match decide(c, close, e, r, open.map(|(_, _, entry, _)| entry)) {
             Decision::Nothing => {}
-            d => pending = Some(d),
+            d => pending = Some((d, close * c.stop_loss)),
         }
     }
     trades
@@ -164,11 +180,14 @@ fn bad_parameters_are_one_line_naming_the_key() {
     let o = mybot(&["backtest", "--strategy", "mean_revert", "--data", DATA]);
     let err = text(&o.stderr);
     assert!(
-        err.contains("\"mean_revert\" is not a strategy mybot has: use one of sma_cross, drop_trigger, mean_reversion"),
+        err.contains("\"mean_revert\" is not a strategy mybot has: use one of sma_cross, drop_trigger, limit_bracket, stop_breakout, mean_reversion"),
         "{err}"
     );
     let o = mybot(&["strategies"]);
-    assert_eq!(text(&o.stdout), "sma_cross\ndrop_trigger\nmean_reversion\n");
+    assert_eq!(
+        text(&o.stdout),
+        "sma_cross\ndrop_trigger\nlimit_bracket\nstop_breakout\nmean_reversion\n"
+    );
 }
 
 fn status(path: &str) -> Option<Value> {
@@ -267,9 +286,12 @@ fn a_live_run_trades_through_the_paper_adapter_and_its_journal_replays() {
         "feed", "replay", "--data", DATA, "--ring", &ring, "--pace", "x3600000",
     ]);
     assert!(fed.status.success(), "{}", text(&fed.stderr));
+    // Every candle read and every entry done: at most the stop-loss of a trade still open
+    // rests at the end.
     wait_for("every candle and order", Duration::from_secs(60), || {
-        status(&status_file)
-            .is_some_and(|d| d["candles"] == 5000 && d["trading"]["open_orders"] == 0)
+        status(&status_file).is_some_and(|d| {
+            d["candles"] == 5000 && d["trading"]["open_orders"].as_u64().is_some_and(|n| n <= 1)
+        })
     });
     let doc = status(&status_file).unwrap();
     assert_eq!(doc["trading"]["strategy"], "mean_reversion", "{doc}");
