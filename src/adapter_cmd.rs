@@ -613,6 +613,56 @@ struct Order {
     reduce_only: bool,
 }
 
+/// The order a `place_order` asks for, or the error code and message that refuse it.
+fn order_of(m: &Msg, id: u64, symbol: u32) -> Result<Order, (&'static str, String)> {
+    let bad = |why: String| ("bad_request", why);
+    let qty = m.qty.unwrap_or(0.0);
+    if !(qty.is_finite() && qty > 0.0) {
+        return Err(bad("qty must be a positive number".into()));
+    }
+    let buy = match m.side.as_deref() {
+        Some("buy") => true,
+        Some("sell") => false,
+        _ => return Err(bad("side must be buy or sell".into())),
+    };
+    let price = |p: Option<f64>, what: &str| match p {
+        Some(p) if p.is_finite() && p > 0.0 => Ok(p),
+        _ => Err(bad(format!("a {what} order needs a positive {what}_price"))),
+    };
+    let (limit, stop) = match m.order_type.as_deref() {
+        Some("market") | None => (None, None),
+        Some("limit") => (Some(price(m.limit_price, "limit")?), None),
+        Some("stop") => (None, Some(price(m.stop_price, "stop")?)),
+        Some("stop_limit") => (
+            Some(price(m.limit_price, "limit")?),
+            Some(price(m.stop_price, "stop")?),
+        ),
+        Some(other) => return Err(("not_supported", format!("order type {other:?}"))),
+    };
+    let tif = match (m.time_in_force.as_deref(), m.expire_ns) {
+        (None | Some("gtc"), _) => TimeInForce::Gtc,
+        (Some("ioc"), _) => TimeInForce::Ioc,
+        (Some("fok"), _) => TimeInForce::Fok,
+        (Some("gtd"), Some(t)) => TimeInForce::Gtd(t),
+        (Some("gtd"), None) => return Err(bad("a gtd order needs expire_ns".into())),
+        (Some(other), _) => {
+            return Err(bad(format!(
+                "time_in_force {other:?} is not gtc, ioc, fok or gtd"
+            )))
+        }
+    };
+    Ok(Order {
+        id,
+        symbol,
+        buy,
+        qty,
+        limit,
+        stop,
+        tif,
+        reduce_only: m.reduce_only.unwrap_or(false),
+    })
+}
+
 struct Paper {
     reader: Reader,
     fee_bps: f64,
@@ -665,12 +715,6 @@ impl Paper {
 
     fn request(&mut self, m: &Msg, out: &mut impl Write) -> io::Result<()> {
         let id = m.id.unwrap_or(0);
-        let bad = |out: &mut dyn Write, why: &str| {
-            frame(
-                out,
-                &json!({"type": "error", "id": id, "code": "bad_request", "message": why}),
-            )
-        };
         match m.kind.as_str() {
             "hello" => frame(out, &hello_reply("tickloop-paper", &PAPER_CAPS)),
             "ping" => frame(out, &json!({"type": "pong", "seq": m.seq.unwrap_or(0)})),
@@ -717,69 +761,21 @@ impl Paper {
                 let Some(symbol) = self.symbol(&name) else {
                     return Self::unknown_symbol(out, id, &name);
                 };
-                let qty = m.qty.unwrap_or(0.0);
-                if !(qty.is_finite() && qty > 0.0) {
-                    return bad(out, "qty must be a positive number");
+                match order_of(m, id, symbol) {
+                    Ok(order) => {
+                        let qty = order.qty;
+                        self.open.push(order);
+                        frame(
+                            out,
+                            &json!({"type": "done", "id": id, "ref": format!("PAPER-{id}")}),
+                        )?;
+                        self.update(out, id, "accepted", qty)
+                    }
+                    Err((code, why)) => frame(
+                        out,
+                        &json!({"type": "error", "id": id, "code": code, "message": why}),
+                    ),
                 }
-                let buy = match m.side.as_deref() {
-                    Some("buy") => true,
-                    Some("sell") => false,
-                    _ => return bad(out, "side must be buy or sell"),
-                };
-                let price = |p: Option<f64>, what: &str| match p {
-                    Some(p) if p.is_finite() && p > 0.0 => Ok(p),
-                    _ => Err(format!("a {what} order needs a positive {what}_price")),
-                };
-                let prices = match m.order_type.as_deref() {
-                    Some("market") | None => Ok((None, None)),
-                    Some("limit") => price(m.limit_price, "limit").map(|l| (Some(l), None)),
-                    Some("stop") => price(m.stop_price, "stop").map(|s| (None, Some(s))),
-                    Some("stop_limit") => price(m.limit_price, "limit")
-                        .and_then(|l| price(m.stop_price, "stop").map(|s| (Some(l), Some(s)))),
-                    Some(other) => {
-                        return frame(
-                            out,
-                            &json!({"type": "error", "id": id, "code": "not_supported",
-                                    "message": format!("order type {other:?}")}),
-                        )
-                    }
-                };
-                let (limit, stop) = match prices {
-                    Ok(prices) => prices,
-                    Err(why) => return bad(out, &why),
-                };
-                let tif = match (m.time_in_force.as_deref(), m.expire_ns) {
-                    (None | Some("gtc"), _) => TimeInForce::Gtc,
-                    (Some("ioc"), _) => TimeInForce::Ioc,
-                    (Some("fok"), _) => TimeInForce::Fok,
-                    (Some("gtd"), Some(t)) => TimeInForce::Gtd(t),
-                    (Some("gtd"), None) => return bad(out, "a gtd order needs expire_ns"),
-                    (Some(other), _) => {
-                        return bad(
-                            out,
-                            &format!("time_in_force {other:?} is not gtc, ioc, fok or gtd"),
-                        )
-                    }
-                };
-                self.open.push(Order {
-                    id,
-                    symbol,
-                    buy,
-                    qty,
-                    limit,
-                    stop,
-                    tif,
-                    reduce_only: m.reduce_only.unwrap_or(false),
-                });
-                frame(
-                    out,
-                    &json!({"type": "done", "id": id, "ref": format!("PAPER-{id}")}),
-                )?;
-                frame(
-                    out,
-                    &json!({"type": "order_update", "order": id, "status": "accepted",
-                            "filled": 0, "remaining": qty}),
-                )
             }
             "cancel_order" => {
                 let order = m.order.unwrap_or(0);
@@ -813,74 +809,10 @@ impl Paper {
     fn candle(&mut self, c: &Candle, out: &mut impl Write) -> io::Result<()> {
         let mut k = 0;
         while k < self.open.len() {
-            let o = &self.open[k];
-            if o.symbol != c.symbol {
-                k += 1;
-                continue;
+            if self.open[k].symbol == c.symbol && self.match_order(k, c, out)? {
+                continue; // it ended: the next one is at `k` now
             }
-            let (id, qty) = (o.id, o.qty);
-            if matches!(o.tif, TimeInForce::Gtd(t) if c.ts_ns >= t) {
-                self.open.remove(k);
-                self.update(out, id, "expired", qty)?;
-                continue;
-            }
-            let matched = match_bar(o.buy, o.limit, o.stop, c.open, c.high, c.low, c.open);
-            let price = match matched {
-                Matched::Fills { price, triggered } => {
-                    if triggered {
-                        self.update(out, id, "triggered", qty)?;
-                    }
-                    Some(price)
-                }
-                Matched::Triggered => {
-                    self.open[k].stop = None;
-                    self.update(out, id, "triggered", qty)?;
-                    None
-                }
-                Matched::Waits => None,
-            };
-            // What the position allows a reduce-only order.
-            let o = &self.open[k];
-            let position = self.positions.get(&o.symbol).copied().unwrap_or(0.0);
-            let allowed = if !o.reduce_only {
-                o.qty
-            } else if (position > 0.0 && !o.buy) || (position < 0.0 && o.buy) {
-                o.qty.min(position.abs())
-            } else {
-                0.0
-            };
-            let Some(price) = price.filter(|_| allowed > 0.0) else {
-                if matches!(o.tif, TimeInForce::Ioc | TimeInForce::Fok) || price.is_some() {
-                    // IOC and FOK get one candle; reduce-only with nothing to reduce ends.
-                    self.open.remove(k);
-                    self.update(out, id, "cancelled", qty)?;
-                } else {
-                    k += 1;
-                }
-                continue;
-            };
-            let o = self.open.remove(k);
-            let qty = allowed;
-            let signed = if o.buy { qty } else { -qty };
-            let fee = (qty * price).abs() * self.fee_bps / 10_000.0;
-            self.cash -= signed * price + fee;
-            *self.positions.entry(o.symbol).or_insert(0.0) += signed;
-            frame(
-                out,
-                &json!({"type": "fill", "order": o.id, "symbol": self.name(o.symbol),
-                        "side": if o.buy { "buy" } else { "sell" }, "qty": qty, "price": price,
-                        "fee": fee, "ts_ns": c.ts_ns, "trade_id": format!("P-{}", o.id)}),
-            )?;
-            if qty < o.qty {
-                // Reduce-only, cut to the position: the rest is cancelled.
-                self.update(out, o.id, "cancelled", o.qty - qty)?;
-            } else {
-                frame(
-                    out,
-                    &json!({"type": "order_update", "order": o.id, "status": "filled",
-                            "filled": qty, "remaining": 0, "avg_price": price}),
-                )?;
-            }
+            k += 1;
         }
         self.last.insert(c.symbol, c.close);
         if self.subscribed.get(c.symbol as usize) == Some(&true) {
@@ -897,6 +829,83 @@ impl Paper {
         }
         h.push_back(*c);
         Ok(())
+    }
+
+    /// Order `k` on candle `c`: whether it ended (filled, cancelled, expired) and left the book.
+    fn match_order(&mut self, k: usize, c: &Candle, out: &mut impl Write) -> io::Result<bool> {
+        let o = &self.open[k];
+        let (id, qty) = (o.id, o.qty);
+        if matches!(o.tif, TimeInForce::Gtd(t) if c.ts_ns >= t) {
+            self.open.remove(k);
+            self.update(out, id, "expired", qty)?;
+            return Ok(true);
+        }
+        let price = match match_bar(o.buy, o.limit, o.stop, c.open, c.high, c.low, c.open) {
+            Matched::Fills { price, triggered } => {
+                if triggered {
+                    self.update(out, id, "triggered", qty)?;
+                }
+                Some(price)
+            }
+            Matched::Triggered => {
+                self.open[k].stop = None;
+                self.update(out, id, "triggered", qty)?;
+                None
+            }
+            Matched::Waits => None,
+        };
+        // What the position allows a reduce-only order.
+        let o = &self.open[k];
+        let position = self.positions.get(&o.symbol).copied().unwrap_or(0.0);
+        let allowed = if !o.reduce_only {
+            o.qty
+        } else if (position > 0.0 && !o.buy) || (position < 0.0 && o.buy) {
+            o.qty.min(position.abs())
+        } else {
+            0.0
+        };
+        let Some(price) = price.filter(|_| allowed > 0.0) else {
+            if matches!(o.tif, TimeInForce::Ioc | TimeInForce::Fok) || price.is_some() {
+                // IOC and FOK get one candle; reduce-only with nothing to reduce ends.
+                self.open.remove(k);
+                self.update(out, id, "cancelled", qty)?;
+                return Ok(true);
+            }
+            return Ok(false);
+        };
+        let o = self.open.remove(k);
+        self.fill(&o, allowed, price, c.ts_ns, out)?;
+        Ok(true)
+    }
+
+    /// `qty` of order `o` filled at `price`; a reduce-only cut short has the rest cancelled.
+    fn fill(
+        &mut self,
+        o: &Order,
+        qty: f64,
+        price: f64,
+        ts_ns: i64,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
+        let signed = if o.buy { qty } else { -qty };
+        let fee = (qty * price).abs() * self.fee_bps / 10_000.0;
+        self.cash -= signed * price + fee;
+        *self.positions.entry(o.symbol).or_insert(0.0) += signed;
+        frame(
+            out,
+            &json!({"type": "fill", "order": o.id, "symbol": self.name(o.symbol),
+                    "side": if o.buy { "buy" } else { "sell" }, "qty": qty, "price": price,
+                    "fee": fee, "ts_ns": ts_ns, "trade_id": format!("P-{}", o.id)}),
+        )?;
+        if qty < o.qty {
+            self.update(out, o.id, "cancelled", o.qty - qty)
+        } else {
+            frame(
+                out,
+                &json!({"type": "order_update", "order": o.id, "status": "filled",
+                        "filled": qty, "remaining": 0, "avg_price": price}),
+            )
+        }
     }
 
     /// An `order_update` without a fill: `remaining` is what the order was for.

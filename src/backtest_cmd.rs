@@ -218,29 +218,12 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
             cash: args.cash,
             symbols: dataset.symbols.len() as u32,
             stop_when_data_ends: true,
-            paper: PaperConfig {
-                commission: args.commission,
-                commission_fixed: args.commission_fixed,
-                spread: args.spread,
-                margin: args.margin,
-                trade_on_close: args.trade_on_close,
-                exclusive_orders: args.exclusive_orders,
-                finalize_trades: args.finalize_trades,
-            },
+            paper: paper_config(args)?,
             ..HostConfig::default()
         },
         risk,
         strategy,
     };
-    // The paper broker's messages start with the field: name the flag instead.
-    setup
-        .host
-        .paper
-        .validate()
-        .map_err(|e| match e.split_once(" = ") {
-            Some((field, rest)) => anyhow::anyhow!("--{} {rest}", field.replace('_', "-")),
-            None => anyhow::anyhow!(e),
-        })?;
     setup
         .host
         .validate()
@@ -280,31 +263,7 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     let sink = event_loop.sink();
     let name = |s: u32| dataset.symbols.get(s as usize).map_or("?", |n| n.as_str());
     if let Some(file) = &mut trades_file {
-        for t in &sink.trades {
-            serde_json::to_writer(
-                &mut *file,
-                &TradeLine {
-                    symbol: name(t.symbol),
-                    size: t.size,
-                    entry_bar: t.entry_bar,
-                    exit_bar: t.exit_bar,
-                    entry_time: format_ts(t.entry_ts_ns),
-                    exit_time: format_ts(t.exit_ts_ns),
-                    entry_price: t.entry_price,
-                    exit_price: t.exit_price,
-                    pnl: t.pnl,
-                    commission: t.commission,
-                    exit: match t.exit_role {
-                        Role::Entry => "order",
-                        Role::StopLoss => "stop_loss",
-                        Role::TakeProfit => "take_profit",
-                        Role::Close => "close",
-                    },
-                },
-            )?;
-            file.write_all(b"\n")?;
-        }
-        file.flush()?;
+        write_trades(file, &sink.trades, &name)?;
     }
     let open_positions = sink
         .open
@@ -353,6 +312,59 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         print_summary(&summary);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The paper broker's options from the flags, checked (a bad one names its flag).
+fn paper_config(args: &BacktestArgs) -> anyhow::Result<PaperConfig> {
+    let paper = PaperConfig {
+        commission: args.commission,
+        commission_fixed: args.commission_fixed,
+        spread: args.spread,
+        margin: args.margin,
+        trade_on_close: args.trade_on_close,
+        exclusive_orders: args.exclusive_orders,
+        finalize_trades: args.finalize_trades,
+    };
+    // The paper broker's messages start with the field: name the flag instead.
+    paper.validate().map_err(|e| match e.split_once(" = ") {
+        Some((field, rest)) => anyhow::anyhow!("--{} {rest}", field.replace('_', "-")),
+        None => anyhow::anyhow!(e),
+    })?;
+    Ok(paper)
+}
+
+/// `--trades-out`: one JSON object per closed trade.
+fn write_trades<'a>(
+    file: &mut impl Write,
+    trades: &[ClosedTrade],
+    name: &dyn Fn(u32) -> &'a str,
+) -> anyhow::Result<()> {
+    for t in trades {
+        serde_json::to_writer(
+            &mut *file,
+            &TradeLine {
+                symbol: name(t.symbol),
+                size: t.size,
+                entry_bar: t.entry_bar,
+                exit_bar: t.exit_bar,
+                entry_time: format_ts(t.entry_ts_ns),
+                exit_time: format_ts(t.exit_ts_ns),
+                entry_price: t.entry_price,
+                exit_price: t.exit_price,
+                pnl: t.pnl,
+                commission: t.commission,
+                exit: match t.exit_role {
+                    Role::Entry => "order",
+                    Role::StopLoss => "stop_loss",
+                    Role::TakeProfit => "take_profit",
+                    Role::Close => "close",
+                },
+            },
+        )?;
+        file.write_all(b"\n")?;
+    }
+    file.flush()?;
+    Ok(())
 }
 
 fn print_summary(s: &Summary<'_>) {

@@ -196,17 +196,9 @@ impl OutputSink<HostOutput> for HostSink {
                     );
                 }
             }
-            HostOutput::Denied {
-                symbol,
-                side,
-                reason,
-                ..
-            } => {
-                t.denied += 1;
-                tracing::debug!("denied a {side:?} of symbol {symbol}: {}", reason.as_str());
-            }
-            HostOutput::Refused(r) => {
-                tracing::debug!("refused a {:?} of order {}: {}", r.action, r.order, r.reason.as_str());
+            HostOutput::Denied { .. } | HostOutput::Refused(_) => {
+                t.denied += matches!(output, HostOutput::Denied { .. }) as u64;
+                tracing::debug!("{output:?}");
             }
             HostOutput::Fill(f) => {
                 t.fills += 1;

@@ -38,15 +38,7 @@ impl Pump {
         let request = if self.next.is_multiple_of(2) {
             Request::GetAccounts
         } else {
-            Request::PlaceOrder {
-                symbol: (self.next % 3) as u32,
-                side: Side::Buy,
-                qty: 1.0,
-                limit: Some(99.5),
-                stop: None,
-                tif: tickloop_app::venue::TimeInForce::Gtc,
-                reduce_only: false,
-            }
+            Request::order((self.next % 3) as u32, Side::Buy, 1.0, Some(99.5))
         };
         cx.emit(AdapterRequest {
             adapter: 0,

@@ -516,19 +516,16 @@ fn field_scenario(config: AdapterConfig, burst: u64) {
                         let r = if next_id.is_multiple_of(3) {
                             Request::GetAccounts
                         } else {
-                            Request::PlaceOrder {
-                                symbol: (next_id % 7) as u32,
-                                side: if next_id.is_multiple_of(2) {
+                            Request::order(
+                                (next_id % 7) as u32,
+                                if next_id.is_multiple_of(2) {
                                     Side::Buy
                                 } else {
                                     Side::Sell
                                 },
-                                qty: 1.0 + (next_id % 5) as f64,
-                                limit: None,
-                                stop: None,
-                                tif: tickloop_app::venue::TimeInForce::Gtc,
-                                reduce_only: false,
-                            }
+                                1.0 + (next_id % 5) as f64,
+                                None,
+                            )
                         };
                         send(cx, next_id, r);
                     }
@@ -543,15 +540,7 @@ fn field_scenario(config: AdapterConfig, burst: u64) {
                     let r = if next_id.is_multiple_of(3) {
                         Request::GetAccounts
                     } else {
-                        Request::PlaceOrder {
-                            symbol: (next_id % 7) as u32,
-                            side: Side::Buy,
-                            qty: 1.0,
-                            limit: None,
-                            stop: None,
-                            tif: tickloop_app::venue::TimeInForce::Gtc,
-                            reduce_only: false,
-                        }
+                        Request::order((next_id % 7) as u32, Side::Buy, 1.0, None)
                     };
                     send(cx, next_id, r);
                 } else if burst_done == burst {
@@ -818,18 +807,7 @@ fn an_adapter_that_never_reads_gets_backpressure_then_is_restarted_as_hung() {
             for _ in 0..50 {
                 id += 1;
                 log.borrow_mut().push(id);
-                cx.emit(request(
-                    id,
-                    Request::PlaceOrder {
-                        symbol: 0,
-                        side: Side::Buy,
-                        qty: 1.0,
-                        limit: Some(10.0),
-                        stop: None,
-                        tif: tickloop_app::venue::TimeInForce::Gtc,
-                        reduce_only: false,
-                    },
-                ));
+                cx.emit(request(id, Request::order(0, Side::Buy, 1.0, Some(10.0))));
             }
         }
         _ => {}
@@ -1370,30 +1348,8 @@ fn the_paper_broker_fills_market_orders_at_the_next_candles_open() {
                 },
             ));
             cx.emit(request(3, Request::Subscribe { symbol: 0 }));
-            cx.emit(request(
-                4,
-                Request::PlaceOrder {
-                    symbol: 2,
-                    side: Side::Buy,
-                    qty: 1.0,
-                    limit: None,
-                    stop: None,
-                    tif: tickloop_app::venue::TimeInForce::Gtc,
-                    reduce_only: false,
-                },
-            ));
-            cx.emit(request(
-                5,
-                Request::PlaceOrder {
-                    symbol: 0,
-                    side: Side::Buy,
-                    qty: 10.0,
-                    limit: None,
-                    stop: None,
-                    tif: tickloop_app::venue::TimeInForce::Gtc,
-                    reduce_only: false,
-                },
-            ));
+            cx.emit(request(4, Request::order(2, Side::Buy, 1.0, None)));
+            cx.emit(request(5, Request::order(0, Side::Buy, 10.0, None)));
         }
         EventKind::Adapter(AdapterEvent::Done { request: 5, .. }) => {
             flag.store(true, Ordering::Release)
@@ -1517,15 +1473,7 @@ fn replay_script() -> impl FnMut(&Event, &mut Context<'_, AdapterRequest>) {
             request: r, candle, ..
         }) if candle.open > 101.0 => cx.emit(request(
             1000 * r + candle.ts_ns as u64,
-            Request::PlaceOrder {
-                symbol: 0,
-                side: Side::Sell,
-                qty: candle.open,
-                limit: None,
-                stop: None,
-                tif: tickloop_app::venue::TimeInForce::Gtc,
-                reduce_only: false,
-            },
+            Request::order(0, Side::Sell, candle.open, None),
         )),
         EventKind::Adapter(AdapterEvent::Done {
             kind: RequestKind::GetHistoricalBars,

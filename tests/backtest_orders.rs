@@ -21,6 +21,42 @@ fn bits(v: &serde_json::Value, what: &str) -> u64 {
         .to_bits()
 }
 
+/// `tickloop backtest` as reference run `name` describes it (`t`: strategy, params, flags):
+/// its summary and its trade list.
+fn backtest(
+    dir: &TempDir,
+    name: &str,
+    t: &serde_json::Value,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let trades_out = dir.file(&format!("{name}.jsonl"));
+    let mut args = vec![
+        "backtest".to_string(),
+        "--data".into(),
+        DATA.into(),
+        "--strategy".into(),
+        t["strategy"].as_str().unwrap().into(),
+        "--trades-out".into(),
+        trades_out.clone(),
+        "--json".into(),
+    ];
+    for p in t["params"].as_array().unwrap() {
+        args.push("--param".into());
+        args.push(p.as_str().unwrap().into());
+    }
+    for f in t["flags"].as_array().unwrap() {
+        args.push(f.as_str().unwrap().into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = tickloop(&args);
+    assert!(o.status.success(), "{name}: {}", clear_failure(&o));
+    let trades = std::fs::read_to_string(&trades_out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (serde_json::from_slice(&o.stdout).unwrap(), trades)
+}
+
 #[test]
 fn every_reference_run_reproduces_backtesting_py_trade_for_trade() {
     let reference: serde_json::Value =
@@ -29,35 +65,8 @@ fn every_reference_run_reproduces_backtesting_py_trade_for_trade() {
     assert!(runs.len() >= 3, "the references (a), (b) and (c)");
     let dir = TempDir::new("backtest-orders");
     for (name, run) in runs {
-        let t = &run["tickloop"];
-        let trades_out = dir.file(&format!("{name}.jsonl"));
-        let mut args = vec![
-            "backtest".to_string(),
-            "--data".into(),
-            DATA.into(),
-            "--strategy".into(),
-            t["strategy"].as_str().unwrap().into(),
-            "--trades-out".into(),
-            trades_out.clone(),
-            "--json".into(),
-        ];
-        for p in t["params"].as_array().unwrap() {
-            args.push("--param".into());
-            args.push(p.as_str().unwrap().into());
-        }
-        for f in t["flags"].as_array().unwrap() {
-            args.push(f.as_str().unwrap().into());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = tickloop(&args);
-        assert!(o.status.success(), "{name}: {}", clear_failure(&o));
-        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let (summary, got) = backtest(&dir, name, &run["tickloop"]);
         let want = run["trades"].as_array().unwrap();
-        let got: Vec<serde_json::Value> = std::fs::read_to_string(&trades_out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
         assert!(
             want.len() > 50,
             "{name}: a reference with few trades proves little"

@@ -1,7 +1,8 @@
-//! The committed backtesting.py reference (data/reference/sma_cross_eurusd.json) is what
-//! backtesting.py really produces: re-run scripts/backtesting_reference.sh (a venv under target/
-//! with the pinned versions, kept between runs) and compare. Skips, saying why, where python3,
-//! its venv module or PyPI is unavailable.
+//! The committed backtesting.py references (data/reference/sma_cross_eurusd.json and
+//! orders_eurusd.json) are what backtesting.py really produces: re-run
+//! scripts/backtesting_reference.sh and scripts/order_reference.sh (a venv under target/ with
+//! the pinned versions, kept between runs) and compare. Skips, saying why, where python3, its
+//! venv module or PyPI is unavailable.
 
 use std::path::Path;
 use std::process::Command;
@@ -80,4 +81,42 @@ fn backtesting_py_reference_reproduces() {
         fresh["numerics"]["documented_rules_reproduce_every_trade_and_equity_bit_for_bit"],
         true
     );
+}
+
+/// The order references: every run's trades, cash and equity as committed (the interpreter's
+/// version aside). Runs after the venv exists or skips as the test above does.
+#[test]
+fn order_references_reproduce() {
+    let venv_ok = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !venv_ok {
+        return skip("python3 with venv and ensurepip is not installed (scripts/setup.sh installs python3-venv)");
+    }
+    let out = Path::new(ROOT).join("target/order-reference-check.json");
+    let o = Command::new(Path::new(ROOT).join("scripts/order_reference.sh"))
+        .arg(&out)
+        .output()
+        .expect("run scripts/order_reference.sh");
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        if err.contains("pip") || err.contains("Could not find") || err.contains("network") {
+            return skip(&format!(
+                "installing backtesting.py from PyPI failed: {}",
+                err.trim()
+            ));
+        }
+        panic!("the order reference script failed: {err}");
+    }
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let mut fresh = read(&out);
+    let mut committed = read(&Path::new(ROOT).join("data/reference/orders_eurusd.json"));
+    let _ = std::fs::remove_file(&out);
+    for v in [&mut fresh, &mut committed] {
+        v["versions"]["python"] = serde_json::Value::Null;
+    }
+    assert_eq!(committed, fresh, "the order reference changed: {err}");
 }

@@ -10,7 +10,7 @@ use tickloop_runtime::alloc_count::{allocations, watch, CountingAllocator};
 use tickloop_strategy::host::{
     HostConfig, HostOutput, HostSetup, Strategy, StrategyCx, StrategyHost,
 };
-use tickloop_strategy::orders::{OrderId, OrderRequest, Replace, Size, TimeInForce};
+use tickloop_strategy::orders::{OrderId, OrderRequest, OrderState, Replace, Size, TimeInForce};
 use tickloop_strategy::risk::RiskConfig;
 
 #[global_allocator]
@@ -71,6 +71,50 @@ impl Strategy for Churn {
     }
 }
 
+/// Candle `i` of a deterministic wobble around 100, wide enough to fill limits and trigger
+/// stops; `price` is the last close.
+fn wobble(i: u64, price: &mut f64) -> Candle {
+    let step = [0.3, -0.5, 0.4, -0.2, 0.6, -0.7, 0.1, 0.0][i as usize % 8];
+    let open = *price;
+    *price += step;
+    Candle {
+        ts_ns: 1_700_000_000_000_000_000 + i as i64 * 60_000_000_000,
+        symbol: 0,
+        flags: 0,
+        open,
+        high: open.max(*price) + 0.4,
+        low: open.min(*price) - 0.4,
+        close: *price,
+        volume: 1.0,
+    }
+}
+
+/// What the host did, counted from its outputs.
+#[derive(Debug, Default)]
+struct Counts {
+    trades: u64,
+    fills: u64,
+    cancels: u64,
+    replaced: u64,
+}
+
+impl Counts {
+    fn add(&mut self, actions: &[Action<HostOutput>]) {
+        for a in actions {
+            match a {
+                Action::Output(HostOutput::Trade(_)) => self.trades += 1,
+                Action::Output(HostOutput::Fill(_)) => self.fills += 1,
+                Action::Output(HostOutput::Order(u)) => match u.state {
+                    OrderState::Cancelled => self.cancels += 1,
+                    OrderState::PendingReplace => self.replaced += 1,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+}
+
 #[test]
 fn placing_replacing_and_cancelling_orders_every_candle_allocates_nothing() {
     let mut host = StrategyHost::<Churn>::new(HostSetup {
@@ -86,7 +130,8 @@ fn placing_replacing_and_cancelling_orders_every_candle_allocates_nothing() {
     })
     .unwrap();
     let mut actions: Vec<Action<HostOutput>> = Vec::with_capacity(1 << 16);
-    let (mut trades, mut fills, mut cancels, mut replaced, mut counted) = (0, 0, 0, 0, 0);
+    let mut n = Counts::default();
+    let mut counted = 0;
     const CANDLES: u64 = 200_000;
     const WARM_UP: u64 = 5_000;
     let mut at = SECONDS;
@@ -96,20 +141,7 @@ fn placing_replacing_and_cancelling_orders_every_candle_allocates_nothing() {
             counted = allocations();
             watch(true);
         }
-        // A deterministic wobble wide enough to fill limits and trigger stops.
-        let step = [0.3, -0.5, 0.4, -0.2, 0.6, -0.7, 0.1, 0.0][i as usize % 8];
-        let open = price;
-        price += step;
-        let candle = Candle {
-            ts_ns: 1_700_000_000_000_000_000 + i as i64 * 60_000_000_000,
-            symbol: 0,
-            flags: 0,
-            open,
-            high: open.max(price) + 0.4,
-            low: open.min(price) - 0.4,
-            close: price,
-            volume: 1.0,
-        };
+        let candle = wobble(i, &mut price);
         at += MILLIS;
         let mut dropped = 0;
         actions.clear();
@@ -124,30 +156,15 @@ fn placing_replacing_and_cancelling_orders_every_candle_allocates_nothing() {
             },
             &mut Context::new(at, &mut actions, &mut dropped),
         );
-        for a in &actions {
-            match a {
-                Action::Output(HostOutput::Trade(_)) => trades += 1,
-                Action::Output(HostOutput::Fill(_)) => fills += 1,
-                Action::Output(HostOutput::Order(u)) => match u.state {
-                    tickloop_strategy::orders::OrderState::Cancelled => cancels += 1,
-                    tickloop_strategy::orders::OrderState::PendingReplace => replaced += 1,
-                    _ => {}
-                },
-                _ => {}
-            }
-        }
+        n.add(&actions);
         assert_eq!(dropped, 0);
     }
     watch(false);
     let during = allocations() - counted;
     let stats = host.stats();
     assert!(
-        trades > 10_000 && fills > 10_000,
-        "trades {trades}, fills {fills}"
-    );
-    assert!(
-        cancels > 10_000 && replaced > 10_000,
-        "cancels {cancels}, replaces {replaced}"
+        n.trades > 10_000 && n.fills > 10_000 && n.cancels > 10_000 && n.replaced > 10_000,
+        "{n:?}"
     );
     assert_eq!(stats.updates_dropped, 0, "{stats:?}");
     assert_eq!(

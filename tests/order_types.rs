@@ -248,6 +248,32 @@ fn event_of(m: &serde_json::Value) -> Option<AdapterEvent> {
     })
 }
 
+/// The protocol frame of what the host sends.
+fn frame_of(r: &tickloop_app::venue::AdapterRequest) -> serde_json::Value {
+    match r.request {
+        Request::PlaceOrder {
+            side,
+            qty,
+            limit,
+            stop,
+            tif,
+            reduce_only,
+            ..
+        } => json!({
+            "type": "place_order", "id": r.id, "symbol": "AAA",
+            "side": if side == tickloop_app::venue::Side::Buy { "buy" } else { "sell" },
+            "qty": qty, "order_type": tickloop_app::venue::OrderType::of(limit, stop).as_str(),
+            "limit_price": limit, "stop_price": stop, "time_in_force": tif.as_str(),
+            "expire_ns": match tif { TimeInForce::Gtd(t) => Some(t), _ => None },
+            "reduce_only": reduce_only,
+        }),
+        Request::CancelOrder { order } => {
+            json!({"type": "cancel_order", "id": r.id, "order": order})
+        }
+        other => panic!("the host sent {other:?}"),
+    }
+}
+
 fn via_adapter(script: &[(u64, Step)]) -> Vec<Filled> {
     SCRIPT.with(|s| *s.borrow_mut() = script.to_vec());
     PLACED.with(|p| p.borrow_mut().clear());
@@ -295,18 +321,7 @@ fn via_adapter(script: &[(u64, Step)]) -> Vec<Filled> {
                     continue;
                 };
                 sent += 1;
-                match r.request {
-                    Request::PlaceOrder { side, qty, limit, stop, tif, reduce_only, .. } => a.send(json!({
-                        "type": "place_order", "id": r.id, "symbol": "AAA",
-                        "side": if side == tickloop_app::venue::Side::Buy { "buy" } else { "sell" },
-                        "qty": qty, "order_type": tickloop_app::venue::OrderType::of(limit, stop).as_str(),
-                        "limit_price": limit, "stop_price": stop, "time_in_force": tif.as_str(),
-                        "expire_ns": match tif { TimeInForce::Gtd(t) => Some(t), _ => None },
-                        "reduce_only": reduce_only,
-                    })),
-                    Request::CancelOrder { order } => a.send(json!({"type": "cancel_order", "id": r.id, "order": order})),
-                    other => panic!("the host sent {other:?}"),
-                }
+                a.send(frame_of(&r));
             }
             a.send(json!({"type": "ping", "seq": pos}));
             loop {

@@ -70,15 +70,7 @@ impl App for Trader {
                 request: r, candle, ..
             }) if candle.open > 101.0 => cx.emit(request(
                 1000 * r + candle.ts_ns as u64 % 1000,
-                Request::PlaceOrder {
-                    symbol: 0,
-                    side: Side::Buy,
-                    qty: 1.0,
-                    limit: Some(candle.open),
-                    stop: None,
-                    tif: tickloop_app::venue::TimeInForce::Gtc,
-                    reduce_only: false,
-                },
+                Request::order(0, Side::Buy, 1.0, Some(candle.open)),
             )),
             _ => {}
         }

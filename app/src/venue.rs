@@ -285,6 +285,20 @@ pub enum Request {
 }
 
 impl Request {
+    /// A good-till-cancelled market order (`limit`: a limit order), neither stop nor
+    /// reduce-only.
+    pub fn order(symbol: u32, side: Side, qty: f64, limit: Option<f64>) -> Request {
+        Request::PlaceOrder {
+            symbol,
+            side,
+            qty,
+            limit,
+            stop: None,
+            tif: TimeInForce::Gtc,
+            reduce_only: false,
+        }
+    }
+
     /// What an adapter must have announced to be sent this request.
     pub fn needs(&self) -> Capabilities {
         let mut needs = self.kind().capability();

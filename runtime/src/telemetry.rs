@@ -719,53 +719,9 @@ mod tests {
         String::from_utf8(out[..n].to_vec()).unwrap()
     }
 
-    /// The longest line each variant can make: every number at its widest, every text
-    /// 96 control characters (escaped as \u00XX, six bytes each).
-    #[test]
-    fn every_variant_fits_in_max_line() {
-        let worst_text = Text::new(&"\u{1}".repeat(200));
-        assert_eq!(worst_text.len(), Text::CAPACITY);
-        let worst_str: &'static str = Box::leak("\u{1}".repeat(500).into_boxed_str());
-        let f = -1.2345678901234567e-300_f64;
-        let all = [
-            Telemetry::Started {
-                pid: u32::MAX,
-                version: worst_str,
-                driver: worst_str,
-                mode: worst_str,
-            },
-            Telemetry::Stopping {
-                reason: StopCause::Signal(i32::MIN),
-            },
-            Telemetry::Stopped {
-                events: u64::MAX,
-                candles: u64::MAX,
-            },
-            Telemetry::ConfigApplied {
-                generation: u64::MAX,
-                restart_needed: u32::MAX,
-            },
-            Telemetry::ConfigRejected {
-                generation_kept: u64::MAX,
-                line: u32::MAX,
-                reason: worst_text,
-            },
-            Telemetry::CandlesLost {
-                source: u16::MAX,
-                lost: u64::MAX,
-            },
-            Telemetry::NewWriter {
-                source: u16::MAX,
-                epoch: u64::MAX,
-            },
-            Telemetry::RingRemoved { source: u16::MAX },
-            Telemetry::TimerOverrun {
-                timer: u32::MAX,
-                late_ns: u64::MAX,
-                took_ns: u64::MAX,
-                budget_ns: u64::MAX,
-                skipped: u32::MAX,
-            },
+    /// The order and fill events at their widest, for `every_variant_fits_in_max_line`.
+    fn worst_order_events(f: f64, worst_text: Text) -> Vec<Telemetry> {
+        vec![
             Telemetry::OrderSubmitted {
                 order: u64::MAX,
                 symbol: u32::MAX,
@@ -807,6 +763,56 @@ mod tests {
                 symbol: u32::MAX,
                 reason: worst_text,
             },
+        ]
+    }
+
+    /// The longest line each variant can make: every number at its widest, every text
+    /// 96 control characters (escaped as \u00XX, six bytes each).
+    #[test]
+    fn every_variant_fits_in_max_line() {
+        let worst_text = Text::new(&"\u{1}".repeat(200));
+        assert_eq!(worst_text.len(), Text::CAPACITY);
+        let worst_str: &'static str = Box::leak("\u{1}".repeat(500).into_boxed_str());
+        let f = -1.2345678901234567e-300_f64;
+        let mut all = vec![
+            Telemetry::Started {
+                pid: u32::MAX,
+                version: worst_str,
+                driver: worst_str,
+                mode: worst_str,
+            },
+            Telemetry::Stopping {
+                reason: StopCause::Signal(i32::MIN),
+            },
+            Telemetry::Stopped {
+                events: u64::MAX,
+                candles: u64::MAX,
+            },
+            Telemetry::ConfigApplied {
+                generation: u64::MAX,
+                restart_needed: u32::MAX,
+            },
+            Telemetry::ConfigRejected {
+                generation_kept: u64::MAX,
+                line: u32::MAX,
+                reason: worst_text,
+            },
+            Telemetry::CandlesLost {
+                source: u16::MAX,
+                lost: u64::MAX,
+            },
+            Telemetry::NewWriter {
+                source: u16::MAX,
+                epoch: u64::MAX,
+            },
+            Telemetry::RingRemoved { source: u16::MAX },
+            Telemetry::TimerOverrun {
+                timer: u32::MAX,
+                late_ns: u64::MAX,
+                took_ns: u64::MAX,
+                budget_ns: u64::MAX,
+                skipped: u32::MAX,
+            },
             Telemetry::AdapterState {
                 adapter: u16::MAX,
                 state: AdapterStateKind::Restarting,
@@ -823,6 +829,7 @@ mod tests {
             },
             Telemetry::Dropped { count: u64::MAX },
         ];
+        all.extend(worst_order_events(f, worst_text));
         for event in &all {
             let l = line(event, u64::MAX, i64::MIN);
             assert!(l.len() <= MAX_LINE, "{}: {} bytes", event.kind(), l.len());

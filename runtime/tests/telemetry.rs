@@ -139,6 +139,38 @@ fn overrun(n: u64) -> Telemetry {
     }
 }
 
+/// [`expected_fields`] of the order events.
+fn order_fields(event: &Telemetry) -> Value {
+    match *event {
+        Telemetry::OrderSubmitted {
+            order,
+            symbol,
+            side,
+            qty,
+            price,
+        } => json!({"kind": "order_submitted", "order": order, "symbol": symbol,
+            "side": match side { Side::Buy => "buy", Side::Sell => "sell" }, "qty": qty, "price": price}),
+        Telemetry::OrderAccepted { order } => json!({"kind": "order_accepted", "order": order}),
+        Telemetry::OrderRejected { order, reason } => {
+            json!({"kind": "order_rejected", "order": order, "reason": reason.as_str()})
+        }
+        Telemetry::OrderCancelled { order } => json!({"kind": "order_cancelled", "order": order}),
+        Telemetry::OrderTriggered { order } => json!({"kind": "order_triggered", "order": order}),
+        Telemetry::OrderReplaced {
+            order,
+            qty,
+            limit,
+            stop,
+        } => {
+            json!({"kind": "order_replaced", "order": order, "qty": qty, "limit": limit, "stop": stop})
+        }
+        Telemetry::OrderRefused { order, reason } => {
+            json!({"kind": "order_refused", "order": order, "reason": reason.as_str()})
+        }
+        _ => unreachable!("not an order event: {event:?}"),
+    }
+}
+
 /// The fields each variant must have in JSON. Exhaustive on purpose: a new variant does not
 /// compile until it is tested here.
 fn expected_fields(event: &Telemetry) -> Value {
@@ -193,31 +225,13 @@ fn expected_fields(event: &Telemetry) -> Value {
         Telemetry::PollOverrun { cycle, pending } => {
             json!({"kind": "poll_overrun", "cycle": cycle, "pending": pending})
         }
-        Telemetry::OrderSubmitted {
-            order,
-            symbol,
-            side,
-            qty,
-            price,
-        } => json!({"kind": "order_submitted", "order": order, "symbol": symbol,
-            "side": match side { Side::Buy => "buy", Side::Sell => "sell" }, "qty": qty, "price": price}),
-        Telemetry::OrderAccepted { order } => json!({"kind": "order_accepted", "order": order}),
-        Telemetry::OrderRejected { order, reason } => {
-            json!({"kind": "order_rejected", "order": order, "reason": reason.as_str()})
-        }
-        Telemetry::OrderCancelled { order } => json!({"kind": "order_cancelled", "order": order}),
-        Telemetry::OrderTriggered { order } => json!({"kind": "order_triggered", "order": order}),
-        Telemetry::OrderReplaced {
-            order,
-            qty,
-            limit,
-            stop,
-        } => {
-            json!({"kind": "order_replaced", "order": order, "qty": qty, "limit": limit, "stop": stop})
-        }
-        Telemetry::OrderRefused { order, reason } => {
-            json!({"kind": "order_refused", "order": order, "reason": reason.as_str()})
-        }
+        Telemetry::OrderSubmitted { .. }
+        | Telemetry::OrderAccepted { .. }
+        | Telemetry::OrderRejected { .. }
+        | Telemetry::OrderCancelled { .. }
+        | Telemetry::OrderTriggered { .. }
+        | Telemetry::OrderReplaced { .. }
+        | Telemetry::OrderRefused { .. } => order_fields(event),
         Telemetry::Fill { order, qty, price } => {
             json!({"kind": "fill", "order": order, "qty": qty, "price": price})
         }
@@ -259,8 +273,46 @@ fn expected_fields(event: &Telemetry) -> Value {
     }
 }
 
-fn every_variant() -> Vec<Telemetry> {
+/// The order events of [`every_variant`].
+fn every_order_variant() -> Vec<Telemetry> {
     vec![
+        Telemetry::OrderSubmitted {
+            order: 1,
+            symbol: 42,
+            side: Side::Buy,
+            qty: 0.25,
+            price: Some(64_123.5),
+        },
+        Telemetry::OrderSubmitted {
+            order: 2,
+            symbol: 42,
+            side: Side::Sell,
+            qty: 1.0,
+            price: None,
+        },
+        Telemetry::OrderAccepted { order: 1 },
+        Telemetry::OrderRejected {
+            order: 2,
+            reason: Text::new("insufficient margin"),
+        },
+        Telemetry::OrderCancelled { order: 1 },
+        Telemetry::OrderTriggered { order: 3 },
+        Telemetry::OrderReplaced {
+            order: 3,
+            qty: 2.0,
+            limit: Some(64_000.5),
+            stop: None,
+        },
+        Telemetry::OrderRefused {
+            order: 2,
+            reason: Text::new("not_working"),
+        },
+    ]
+}
+
+fn every_variant() -> Vec<Telemetry> {
+    let mut all = every_order_variant();
+    all.extend([
         Telemetry::Started {
             pid: 4242,
             version: "0.1.0",
@@ -315,37 +367,6 @@ fn every_variant() -> Vec<Telemetry> {
             cycle: 12,
             pending: 30,
         },
-        Telemetry::OrderSubmitted {
-            order: 1,
-            symbol: 42,
-            side: Side::Buy,
-            qty: 0.25,
-            price: Some(64_123.5),
-        },
-        Telemetry::OrderSubmitted {
-            order: 2,
-            symbol: 42,
-            side: Side::Sell,
-            qty: 1.0,
-            price: None,
-        },
-        Telemetry::OrderAccepted { order: 1 },
-        Telemetry::OrderRejected {
-            order: 2,
-            reason: Text::new("insufficient margin"),
-        },
-        Telemetry::OrderCancelled { order: 1 },
-        Telemetry::OrderTriggered { order: 3 },
-        Telemetry::OrderReplaced {
-            order: 3,
-            qty: 2.0,
-            limit: Some(64_000.5),
-            stop: None,
-        },
-        Telemetry::OrderRefused {
-            order: 2,
-            reason: Text::new("not_working"),
-        },
         Telemetry::Fill {
             order: 1,
             qty: 0.125,
@@ -394,7 +415,8 @@ fn every_variant() -> Vec<Telemetry> {
             reason: Text::new("websocket closed: 1006 \u{2014} «abnormal»"),
         },
         Telemetry::Dropped { count: 9 },
-    ]
+    ]);
+    all
 }
 
 #[test]

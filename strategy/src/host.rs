@@ -1473,72 +1473,62 @@ impl<S: Strategy> StrategyHost<S> {
         market: bool,
     ) -> bool {
         let o = self.book.orders[i];
-        let paper = self.config.paper.clone();
         let sign = o.side.sign();
-        let long = sign > 0.0;
-        let adjusted = paper.adjusted(sign, price);
-        let leverage = paper.leverage();
-        let margin = self.book.margin_available(leverage);
-        let position = self.book.position(o.symbol);
-        // backtesting.py's order size: a fraction of the margin, or units.
-        let (size, relative) = match o.size {
-            Size::AllEquity => (FULL_EQUITY, true),
-            Size::Fraction(f) => (f, true),
-            Size::Units(u) => ((u.abs() / self.config.lot).floor() * self.config.lot, false),
-            Size::Quote(q) => (self.lots(q.abs(), price), false),
-            Size::Position => (position.abs(), false),
-        };
-        let plus_commission = adjusted + paper.commission(size, price) / size;
-        let mut units = if size == 0.0 {
-            0.0
-        } else if relative {
-            self.lots(margin * leverage * size, plus_commission)
-        } else {
-            size
-        };
-        if o.reduce_only {
-            units = if position != 0.0 && position.signum() != sign {
-                units.min(position.abs())
-            } else {
-                0.0
-            };
-        }
+        let adjusted = self.config.paper.adjusted(sign, price);
+        let leverage = self.config.paper.leverage();
+        let (units, plus_commission) = self.entry_units(&o, price, adjusted);
         if units == 0.0 {
             // Not even one unit (backtesting.py drops it with a warning).
             self.reject(cx, i, RejectReason::ZeroSize);
             return false;
         }
-        let mut need = sign * units;
         // Net against opposite trades first, at the unadjusted price.
-        let mut netted = 0.0;
-        let mut netted_commission = 0.0;
-        let mut k = 0;
-        while need != 0.0 && k < self.book.trades.len() {
-            let t = self.book.trades[k];
-            if t.symbol != o.symbol || (t.size > 0.0) == long {
-                k += 1;
-                continue;
-            }
-            let part = if need.abs() >= t.size.abs() {
-                -t.size
-            } else {
-                need
-            };
-            netted_commission += self.reduce_trade(cx, k, price, part, pos, ts, o.id, Role::Entry);
-            netted += part;
-            need -= part;
-            if self.book.trades.get(k).is_some_and(|x| x.seq == t.seq) {
-                k += 1;
-            }
-        }
+        let (need, netted, netted_commission) = self.net_fifo(
+            cx,
+            o.symbol,
+            sign * units,
+            price,
+            pos,
+            ts,
+            o.id,
+            Role::Entry,
+        );
         // Closing trades cancelled their bracket legs: the order's place in the table moved.
         let i = self
             .order_index(o.id)
             .expect("the order being filled is in the table");
-        let margin_after = self.book.margin_available(leverage);
-        let no_margin = need.abs() * plus_commission > margin_after * leverage;
-        let opens = need != 0.0 && !no_margin;
-        if opens && self.book.trades.len() == self.book.trades.capacity() {
+        let paid = need.abs() * plus_commission <= self.book.margin_available(leverage) * leverage;
+        let opens = need != 0.0 && paid && self.room_for_a_trade(&o);
+        if !self.end_entry(cx, i, need, netted, opens, price, adjusted) {
+            return false;
+        }
+        let fill = |units, price, commission| Fill {
+            order: o.id,
+            symbol: o.symbol,
+            units,
+            price,
+            commission,
+            pos,
+            ts_ns: ts,
+        };
+        if netted != 0.0 {
+            self.book_fill(cx, &fill(netted, price, netted_commission));
+        }
+        if !opens {
+            return false;
+        }
+        let commission = self.config.paper.commission(need, adjusted);
+        self.book.cash -= commission;
+        let seq = self.open_trade(o.symbol, need, adjusted, pos, ts);
+        self.book_fill(cx, &fill(need, adjusted, commission));
+        self.add_bracket(cx, seq, &o);
+        self.again(&o, bar, stop, market)
+    }
+
+    /// Whether the table of open trades has room for one more (it never loses one silently).
+    fn room_for_a_trade(&self, o: &Order) -> bool {
+        let room = self.book.trades.len() < self.book.trades.capacity();
+        if !room {
             tracing::error!(
                 "max_open_trades = {} reached: order {} of symbol {} was cancelled",
                 self.config.max_open_trades,
@@ -1546,21 +1536,34 @@ impl<S: Strategy> StrategyHost<S> {
                 o.symbol
             );
         }
-        let opens = opens && self.book.trades.len() < self.book.trades.capacity();
+        room
+    }
+
+    /// The entry's fate once netted: filled (`netted` at `price` and, if it `opens`, `need`
+    /// at `adjusted`), cancelled after its netted part, or rejected for want of margin.
+    /// Whether anything filled.
+    #[allow(clippy::too_many_arguments)]
+    fn end_entry(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        i: usize,
+        need: f64,
+        netted: f64,
+        opens: bool,
+        price: f64,
+        adjusted: f64,
+    ) -> bool {
         let filled = netted + if opens { need } else { 0.0 };
         if filled == 0.0 {
             self.reject(cx, i, RejectReason::NoMargin);
             return false;
         }
-        let whole = need == 0.0 || opens;
-        let avg = if opens && netted != 0.0 {
-            (netted * price + need * adjusted) / filled
-        } else if opens {
-            adjusted
-        } else {
-            price
-        };
-        if whole {
+        if need == 0.0 || opens {
+            let avg = match (opens, netted != 0.0) {
+                (true, true) => (netted * price + need * adjusted) / filled,
+                (true, false) => adjusted,
+                (false, _) => price,
+            };
             self.order_filled(cx, i, filled, avg);
         } else {
             // Part netted, the rest not paid for: backtesting.py drops the order there.
@@ -1573,72 +1576,123 @@ impl<S: Strategy> StrategyHost<S> {
             self.transition(cx, i, OrderState::PartiallyFilled);
             self.end(cx, i, OrderState::Cancelled, Some(RejectReason::NoMargin));
         }
-        if netted != 0.0 {
-            self.book_fill(
-                cx,
-                &Fill {
-                    order: o.id,
-                    symbol: o.symbol,
-                    units: netted,
-                    price,
-                    commission: netted_commission,
-                    pos,
-                    ts_ns: ts,
-                },
-            );
+        true
+    }
+
+    /// backtesting.py's size of an entry at `price` (`adjusted` for the spread): the units, and
+    /// the price plus the commission per unit that the margin must pay for.
+    fn entry_units(&self, o: &Order, price: f64, adjusted: f64) -> (f64, f64) {
+        let paper = &self.config.paper;
+        let leverage = paper.leverage();
+        let position = self.book.position(o.symbol);
+        let (size, relative) = match o.size {
+            Size::AllEquity => (FULL_EQUITY, true),
+            Size::Fraction(f) => (f, true),
+            Size::Units(u) => ((u.abs() / self.config.lot).floor() * self.config.lot, false),
+            Size::Quote(q) => (self.lots(q.abs(), price), false),
+            Size::Position => (position.abs(), false),
+        };
+        let plus_commission = adjusted + paper.commission(size, price) / size;
+        let units = if size == 0.0 {
+            0.0
+        } else if relative {
+            let margin = self.book.margin_available(leverage);
+            self.lots(margin * leverage * size, plus_commission)
+        } else {
+            size
+        };
+        if !o.reduce_only {
+            (units, plus_commission)
+        } else if position != 0.0 && position.signum() != o.side.sign() {
+            (units.min(position.abs()), plus_commission)
+        } else {
+            (0.0, plus_commission)
         }
-        if !opens {
-            return false;
+    }
+
+    /// Take up to `units` (signed) off `symbol`'s opposite trades, oldest first, at `price`:
+    /// the units left (as backtesting.py counts them down), the units netted and their exit
+    /// commission.
+    #[allow(clippy::too_many_arguments)]
+    fn net_fifo(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        symbol: u32,
+        units: f64,
+        price: f64,
+        pos: u64,
+        ts: i64,
+        order: OrderId,
+        role: Role,
+    ) -> (f64, f64, f64) {
+        let (mut need, mut netted, mut commission) = (units, 0.0, 0.0);
+        let mut k = 0;
+        while need != 0.0 && k < self.book.trades.len() {
+            let t = self.book.trades[k];
+            if t.symbol != symbol || t.size.signum() == need.signum() {
+                k += 1;
+                continue;
+            }
+            let part = if need.abs() >= t.size.abs() {
+                -t.size
+            } else {
+                need
+            };
+            commission += self.reduce_trade(cx, k, price, part, pos, ts, order, role);
+            netted += part;
+            need -= part;
+            if self.book.trades.get(k).is_some_and(|x| x.seq == t.seq) {
+                k += 1;
+            }
         }
-        let commission = paper.commission(need, adjusted);
-        self.book.cash -= commission;
+        (need, netted, commission)
+    }
+
+    /// A new trade of `size` units of `symbol` at `price`; its number.
+    fn open_trade(&mut self, symbol: u32, size: f64, price: f64, pos: u64, ts: i64) -> TradeSeq {
         let seq = self.book.next_trade;
         self.book.next_trade += 1;
         self.book.trades.push(OpenTrade {
             seq,
-            symbol: o.symbol,
-            size: need,
-            entry_price: adjusted,
+            symbol,
+            size,
+            entry_price: price,
             entry_bar: pos,
             entry_ts_ns: ts,
             sl_order: None,
             tp_order: None,
         });
-        self.book.recompute(o.symbol);
-        self.book_fill(
-            cx,
-            &Fill {
-                order: o.id,
-                symbol: o.symbol,
-                units: need,
-                price: adjusted,
-                commission,
-                pos,
-                ts_ns: ts,
-            },
-        );
-        // The bracket: the take-profit joins the back of the queue, the stop-loss its front
-        // (so a stop-loss is looked at before any take-profit: the pessimistic choice).
+        self.book.recompute(symbol);
+        seq
+    }
+
+    /// The bracket of entry `o` on its new trade: the take-profit joins the back of the queue,
+    /// the stop-loss its front (so a stop-loss is looked at before any take-profit: the
+    /// pessimistic choice).
+    fn add_bracket(&mut self, cx: &mut Context<'_, HostOutput>, seq: TradeSeq, o: &Order) {
         if let Some(tp) = o.tp {
             self.add_leg(cx, seq, Role::TakeProfit, tp);
         }
         if let Some(sl) = o.sl {
             self.add_leg(cx, seq, Role::StopLoss, sl);
         }
+    }
+
+    /// Whether the legs entry `o` just added may fill on this same bar (backtesting.py's
+    /// reprocessing: a market entry's, or a stop entry's whose take-profit is unambiguous);
+    /// another that could have is counted as deferred.
+    fn again(&mut self, o: &Order, bar: &Bar, stop: Option<f64>, market: bool) -> bool {
         if o.sl.is_none() && o.tp.is_none() {
             return false;
         }
         if market {
             return true;
         }
-        let (sl_or_low, sl_or_high) = (
-            o.sl.unwrap_or(f64::NEG_INFINITY),
-            o.sl.unwrap_or(f64::INFINITY),
-        );
+        let long = o.side == Side::Buy;
         if let (Some(_), None, Some(tp)) = (stop, o.limit, o.tp) {
             // A stop entry and its take-profit go the same way: not ambiguous.
-            if (long && tp <= bar.high && sl_or_low < bar.low)
-                || (!long && tp >= bar.low && sl_or_high > bar.high)
+            if (long && tp <= bar.high && o.sl.unwrap_or(f64::NEG_INFINITY) < bar.low)
+                || (!long && tp >= bar.low && o.sl.unwrap_or(f64::INFINITY) > bar.high)
             {
                 return true;
             }
@@ -1865,63 +1919,40 @@ impl<S: Strategy> StrategyHost<S> {
                 rest -= part;
             }
         }
-        let mut opened = None;
-        let mut k = 0;
-        while rest != 0.0 && k < self.book.trades.len() {
-            let t = self.book.trades[k];
-            if t.symbol != fill.symbol || t.size.signum() == rest.signum() {
-                k += 1;
-                continue;
-            }
-            let part = if rest.abs() >= t.size.abs() {
-                -t.size
-            } else {
-                rest
-            };
-            self.reduce_trade(
-                cx, k, fill.price, part, fill.pos, fill.ts_ns, fill.order, role,
-            );
-            rest -= part;
-            if self.book.trades.get(k).is_some_and(|x| x.seq == t.seq) {
-                k += 1;
-            }
+        let (rest, _, _) = self.net_fifo(
+            cx,
+            fill.symbol,
+            rest,
+            fill.price,
+            fill.pos,
+            fill.ts_ns,
+            fill.order,
+            role,
+        );
+        if rest == 0.0 {
+            return None;
         }
-        if rest != 0.0 {
-            if self.book.trades.len() < self.book.trades.capacity() {
-                let seq = self.book.next_trade;
-                self.book.next_trade += 1;
-                self.book.trades.push(OpenTrade {
-                    seq,
-                    symbol: fill.symbol,
-                    size: rest,
-                    entry_price: fill.price,
-                    entry_bar: fill.pos,
-                    entry_ts_ns: fill.ts_ns,
-                    sl_order: None,
-                    tp_order: None,
-                });
-                opened = Some(seq);
-            } else {
-                // Never lose a trade silently: fold it into the oldest trade of the symbol.
-                tracing::error!(
-                    "max_open_trades = {} reached: a fill of symbol {} was merged",
-                    self.config.max_open_trades,
-                    fill.symbol
-                );
-                if let Some(t) = self
-                    .book
-                    .trades
-                    .iter_mut()
-                    .find(|t| t.symbol == fill.symbol)
-                {
-                    let size = t.size + rest;
-                    t.entry_price = (t.size * t.entry_price + rest * fill.price) / size;
-                    t.size = size;
-                }
-            }
+        if self.book.trades.len() < self.book.trades.capacity() {
+            return Some(self.open_trade(fill.symbol, rest, fill.price, fill.pos, fill.ts_ns));
+        }
+        // Never lose a trade silently: fold it into the oldest trade of the symbol.
+        tracing::error!(
+            "max_open_trades = {} reached: a fill of symbol {} was merged",
+            self.config.max_open_trades,
+            fill.symbol
+        );
+        if let Some(t) = self
+            .book
+            .trades
+            .iter_mut()
+            .find(|t| t.symbol == fill.symbol)
+        {
+            let size = t.size + rest;
+            t.entry_price = (t.size * t.entry_price + rest * fill.price) / size;
+            t.size = size;
         }
         self.book.recompute(fill.symbol);
-        opened
+        None
     }
 
     fn mark(&mut self) {

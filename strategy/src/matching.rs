@@ -73,7 +73,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rules_of_backtesting_py() {
+    fn market_limit_and_stop() {
         let m = |long, limit, stop| match_bar(long, limit, stop, 10.0, 12.0, 9.0, 10.0);
         // Market at the open.
         assert_eq!(
@@ -129,6 +129,11 @@ mod tests {
                 triggered: true
             }
         );
+    }
+
+    #[test]
+    fn stop_limits_and_trade_on_close() {
+        let m = |long, limit, stop| match_bar(long, limit, stop, 10.0, 12.0, 9.0, 10.0);
         // Stop-limit: the limit above the stop fills at the stop; at or below it, it waits.
         assert_eq!(
             m(true, Some(11.5), Some(11.0)),

@@ -279,10 +279,10 @@ fn a_replaced_limit_fills_at_its_new_price() {
     );
 }
 
-#[test]
-fn bad_requests_are_typed_denials_the_strategy_and_telemetry_see() {
+/// Requests with what is wrong with each, with the market at 100.
+fn bad_requests() -> Vec<(OrderRequest, DenyReason)> {
     let nan = f64::NAN;
-    let requests: Vec<(OrderRequest, DenyReason)> = vec![
+    vec![
         (
             OrderRequest::buy(0, Size::Units(1.0)).limit(0.0),
             DenyReason::BadPrice,
@@ -341,7 +341,61 @@ fn bad_requests_are_typed_denials_the_strategy_and_telemetry_see() {
             OrderRequest::buy(7, Size::Units(1.0)),
             DenyReason::UnknownSymbol,
         ),
-    ];
+    ]
+}
+
+/// What the strategy heard: the denials' reasons and the refusals.
+fn heard() -> (Vec<DenyReason>, Vec<(Asked, DenyReason)>) {
+    let (updates, refusals) = HEARD.with(|h| h.borrow().clone());
+    let denied = updates
+        .iter()
+        .filter(|u| u.state == OrderState::Denied)
+        .map(|u| u.denied.unwrap())
+        .collect();
+    (
+        denied,
+        refusals.iter().map(|r| (r.action, r.reason)).collect(),
+    )
+}
+
+/// Cancels and replaces that cannot be: of an order cancelled already, of one denied, of
+/// one never placed, a stop for a limit order, a negative limit.
+fn bad_cancels_and_replaces(cx: &mut StrategyCx<'_, '_>, ids: &[Option<OrderId>]) {
+    let working = ids[ids.len() - 3].unwrap();
+    let limit = |p| Replace {
+        limit: Some(p),
+        ..Replace::default()
+    };
+    cx.cancel(working);
+    cx.cancel(working); // already cancelled: final
+    cx.replace(ids[0].unwrap(), limit(1.0)); // denied: it never existed
+    cx.cancel(12_345); // never placed
+    let stop = Replace {
+        stop: Some(1.0),
+        ..Replace::default()
+    };
+    cx.replace(ids[ids.len() - 2].unwrap(), stop);
+    cx.replace(ids[ids.len() - 2].unwrap(), limit(-1.0));
+}
+
+/// The reasons the telemetry of `outputs` gives for denials and refusals, in order.
+fn told(outputs: &[HostOutput]) -> Vec<String> {
+    let mut told = Vec::new();
+    for o in outputs {
+        match o.telemetry() {
+            Some(Telemetry::RiskDenied { reason, .. }) => told.push(reason.as_str().to_string()),
+            Some(Telemetry::OrderRefused { reason, .. }) => {
+                told.push(format!("refused {}", reason.as_str()))
+            }
+            _ => {}
+        }
+    }
+    told
+}
+
+#[test]
+fn bad_requests_are_typed_denials_the_strategy_and_telemetry_see() {
+    let requests = bad_requests();
     let expected: Vec<DenyReason> = requests.iter().map(|r| r.1).collect();
     let mut run = Run::new(
         2,
@@ -357,32 +411,7 @@ fn bad_requests_are_typed_denials_the_strategy_and_telemetry_see() {
                 ]
             }
             3 => {
-                let working = ids[ids.len() - 3].unwrap();
-                let denied = ids[0].unwrap();
-                cx.cancel(working);
-                cx.cancel(working); // already cancelled: final
-                cx.replace(
-                    denied,
-                    Replace {
-                        limit: Some(1.0),
-                        ..Replace::default()
-                    },
-                );
-                cx.cancel(12_345); // never placed
-                cx.replace(
-                    ids[ids.len() - 2].unwrap(),
-                    Replace {
-                        stop: Some(1.0),
-                        ..Replace::default()
-                    },
-                );
-                cx.replace(
-                    ids[ids.len() - 2].unwrap(),
-                    Replace {
-                        limit: Some(-1.0),
-                        ..Replace::default()
-                    },
-                );
+                bad_cancels_and_replaces(cx, ids);
                 vec![]
             }
             _ => vec![],
@@ -391,16 +420,10 @@ fn bad_requests_are_typed_denials_the_strategy_and_telemetry_see() {
     for _ in 0..5 {
         run.bar(100.0, 100.5, 99.5, 100.0);
     }
-    let (updates, refusals) = HEARD.with(|h| h.borrow().clone());
-    let denied: Vec<DenyReason> = updates
-        .iter()
-        .filter(|u| u.state == OrderState::Denied)
-        .map(|u| u.denied.unwrap())
-        .collect();
+    let (denied, refused) = heard();
     let mut want = expected.clone();
     want.push(DenyReason::TooManyOrders);
     assert_eq!(denied, want, "what the strategy heard");
-    let refused: Vec<(Asked, DenyReason)> = refusals.iter().map(|r| (r.action, r.reason)).collect();
     assert_eq!(
         refused,
         vec![
@@ -412,16 +435,7 @@ fn bad_requests_are_typed_denials_the_strategy_and_telemetry_see() {
         ]
     );
     // Telemetry carries each, by name.
-    let mut told = Vec::new();
-    for o in &run.outputs {
-        match o.telemetry() {
-            Some(Telemetry::RiskDenied { reason, .. }) => told.push(reason.as_str().to_string()),
-            Some(Telemetry::OrderRefused { reason, .. }) => {
-                told.push(format!("refused {}", reason.as_str()))
-            }
-            _ => {}
-        }
-    }
+    let told = told(&run.outputs);
     let mut want_told: Vec<String> = want.iter().map(|r| r.as_str().to_string()).collect();
     want_told.extend(
         refused

@@ -1005,15 +1005,7 @@ impl AdapterHandle {
             &AdapterRequest {
                 adapter,
                 id,
-                request: Request::PlaceOrder {
-                    symbol,
-                    side,
-                    qty,
-                    limit,
-                    stop: None,
-                    tif: tickloop_app::venue::TimeInForce::Gtc,
-                    reduce_only: false,
-                },
+                request: Request::order(symbol, side, qty, limit),
             },
         )
     }

@@ -734,7 +734,6 @@ impl Session {
             return Err(RequestError::TooManyInFlight);
         }
         let name = |symbol: u32| symbols.name(symbol).ok_or(RequestError::UnknownSymbol);
-        let positive = |x: f64| x.is_finite() && x > 0.0;
         let (message, symbol) = match *request {
             Request::GetAccounts => (Outgoing::GetAccounts { id }, 0),
             Request::GetHistoricalBars {
@@ -764,39 +763,8 @@ impl Session {
                 },
                 symbol,
             ),
-            Request::PlaceOrder {
-                symbol,
-                side,
-                qty,
-                limit,
-                stop,
-                tif,
-                reduce_only,
-            } => {
-                if !positive(qty)
-                    || limit.is_some_and(|p| !positive(p))
-                    || stop.is_some_and(|p| !positive(p))
-                {
-                    return Err(RequestError::BadRequest);
-                }
-                (
-                    Outgoing::PlaceOrder {
-                        id,
-                        symbol: name(symbol)?,
-                        side,
-                        qty,
-                        order_type: OrderType::of(limit, stop),
-                        limit_price: limit,
-                        stop_price: stop,
-                        time_in_force: tif.as_str(),
-                        expire_ns: match tif {
-                            TimeInForce::Gtd(t) => Some(t),
-                            _ => None,
-                        },
-                        reduce_only,
-                    },
-                    symbol,
-                )
+            Request::PlaceOrder { symbol, .. } => {
+                (place_order(id, request, name(symbol)?)?, symbol)
             }
             Request::CancelOrder { order } => {
                 if order == 0 || order > MAX_REQUEST_ID {
@@ -1156,6 +1124,45 @@ fn candle(m: &Incoming<'_>, symbol: u32) -> Option<Candle> {
         low: m.low?,
         close: m.close?,
         volume: m.volume.unwrap_or(0.0),
+    })
+}
+
+/// The `place_order` message of `request` (a [`Request::PlaceOrder`]) for `symbol`'s name.
+fn place_order<'a>(
+    id: RequestId,
+    request: &Request,
+    symbol: &'a str,
+) -> Result<Outgoing<'a>, RequestError> {
+    let Request::PlaceOrder {
+        side,
+        qty,
+        limit,
+        stop,
+        tif,
+        reduce_only,
+        ..
+    } = *request
+    else {
+        unreachable!("place_order of a {:?}", request.kind());
+    };
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(qty) || limit.is_some_and(|p| !positive(p)) || stop.is_some_and(|p| !positive(p)) {
+        return Err(RequestError::BadRequest);
+    }
+    Ok(Outgoing::PlaceOrder {
+        id,
+        symbol,
+        side,
+        qty,
+        order_type: OrderType::of(limit, stop),
+        limit_price: limit,
+        stop_price: stop,
+        time_in_force: tif.as_str(),
+        expire_ns: match tif {
+            TimeInForce::Gtd(t) => Some(t),
+            _ => None,
+        },
+        reduce_only,
     })
 }
 
