@@ -34,18 +34,10 @@ import backtesting
 from backtesting import Backtest, Strategy
 from backtesting.test import SMA
 
-from backtesting_reference import SmaCross, plain
+from backtesting_reference import SETTINGS, SmaCross, plain
 
-BASE = {
-    "cash": 10_000,
-    "commission": 0.0,
-    "spread": 0.0,
-    "margin": 1.0,
-    "trade_on_close": False,
-    "hedging": False,
-    "exclusive_orders": False,
-    "finalize_trades": False,
-}
+# backtesting.py's defaults, each written out (the SMA reference's settings).
+BASE = SETTINGS
 
 
 class LimitBracket(Strategy):

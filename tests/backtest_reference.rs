@@ -13,36 +13,49 @@ fn skip(why: &str) {
     eprintln!("SKIP backtesting.py reference: {why}");
 }
 
-#[test]
-fn backtesting_py_reference_reproduces() {
+/// Run reference script `script` into `target/NAME-check.json`: what it wrote (and its
+/// stderr), or `None` when the machine cannot run it (said why).
+fn regenerate(script: &str) -> Option<(serde_json::Value, String)> {
     let venv_ok = Command::new("python3")
         .args(["-c", "import venv, ensurepip"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !venv_ok {
-        return skip("python3 with venv and ensurepip is not installed (scripts/setup.sh installs python3-venv)");
+        skip("python3 with venv and ensurepip is not installed (scripts/setup.sh installs python3-venv)");
+        return None;
     }
-    let out = Path::new(ROOT).join("target/backtesting-reference-check.json");
-    let o = Command::new(Path::new(ROOT).join("scripts/backtesting_reference.sh"))
+    let out = Path::new(ROOT).join(format!("target/{script}-check.json"));
+    let o = Command::new(Path::new(ROOT).join(format!("scripts/{script}.sh")))
         .arg(&out)
         .output()
-        .expect("run scripts/backtesting_reference.sh");
-    let err = String::from_utf8_lossy(&o.stderr);
+        .unwrap_or_else(|e| panic!("run scripts/{script}.sh: {e}"));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
     if !o.status.success() {
         if err.contains("pip") || err.contains("Could not find") || err.contains("network") {
-            return skip(&format!(
+            skip(&format!(
                 "installing backtesting.py from PyPI failed: {}",
                 err.trim()
             ));
+            return None;
         }
-        panic!("the reference script failed: {err}");
+        panic!("scripts/{script}.sh failed: {err}");
     }
-    let read = |p: &Path| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let mut fresh = read(&out);
-    let mut committed = read(&Path::new(ROOT).join("data/reference/sma_cross_eurusd.json"));
+    let fresh = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let _ = std::fs::remove_file(&out);
+    Some((fresh, err))
+}
+
+fn committed(name: &str) -> serde_json::Value {
+    let path = Path::new(ROOT).join("data/reference").join(name);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn backtesting_py_reference_reproduces() {
+    let Some((mut fresh, err)) = regenerate("backtesting_reference") else {
+        return;
+    };
+    let mut committed = committed("sma_cross_eurusd.json");
     // The interpreter's version is recorded but does not decide the numbers.
     for v in [&mut fresh, &mut committed] {
         v["versions"]["python"] = serde_json::Value::Null;
@@ -87,34 +100,10 @@ fn backtesting_py_reference_reproduces() {
 /// version aside). Runs after the venv exists or skips as the test above does.
 #[test]
 fn order_references_reproduce() {
-    let venv_ok = Command::new("python3")
-        .args(["-c", "import venv, ensurepip"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !venv_ok {
-        return skip("python3 with venv and ensurepip is not installed (scripts/setup.sh installs python3-venv)");
-    }
-    let out = Path::new(ROOT).join("target/order-reference-check.json");
-    let o = Command::new(Path::new(ROOT).join("scripts/order_reference.sh"))
-        .arg(&out)
-        .output()
-        .expect("run scripts/order_reference.sh");
-    let err = String::from_utf8_lossy(&o.stderr);
-    if !o.status.success() {
-        if err.contains("pip") || err.contains("Could not find") || err.contains("network") {
-            return skip(&format!(
-                "installing backtesting.py from PyPI failed: {}",
-                err.trim()
-            ));
-        }
-        panic!("the order reference script failed: {err}");
-    }
-    let read = |p: &Path| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    let Some((mut fresh, err)) = regenerate("order_reference") else {
+        return;
     };
-    let mut fresh = read(&out);
-    let mut committed = read(&Path::new(ROOT).join("data/reference/orders_eurusd.json"));
-    let _ = std::fs::remove_file(&out);
+    let mut committed = committed("orders_eurusd.json");
     for v in [&mut fresh, &mut committed] {
         v["versions"]["python"] = serde_json::Value::Null;
     }

@@ -1147,41 +1147,46 @@ impl<S: Strategy> StrategyHost<S> {
         if self.book.orders.len() == self.book.orders.capacity() {
             return self.deny(cx, id, &req, DenyReason::TooManyOrders);
         }
-        self.book.orders.insert(
-            at,
-            Order {
-                id,
-                symbol: t.symbol,
-                side,
-                size: Size::Position,
-                role: Role::Close,
-                trade: Some(t.seq),
-                limit: None,
-                stop: None,
-                sl: None,
-                tp: None,
-                tif: TimeInForce::Gtc,
-                reduce_only: true,
-                state: OrderState::New,
-                units: -t.size,
-                filled: 0.0,
-                avg_price: 0.0,
-                created_at: cx.now(),
-            },
-        );
+        let order = Order {
+            id,
+            symbol: t.symbol,
+            side,
+            size: Size::Position,
+            role: Role::Close,
+            trade: Some(t.seq),
+            limit: None,
+            stop: None,
+            sl: None,
+            tp: None,
+            tif: TimeInForce::Gtc,
+            reduce_only: true,
+            state: OrderState::New,
+            units: -t.size,
+            filled: 0.0,
+            avg_price: 0.0,
+            created_at: cx.now(),
+        };
+        self.queue_order(cx, at, order);
+    }
+
+    /// Put an order the host made (a close, a bracket leg) at `at` in the queue, submitted:
+    /// to the paper broker, or sent to the venue. Through a venue each is an order of its own
+    /// there; the host keeps a bracket one-cancels-other itself.
+    fn queue_order(&mut self, cx: &mut Context<'_, HostOutput>, at: usize, order: Order) {
+        self.book.orders.insert(at, order);
         self.stats.orders += 1;
-        self.book.repend(t.symbol);
+        self.book.repend(order.symbol);
         self.transition(cx, at, OrderState::Submitted);
         if let Some(adapter) = self.config.adapter {
             cx.emit(HostOutput::Send(AdapterRequest {
                 adapter,
-                id,
+                id: order.id,
                 request: Request::PlaceOrder {
-                    symbol: t.symbol,
-                    side,
-                    qty: t.size.abs(),
-                    limit: None,
-                    stop: None,
+                    symbol: order.symbol,
+                    side: order.side,
+                    qty: order.units.abs(),
+                    limit: order.limit,
+                    stop: order.stop,
                     tif: TimeInForce::Gtc,
                     reduce_only: false,
                 },
@@ -1755,26 +1760,7 @@ impl<S: Strategy> StrategyHost<S> {
             self.book.trades[ti].tp_order = Some(id);
             self.book.orders.len()
         };
-        self.book.orders.insert(at, order);
-        self.stats.orders += 1;
-        self.transition(cx, at, OrderState::Submitted);
-        // Through a venue the host keeps the pair one-cancels-other itself: each leg is an
-        // order of its own there, and the other is cancelled when one fills.
-        if let Some(adapter) = self.config.adapter {
-            cx.emit(HostOutput::Send(AdapterRequest {
-                adapter,
-                id,
-                request: Request::PlaceOrder {
-                    symbol: t.symbol,
-                    side,
-                    qty: t.size.abs(),
-                    limit,
-                    stop,
-                    tif: TimeInForce::Gtc,
-                    reduce_only: false,
-                },
-            }));
-        }
+        self.queue_order(cx, at, order);
     }
 
     /// Cancel a bracket leg whose trade closed: at once on paper, through the venue there
