@@ -74,7 +74,7 @@ impl App for Probe {
         "adapter-probe"
     }
     fn on_event(&mut self, event: &Event, cx: &mut Context<'_, AdapterRequest>) {
-        if event.kind == EventKind::Started {
+        if matches!(event.kind, EventKind::Started { .. }) {
             cx.every(TICK, TICK_PERIOD, MAX_LATENESS);
         }
         self.events.push(*event);

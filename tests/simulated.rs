@@ -46,7 +46,7 @@ impl App for Trader {
     fn on_event(&mut self, event: &Event, cx: &mut Context<'_, AdapterRequest>) {
         self.events.push(*event);
         match event.kind {
-            EventKind::Started => cx.every(TICK, 10 * MILLIS, 10 * MILLIS),
+            EventKind::Started { .. } => cx.every(TICK, 10 * MILLIS, 10 * MILLIS),
             EventKind::Adapter(AdapterEvent::Ready { .. }) => {
                 cx.emit(request(1, Request::GetAccounts));
             }

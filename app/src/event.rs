@@ -24,8 +24,10 @@ pub type TimerId = u32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum EventKind {
-    /// The loop is running; the first event of every run.
-    Started,
+    /// The loop is running; the first event of every run. `wall_ns` is the loop's wall
+    /// clock then (ns since the Unix epoch; the simulated driver's epoch in simulation): with
+    /// the event's `at`, the app's one way from a time of day to the loop's clock.
+    Started { wall_ns: i64 },
     /// A candle from ring source `source`, at ring position `pos`.
     Candle {
         source: SourceId,

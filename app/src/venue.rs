@@ -233,8 +233,9 @@ pub enum TimeInForce {
     /// there it is `Ioc`.
     Fok,
     /// Good till this time, in ns since the Unix epoch (UTC, the time base of candles): no
-    /// candle stamped at or after it fills it, and a paper broker expires it at the first
-    /// such candle of its symbol.
+    /// candle stamped at or after it fills it. A paper broker expires it at the first such
+    /// candle of its symbol; the engine's own also when the loop's wall clock reaches it (a
+    /// timer), so it ends on time when no candle comes.
     Gtd(i64),
 }
 

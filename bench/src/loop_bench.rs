@@ -124,7 +124,7 @@ impl App for CandleProbe<'_> {
     }
     fn on_event(&mut self, event: &Event, cx: &mut Context<'_, ()>) {
         match &event.kind {
-            EventKind::Started => self.go.store(1, Ordering::Release),
+            EventKind::Started { .. } => self.go.store(1, Ordering::Release),
             EventKind::Candle { candle, .. } => {
                 self.probe.candle(candle);
                 if self.probe.done() {

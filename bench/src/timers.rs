@@ -92,7 +92,7 @@ impl App for TimerProbe {
         match event.kind {
             // Budget = one period: a firing later than that is reported by the loop as an
             // overrun (and counted here as skipped periods), as cyclictest skips them.
-            EventKind::Started => cx.every(TIMER, self.period, self.period),
+            EventKind::Started { .. } => cx.every(TIMER, self.period, self.period),
             EventKind::Timer {
                 timer: TIMER,
                 deadline,

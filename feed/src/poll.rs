@@ -375,7 +375,7 @@ mod tests {
     fn asks_for_the_previous_and_forming_bar_within_the_limit_and_publishes_each_complete_bar_once()
     {
         let mut f = feed(2);
-        assert!(requests(&event(&mut f, 0, EventKind::Started)).is_empty());
+        assert!(requests(&event(&mut f, 0, EventKind::Started { wall_ns: 0 })).is_empty());
         let at = 5 * MS;
         let first = event(&mut f, at, ready());
         let sent = requests(&first);

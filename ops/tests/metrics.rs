@@ -388,7 +388,7 @@ impl App for ManyTimers {
         "many-timers"
     }
     fn on_event(&mut self, event: &Event, cx: &mut Context<'_, u64>) {
-        if event.kind == EventKind::Started {
+        if matches!(event.kind, EventKind::Started { .. }) {
             self.started = event.at;
             for t in 0..self.count {
                 cx.every(t, (t as u64 + 1) * MILLIS, 500 * MICROS);

@@ -891,7 +891,8 @@ impl<A: App, S: OutputSink<A::Output>> EventLoop<A, S> {
                 Mode::Park => "park",
             },
         });
-        self.dispatch(EventKind::Started);
+        let wall_ns = self.driver.wall_now();
+        self.dispatch(EventKind::Started { wall_ns });
         self.run_services(|s, v| s.start(v));
         let busy = self.config.mode == Mode::Busy;
         let mut idle: u32 = 0;

@@ -102,7 +102,7 @@ fn drivers() -> Vec<DriverChoice> {
 #[test]
 fn a_periodic_timer_fires_once_per_period_on_virtual_time() {
     let app = Recorder::new(|e, cx| {
-        if e.kind == EventKind::Started {
+        if matches!(e.kind, EventKind::Started { .. }) {
             cx.every(3, MILLIS, MILLIS / 2);
         }
     });
@@ -153,7 +153,7 @@ fn a_periodic_timer_over_its_budget_is_an_overrun_event() {
     // A handler that takes 300 µs against a budget of 100 µs: every firing is an overrun that
     // says how long it took.
     let app = Recorder::new(|e, cx| match e.kind {
-        EventKind::Started => cx.every(1, MILLIS, 100_000),
+        EventKind::Started { .. } => cx.every(1, MILLIS, 100_000),
         EventKind::Timer { timer: 1, .. } => {
             let start = std::time::Instant::now();
             while start.elapsed() < std::time::Duration::from_micros(300) {}
@@ -191,7 +191,7 @@ fn timer_requests_the_loop_cannot_honour_are_refused_with_a_reason() {
         ..config(DriverChoice::Simulated)
     };
     let app = Recorder::new(|e, cx| match e.kind {
-        EventKind::Started => {
+        EventKind::Started { .. } => {
             cx.set_timer(4, e.at + MILLIS); // id beyond capacity
             cx.every(0, MILLIS, MILLIS);
             cx.every(1, MILLIS, MILLIS); // only one periodic slot
@@ -239,7 +239,7 @@ fn actions_beyond_the_limit_are_dropped_and_reported() {
         ..config(DriverChoice::Simulated)
     };
     let app = Recorder::new(|e, cx| {
-        if e.kind == EventKind::Started {
+        if matches!(e.kind, EventKind::Started { .. }) {
             for i in 0..5 {
                 cx.emit(i);
             }
@@ -375,7 +375,7 @@ fn fd_sources_and_signals_reach_the_app_on_every_driver() {
         let (read, write) = pipe();
         let writer_fd = write.as_raw_fd();
         let app = Recorder::new(move |e, cx| match e.kind {
-            EventKind::Started => cx.set_timer(0, e.at + MILLIS),
+            EventKind::Started { .. } => cx.set_timer(0, e.at + MILLIS),
             // The test plays the outside world from inside the app: a message into the pipe,
             // then SIGHUP and SIGTERM to this thread.
             EventKind::Timer { .. } => send(writer_fd, 5),
@@ -422,7 +422,7 @@ fn a_journal_replays_identically_and_a_changed_action_is_named() {
     let path = dir.join("run.journal");
     let _ = std::fs::remove_file(&path);
     let script = |e: &Event, cx: &mut Context<'_, u64>| match e.kind {
-        EventKind::Started => cx.every(0, MILLIS, MILLIS),
+        EventKind::Started { .. } => cx.every(0, MILLIS, MILLIS),
         EventKind::Timer { deadline, .. } => {
             cx.emit(deadline % 1000);
             if deadline > 2 * SECONDS {
@@ -485,7 +485,7 @@ fn a_journal_replays_identically_and_a_changed_action_is_named() {
     let mut w = JournalWriter::create(&bad, &header, 1 << 16).unwrap();
     let started = Event {
         at: SECONDS,
-        kind: EventKind::Started,
+        kind: EventKind::Started { wall_ns: 0 },
     };
     w.record::<u64>(&Record::Input(started));
     w.record::<u64>(&Record::Output(tickloop_app::Action::SetPeriodic {
@@ -588,7 +588,7 @@ fn precise_sleeps_a_200us_timer_is_neither_rounded_to_1ms_nor_spun_for() {
             continue;
         }
         let app = Recorder::new(|e, cx| {
-            if e.kind == EventKind::Started {
+            if matches!(e.kind, EventKind::Started { .. }) {
                 cx.every(0, 200_000, MILLIS);
             }
         });
@@ -617,7 +617,7 @@ fn a_timer_rearmed_in_the_past_cannot_lock_the_loop() {
     // moves on (rings, signals, the run's deadline), so it still stops.
     for driver in drivers() {
         let app = Recorder::new(|e, cx| match e.kind {
-            EventKind::Started => cx.set_timer(0, e.at),
+            EventKind::Started { .. } => cx.set_timer(0, e.at),
             EventKind::Timer { .. } => cx.set_timer(0, e.at),
             _ => {}
         });
@@ -635,7 +635,7 @@ fn a_timer_rearmed_in_the_past_cannot_lock_the_loop() {
 #[test]
 fn a_periodic_timer_replaced_in_its_own_handler_leaves_the_new_one_clean() {
     let app = Recorder::new(|e, cx| match e.kind {
-        EventKind::Started => cx.every(0, MILLIS, 0),
+        EventKind::Started { .. } => cx.every(0, MILLIS, 0),
         EventKind::Timer { timer: 0, .. } => {
             cx.cancel_timer(0);
             cx.every(1, MILLIS, MILLIS);
@@ -707,7 +707,7 @@ fn a_burst_of_wakeups_never_makes_the_loop_deaf_to_signals() {
             let (read, write) = pipe();
             let writer_fd = write.as_raw_fd();
             let app = Recorder::new(move |e, _| {
-                if e.kind == EventKind::Started {
+                if matches!(e.kind, EventKind::Started { .. }) {
                     for i in 0..6_000 {
                         send(writer_fd, i);
                     }

@@ -164,6 +164,10 @@ pub struct HostConfig {
     pub adapter: Option<u16>,
     /// The built-in paper broker's commission, spread, margin and order handling.
     pub paper: PaperConfig,
+    /// The timer the paper broker expires good-till orders with, on time even when no
+    /// candle comes: reserved for the host (a strategy must not use it); below the loop's
+    /// `timer_capacity`.
+    pub expiry_timer: TimerId,
 }
 
 impl Default for HostConfig {
@@ -179,6 +183,7 @@ impl Default for HostConfig {
             stop_when_data_ends: false,
             adapter: None,
             paper: PaperConfig::default(),
+            expiry_timer: 1023,
         }
     }
 }
@@ -673,6 +678,10 @@ pub struct StrategyHost<S: Strategy> {
     seen: Vec<TradeId>,
     seen_next: usize,
     stopping: bool,
+    /// The loop's clock and its wall clock at `Started`: good-till times become deadlines.
+    clock_base: Option<(Nanos, i64)>,
+    /// The deadline the expiry timer is set for.
+    expiry_armed: Option<Nanos>,
     stats: HostStats,
 }
 
@@ -727,6 +736,8 @@ impl<S: Strategy> StrategyHost<S> {
             ),
             seen_next: 0,
             stopping: false,
+            clock_base: None,
+            expiry_armed: None,
             stats: HostStats {
                 equity: host.cash,
                 peak: host.cash,
@@ -1074,6 +1085,9 @@ impl<S: Strategy> StrategyHost<S> {
         self.book.repend(s);
         let Some(adapter) = self.config.adapter else {
             self.transition(cx, index, OrderState::Submitted);
+            if let TimeInForce::Gtd(t) = req.tif {
+                self.arm_expiry(cx, t);
+            }
             return;
         };
         // A venue needs the units now: resolved at the last close, whole lots; the
@@ -1167,6 +1181,55 @@ impl<S: Strategy> StrategyHost<S> {
             created_at: cx.now(),
         };
         self.queue_order(cx, at, order);
+    }
+
+    /// The loop's time of day now, from the wall clock at `Started` (None before it).
+    fn time_of_day(&self, now: Nanos) -> Option<i64> {
+        let (at, wall) = self.clock_base?;
+        Some(wall.saturating_add(now.saturating_sub(at) as i64))
+    }
+
+    /// Set the expiry timer for good-till time `t` if it is the earliest to come. A time the
+    /// loop's wall clock has passed already is left to the candles (a backtest's data is
+    /// older than its simulated clock: its orders expire by candle time alone).
+    fn arm_expiry(&mut self, cx: &mut Context<'_, HostOutput>, t: i64) {
+        let (Some((at, wall)), Some(now_wall)) = (self.clock_base, self.time_of_day(cx.now()))
+        else {
+            return;
+        };
+        if t <= now_wall {
+            return;
+        }
+        let deadline = at.saturating_add((t - wall) as Nanos);
+        if self.expiry_armed.is_none_or(|armed| deadline < armed) {
+            self.expiry_armed = Some(deadline);
+            cx.set_timer(self.config.expiry_timer, deadline);
+        }
+    }
+
+    /// The expiry timer: good-till orders whose time has come expire; the timer is set again
+    /// for the next.
+    fn on_expiry_timer(&mut self, cx: &mut Context<'_, HostOutput>) {
+        self.expiry_armed = None;
+        let Some(now_wall) = self.time_of_day(cx.now()) else {
+            return;
+        };
+        let mut i = 0;
+        let mut next = None;
+        while i < self.book.orders.len() {
+            match self.book.orders[i].tif {
+                TimeInForce::Gtd(t) if t <= now_wall => {
+                    self.end(cx, i, OrderState::Expired, None);
+                    continue;
+                }
+                TimeInForce::Gtd(t) => next = Some(next.map_or(t, |n: i64| n.min(t))),
+                _ => {}
+            }
+            i += 1;
+        }
+        if let Some(t) = next {
+            self.arm_expiry(cx, t);
+        }
     }
 
     /// Put an order the host made (a close, a bracket leg) at `at` in the queue, submitted:
@@ -2303,11 +2366,16 @@ impl<S: Strategy> App for StrategyHost<S> {
 
     fn on_event(&mut self, event: &Event, cx: &mut Context<'_, HostOutput>) {
         match event.kind {
-            EventKind::Started => {
+            EventKind::Started { wall_ns } => {
+                self.clock_base = Some((event.at, wall_ns));
                 self.call(cx, |st, scx| st.on_start(scx));
                 self.settle(cx);
             }
             EventKind::Candle { pos, candle, .. } => self.on_candle(cx, pos, &candle),
+            EventKind::Timer { timer, .. } if timer == self.config.expiry_timer && self.paper() => {
+                self.on_expiry_timer(cx);
+                self.settle(cx);
+            }
             EventKind::Timer { timer, .. } => {
                 self.call(cx, |st, scx| st.on_timer(scx, timer));
                 self.settle(cx);

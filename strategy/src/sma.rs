@@ -219,7 +219,7 @@ impl App for SmaSignals {
 
     fn on_event(&mut self, event: &Event, cx: &mut Context<'_, SmaOutput>) {
         match event.kind {
-            EventKind::Started => {
+            EventKind::Started { .. } => {
                 cx.every(TICK_TIMER, self.config.tick_ns, self.config.tick_budget_ns);
             }
             EventKind::Candle { source, candle, .. } => {

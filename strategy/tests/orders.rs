@@ -66,6 +66,8 @@ struct Run {
     host: StrategyHost<Scripted>,
     at: u64,
     outputs: Vec<HostOutput>,
+    /// Timers the host set: (id, deadline).
+    timers: Vec<(u32, u64)>,
 }
 
 impl Run {
@@ -86,13 +88,31 @@ impl Run {
             host,
             at: SECONDS,
             outputs: Vec::new(),
+            timers: Vec::new(),
         }
+    }
+
+    /// Deliver an event at the run's time; the actions other than outputs.
+    fn event_actions(&mut self, kind: EventKind) -> Vec<Action<HostOutput>> {
+        let mut actions = Vec::with_capacity(256);
+        let mut dropped = 0;
+        self.host.on_event(
+            &Event { at: self.at, kind },
+            &mut Context::new(self.at, &mut actions, &mut dropped),
+        );
+        let mut rest = Vec::new();
+        for a in actions {
+            match a {
+                Action::Output(o) => self.outputs.push(o),
+                Action::SetTimer { timer, deadline } => self.timers.push((timer, deadline)),
+                other => rest.push(other),
+            }
+        }
+        rest
     }
 
     /// A candle (open, high, low, close).
     fn bar(&mut self, o: f64, h: f64, l: f64, c: f64) {
-        let mut actions = Vec::with_capacity(256);
-        let mut dropped = 0;
         self.at += MILLIS;
         let pos = self.host.stats().candles;
         let candle = Candle {
@@ -105,22 +125,11 @@ impl Run {
             close: c,
             volume: 1.0,
         };
-        self.host.on_event(
-            &Event {
-                at: self.at,
-                kind: EventKind::Candle {
-                    source: 0,
-                    pos,
-                    candle,
-                },
-            },
-            &mut Context::new(self.at, &mut actions, &mut dropped),
-        );
-        self.outputs
-            .extend(actions.into_iter().filter_map(|a| match a {
-                Action::Output(o) => Some(o),
-                _ => None,
-            }));
+        self.event_actions(EventKind::Candle {
+            source: 0,
+            pos,
+            candle,
+        });
     }
 
     fn states_of(&self, role: Role) -> Vec<OrderState> {
@@ -445,4 +454,52 @@ fn bad_requests_are_typed_denials_the_strategy_and_telemetry_see() {
     assert_eq!(told, want_told);
     assert_eq!(run.host.stats().denied as usize, want.len());
     assert_eq!(run.host.stats().refused as usize, refused.len());
+}
+
+#[test]
+fn a_good_till_order_expires_on_the_loops_timer_when_no_candle_comes() {
+    let wall = 1_700_000_000_000_000_000i64; // the loop's wall clock at Started
+    let mut run = Run::new(
+        16,
+        Box::new(move |cx, bar, c, _| match bar {
+            0 => vec![
+                // Good for 5 s of the loop's clock from its start; and one for an hour.
+                cx.place(
+                    OrderRequest::buy(c.symbol, Size::Units(1.0))
+                        .limit(50.0)
+                        .tif(TimeInForce::Gtd(wall + 5_000_000_000)),
+                ),
+                cx.place(
+                    OrderRequest::buy(c.symbol, Size::Units(1.0))
+                        .limit(51.0)
+                        .tif(TimeInForce::Gtd(wall + 3_600_000_000_000)),
+                ),
+            ],
+            _ => vec![],
+        }),
+    );
+    let started = run.at;
+    let actions = run.event_actions(EventKind::Started { wall_ns: wall });
+    assert!(actions.is_empty());
+    run.bar(100.0, 101.0, 99.0, 100.0);
+    // The host set its expiry timer for the earlier of the two, on the loop's clock.
+    let timer = run.host.config().expiry_timer;
+    assert!(
+        run.timers.contains(&(timer, started + 5 * SECONDS)),
+        "{:?}",
+        run.timers
+    );
+    // No candle comes; the timer fires: the first expires, the second stays, re-armed.
+    run.at = started + 5 * SECONDS;
+    run.event_actions(EventKind::Timer {
+        timer,
+        deadline: started + 5 * SECONDS,
+    });
+    assert_eq!(
+        run.states_of(Role::Entry).last(),
+        Some(&OrderState::Expired)
+    );
+    assert_eq!(run.host.book().open_orders().len(), 1);
+    assert_eq!(run.host.stats().expired, 1);
+    assert!(run.timers.contains(&(timer, started + 3_600 * SECONDS)));
 }

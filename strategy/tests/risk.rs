@@ -132,7 +132,7 @@ fn filled(out: &[HostOutput]) -> bool {
 fn every_denial_reason_is_a_typed_event() {
     // No price seen yet for the symbol; a symbol beyond the host's table.
     let mut r = Run::new(RiskConfig::default(), 16);
-    r.event(EventKind::Started);
+    r.event(EventKind::Started { wall_ns: 0 });
     assert_eq!(denial(&r.candle(0, 1001.0)), Some(DenyReason::NoPrice));
     assert_eq!(
         denial(&r.candle(0, 1009.0)),
