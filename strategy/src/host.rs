@@ -1083,18 +1083,32 @@ impl<S: Strategy> StrategyHost<S> {
         self.book.orders.push(order);
         let index = self.book.orders.len() - 1;
         self.book.repend(s);
-        let Some(adapter) = self.config.adapter else {
-            self.transition(cx, index, OrderState::Submitted);
-            if let TimeInForce::Gtd(t) = req.tif {
-                self.arm_expiry(cx, t);
+        match self.config.adapter {
+            None => {
+                self.transition(cx, index, OrderState::Submitted);
+                if let TimeInForce::Gtd(t) = req.tif {
+                    self.arm_expiry(cx, t);
+                }
             }
-            return;
-        };
-        // A venue needs the units now: resolved at the last close, whole lots; the
-        // submission shows exactly what is sent.
-        let qty = match (req.size, last) {
+            Some(adapter) => self.send_new(cx, adapter, index, &req, units),
+        }
+    }
+
+    /// Send new order `index` (of `req`, about `units`) to the venue adapter. A venue needs
+    /// the units now: resolved at the last close, whole lots; the submission shows exactly
+    /// what is sent.
+    fn send_new(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        adapter: u16,
+        index: usize,
+        req: &OrderRequest,
+        units: f64,
+    ) {
+        let s = req.symbol;
+        let qty = match (req.size, self.book.last_price(s)) {
             (Size::Units(u), _) => (u.abs() / self.config.lot).floor() * self.config.lot,
-            (Size::Position, _) => position.abs(),
+            (Size::Position, _) => self.book.position(s).abs(),
             (_, Some(p)) => self.lots(units * p, p),
             (_, None) => 0.0,
         };
@@ -1106,7 +1120,7 @@ impl<S: Strategy> StrategyHost<S> {
         }
         cx.emit(HostOutput::Send(AdapterRequest {
             adapter,
-            id,
+            id: self.book.orders[index].id,
             request: Request::PlaceOrder {
                 symbol: s,
                 side: req.side,
