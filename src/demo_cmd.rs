@@ -338,7 +338,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         );
         println!("  candles    {} read, {} lost", stats["candles"], lost);
         println!(
-            "  orders     {} ({} fills, {} denied by risk), {} trades closed, realized PnL {:+.2}, {} position(s) left open",
+            "  orders     {} ({} fills, {} denied), {} trades closed, realized PnL {:+.2}, {} position(s) left open",
             trading["orders"],
             trading["fills"],
             trading["denied"],

@@ -246,7 +246,7 @@ impl SinkReport for HostSink {
             (
                 "orders",
                 format!(
-                    "{} ({} open, {} fills, {} rejected, {} denied by risk, {} fill faults)",
+                    "{} ({} open, {} fills, {} rejected, {} denied, {} fill faults)",
                     t.orders, t.open_orders, t.fills, t.rejected, t.denied, t.fill_faults
                 ),
             ),
