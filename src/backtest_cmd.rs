@@ -213,17 +213,14 @@ fn backtest<S: Strategy>(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         &args.data,
         &args.limits.options(args.format, args.symbol.clone()),
     )?;
-    let setup = HostSetup {
-        host: HostConfig {
-            cash: args.cash,
-            symbols: dataset.symbols.len() as u32,
-            stop_when_data_ends: true,
-            paper: paper_config(args)?,
-            ..HostConfig::default()
-        },
-        risk,
-        strategy,
+    let host = HostConfig {
+        cash: args.cash,
+        symbols: dataset.symbols.len() as u32,
+        stop_when_data_ends: true,
+        paper: paper_config(args)?,
+        ..HostConfig::default()
     };
+    let setup = HostSetup::new(host, risk, strategy);
     setup
         .host
         .validate()

@@ -39,6 +39,10 @@ pub struct EngineConfig {
     pub strategy: Option<StrategySection>,
     #[serde(default)]
     pub orders: HostConfig,
+    /// This start's engine epoch (set by `tickloop run`, from the epoch file beside the
+    /// instance lock; not a key of the file).
+    #[serde(skip)]
+    pub epoch: u32,
     /// Broker and exchange adapters run as child processes (docs/adapter-protocol.md).
     #[serde(default)]
     pub adapters: tickloop_runtime::adapter::AdapterHostConfig,
@@ -173,11 +177,37 @@ fn at(path: &Path, text: &str, key: &str) -> String {
 }
 
 impl EngineConfig {
+    /// `[orders]` and the adapters it names.
+    fn validate_orders(&self, path: &Path, text: &str) -> anyhow::Result<()> {
+        if let Err(why) = self.orders.validate() {
+            anyhow::bail!("config {}: orders.{why}", at(path, text, "[orders"));
+        }
+        if let Err(e) = self.adapters.validate() {
+            anyhow::bail!("config {}: adapters: {e}", at(path, text, "[adapters"));
+        }
+        if let Some(a) = self.orders.adapter {
+            if a as usize >= self.adapters.adapters.len() {
+                anyhow::bail!(
+                    "config {}: orders.adapter = {a}, but only {} [[adapters.adapter]] are configured (the first is 0)",
+                    at(path, text, "adapter"),
+                    self.adapters.adapters.len()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The app's config as the journal records it and `App::reconfigure` takes it: the
     /// strategy host's setup, or the signal app's `[sma]`.
     pub fn app_config(&self) -> Result<Vec<u8>, String> {
         match &self.strategy {
-            Some(s) => crate::strategies::setup_bytes(&s.name, &self.orders, &self.risk, &s.params),
+            Some(s) => crate::strategies::setup_bytes_at(
+                &s.name,
+                &self.orders,
+                &self.risk,
+                &s.params,
+                self.epoch,
+            ),
             None => postcard::to_allocvec(&self.sma).map_err(|e| e.to_string()),
         }
     }
@@ -266,21 +296,7 @@ impl EngineConfig {
         if let Err(why) = self.sma.validate() {
             anyhow::bail!("config {}: {why}", at(path, text, "[sma"));
         }
-        if let Err(why) = self.orders.validate() {
-            anyhow::bail!("config {}: orders.{why}", at(path, text, "[orders"));
-        }
-        if let Err(e) = self.adapters.validate() {
-            anyhow::bail!("config {}: adapters: {e}", at(path, text, "[adapters"));
-        }
-        if let Some(a) = self.orders.adapter {
-            if a as usize >= self.adapters.adapters.len() {
-                anyhow::bail!(
-                    "config {}: orders.adapter = {a}, but only {} [[adapters.adapter]] are configured (the first is 0)",
-                    at(path, text, "adapter"),
-                    self.adapters.adapters.len()
-                );
-            }
-        }
+        self.validate_orders(path, text)?;
         if let Err(why) = self.risk.validate() {
             anyhow::bail!("config {}: {why}", at(path, text, "[risk"));
         }

@@ -11,6 +11,7 @@ use std::io::{BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tickloop_app::clock::{Nanos, MICROS, SECONDS};
+use tickloop_app::venue::Difference;
 use tickloop_app::App;
 use tickloop_app::OutputSink;
 use tickloop_ops::lock::{self, InstanceLock};
@@ -172,20 +173,7 @@ impl OutputSink<HostOutput> for HostSink {
     fn output(&mut self, at: Nanos, output: &HostOutput) {
         let mut t = self.trading.borrow_mut();
         match *output {
-            HostOutput::Order(u) => {
-                match u.state {
-                    OrderState::Submitted => {
-                        t.orders += 1;
-                        t.open_orders += 1;
-                    }
-                    OrderState::Rejected => t.rejected += 1,
-                    OrderState::Cancelled | OrderState::Expired => t.cancelled += 1,
-                    _ => {}
-                }
-                if u.state.is_final() && u.state != OrderState::Denied {
-                    t.open_orders = t.open_orders.saturating_sub(1);
-                }
-            }
+            HostOutput::Order(u) => count_order(&mut t, u.state),
             HostOutput::FillFault(f) => {
                 t.fill_faults += 1;
                 // Every one is in telemetry; the log has the first ten, then every 1000th.
@@ -235,7 +223,69 @@ impl OutputSink<HostOutput> for HostSink {
             HostOutput::IntentsDropped { dropped } => {
                 tracing::warn!("{dropped} order intents dropped (intents_per_event)")
             }
+            HostOutput::Unknown { .. }
+            | HostOutput::Reconciled { .. }
+            | HostOutput::Difference { .. } => reconcile_output(&mut t, output),
         }
+    }
+}
+
+/// The status counts of an order's transition.
+fn count_order(t: &mut tickloop_ops::status::TradingStatus, state: OrderState) {
+    match state {
+        OrderState::Submitted => {
+            t.orders += 1;
+            t.open_orders += 1;
+        }
+        OrderState::Rejected => t.rejected += 1,
+        OrderState::Cancelled | OrderState::Expired => t.cancelled += 1,
+        _ => {}
+    }
+    if state.is_final() && state != OrderState::Denied {
+        t.open_orders = t.open_orders.saturating_sub(1);
+    }
+}
+
+/// The status counts and log lines of the host's reconciliation outputs.
+fn reconcile_output(t: &mut tickloop_ops::status::TradingStatus, output: &HostOutput) {
+    match *output {
+        HostOutput::Unknown { order, reason } => {
+            t.orders_unknown += 1;
+            tracing::warn!("order {order}: {reason}; it is Unknown until the venue says what became of it (it is never placed again)");
+        }
+        HostOutput::Reconciled {
+            first,
+            positions,
+            orders,
+            differences,
+            cash,
+            ..
+        } => {
+            t.reconciliations += 1;
+            tracing::info!(
+                    "reconciled with the venue{}: {positions} position(s), {orders} open order(s), cash {cash}, {differences} difference(s)",
+                    if first { " before the first order" } else { "" }
+                );
+        }
+        HostOutput::Difference {
+            difference,
+            symbol,
+            venue,
+            adopted,
+            ..
+        } => {
+            t.reconcile_differences += 1;
+            match difference {
+                Difference::OrderNotInEngine if adopted => t.open_orders += 1,
+                Difference::Position if adopted => {
+                    if let Some(p) = t.positions.get_mut(symbol as usize) {
+                        *p = venue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        _ => {}
     }
 }
 
@@ -408,10 +458,49 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// What this account's client order ids start with: `tl-`, the account (at most 16 of its
+/// characters), `-`. With an order id of at most 16 digits it fits the 36 characters venues
+/// allow (Binance: `^[.A-Z:/a-z0-9_-]{1,36}$`).
+pub(crate) fn client_prefix(account: &str) -> String {
+    let cut: String = account.chars().take(16).collect();
+    format!("tl-{cut}-")
+}
+
+/// In `[journal] path`: this start's epoch (a new file every start).
+const EPOCH_PLACEHOLDER: &str = "{epoch}";
+
 fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
-    let file = EngineConfig::load(path)?;
+    let mut file = EngineConfig::load(path)?;
     crate::logging::set_level(&file.log.level);
     let loaded = file.clone();
+    let lock_dir = file
+        .engine
+        .lock_dir
+        .clone()
+        .unwrap_or_else(lock::default_dir);
+    // Orders for a venue are named by ids no earlier start used: the epoch counts starts.
+    // A journal path may name the start by it, so a restart never finds its file taken.
+    let venue = file.strategy.is_some() && file.orders.adapter.is_some();
+    let journal_per_start = file
+        .journal
+        .path
+        .as_ref()
+        .is_some_and(|p| p.to_string_lossy().contains(EPOCH_PLACEHOLDER));
+    if venue || journal_per_start {
+        let max = tickloop_strategy::host::MAX_EPOCH;
+        let epoch = lock::next_epoch(&lock_dir, &file.engine.component, &file.engine.account, max)?;
+        if venue {
+            file.epoch = epoch;
+        }
+        if let Some(p) = &file.journal.path {
+            let named = p
+                .to_string_lossy()
+                .replace(EPOCH_PLACEHOLDER, &epoch.to_string());
+            file.journal.path = Some(PathBuf::from(named));
+        }
+    }
+    file.adapters
+        .set_client_prefix(&client_prefix(&file.engine.account));
     let app = match &file.strategy {
         None => AppChoice::Signals(file.sma.clone()),
         Some(st) => AppChoice::Strategy {
@@ -419,7 +508,6 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
             config: file.app_config().map_err(anyhow::Error::msg)?,
         },
     };
-    let lock_dir_cfg = file.engine.lock_dir.clone();
     let metrics = file.metrics_page()?;
     let rings = file
         .rings
@@ -446,7 +534,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         component: file.engine.component,
         account: file.engine.account,
         watch: Some((path.to_path_buf(), loaded)),
-        lock_dir: Some(lock_dir_cfg.unwrap_or_else(lock::default_dir)),
+        lock_dir: Some(lock_dir),
     })
 }
 

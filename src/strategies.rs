@@ -33,12 +33,15 @@ pub fn builtin<T: ForStrategy>() -> Vec<T> {
     ]
 }
 
+/// A strategy's app config from its settings and the run's epoch (postcard `HostSetup`).
+pub type SetupBytes = fn(&HostConfig, &RiskConfig, &toml::Table, u32) -> Result<Vec<u8>, String>;
+
 /// A strategy as the registry knows it: its name and its config check.
 #[derive(Clone, Copy)]
 pub struct Entry {
     pub name: &'static str,
     /// The app config (postcard `HostSetup`) for these settings, after checking every part.
-    pub setup_bytes: fn(&HostConfig, &RiskConfig, &toml::Table) -> Result<Vec<u8>, String>,
+    pub setup_bytes: SetupBytes,
 }
 
 impl ForStrategy for Entry {
@@ -175,6 +178,7 @@ fn encode<S: Strategy>(
     host: &HostConfig,
     risk: &RiskConfig,
     table: &toml::Table,
+    epoch: u32,
 ) -> Result<Vec<u8>, String> {
     host.validate()?;
     risk.validate()?;
@@ -182,18 +186,30 @@ fn encode<S: Strategy>(
         host: host.clone(),
         risk: risk.clone(),
         strategy: params::<S>(table)?,
+        epoch,
     };
     postcard::to_allocvec(&setup).map_err(|e| e.to_string())
 }
 
-/// The app config for strategy `name` of this process's registry.
+/// The app config for strategy `name` of this process's registry (order ids from 1).
 pub fn setup_bytes(
     name: &str,
     host: &HostConfig,
     risk: &RiskConfig,
     table: &toml::Table,
 ) -> Result<Vec<u8>, String> {
-    (registry().get(name)?.setup_bytes)(host, risk, table)
+    setup_bytes_at(name, host, risk, table, 0)
+}
+
+/// The same for a run of engine epoch `epoch` (its order ids start at `epoch << 31`).
+pub fn setup_bytes_at(
+    name: &str,
+    host: &HostConfig,
+    risk: &RiskConfig,
+    table: &toml::Table,
+    epoch: u32,
+) -> Result<Vec<u8>, String> {
+    (registry().get(name)?.setup_bytes)(host, risk, table, epoch)
 }
 
 #[cfg(test)]

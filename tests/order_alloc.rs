@@ -127,6 +127,7 @@ fn placing_replacing_and_cancelling_orders_every_candle_allocates_nothing() {
         },
         risk: RiskConfig::default(),
         strategy: NoConfig {},
+        epoch: 0,
     })
     .unwrap();
     let mut actions: Vec<Action<HostOutput>> = Vec::with_capacity(1 << 16);

@@ -124,6 +124,7 @@ fn host(adapter: Option<u16>) -> StrategyHost<Scripted> {
         },
         risk: RiskConfig::default(),
         strategy: NoConfig {},
+        epoch: 0,
     })
     .unwrap()
 }
@@ -267,7 +268,7 @@ fn frame_of(r: &tickloop_app::venue::AdapterRequest) -> serde_json::Value {
             "expire_ns": match tif { TimeInForce::Gtd(t) => Some(t), _ => None },
             "reduce_only": reduce_only,
         }),
-        Request::CancelOrder { order } => {
+        Request::CancelOrder { order, .. } => {
             json!({"type": "cancel_order", "id": r.id, "order": order})
         }
         other => panic!("the host sent {other:?}"),
@@ -292,7 +293,7 @@ fn via_adapter(script: &[(u64, Step)]) -> Vec<Filled> {
         stdin,
         stdout,
     };
-    a.send(json!({"type": "hello", "protocol": 1, "engine": "test", "max_frame": 1 << 20, "ping_interval_ms": 1000}));
+    a.send(json!({"type": "hello", "protocol": 2, "engine": "test", "max_frame": 1 << 20, "ping_interval_ms": 1000}));
     let hello = a.recv();
     let caps = hello["capabilities"].to_string();
     for c in ["stop_orders", "time_in_force", "reduce_only"] {

@@ -7,7 +7,7 @@
 //! path can build one per event for free.
 
 use crate::event::EventKind;
-use crate::venue::{AdapterEvent, FillFault, RequestKind, Side};
+use crate::venue::{AdapterEvent, Difference, FillFault, RequestKind, Side};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 
@@ -295,6 +295,37 @@ pub enum Telemetry {
         price: f64,
         remaining: f64,
     },
+    /// A place or cancel of `order` got no answer (it timed out, or the adapter went down
+    /// with it in flight): the venue may have it. It is `Unknown` until the venue answers a
+    /// query for it, is counted by risk as possibly filled, and is never placed again.
+    OrderUnknown {
+        order: u64,
+        reason: Text,
+    },
+    /// The engine compared its books with adapter `adapter`'s venue and adopted the venue's
+    /// (`first`: before the run's first intent). `differences` of them follow as
+    /// `reconcile_difference` events.
+    Reconciled {
+        adapter: u16,
+        first: bool,
+        positions: u32,
+        orders: u32,
+        differences: u32,
+        cash: f64,
+    },
+    /// What the engine believed and what the venue says differ: `engine` and `venue` are
+    /// the position, cash or quantity on each side (an order's units left to fill; 0 on the
+    /// side that does not have the order).
+    /// `order` is the engine's id (0 for an order that is not the engine's).
+    ReconcileDifference {
+        adapter: u16,
+        difference: Difference,
+        symbol: u32,
+        order: u64,
+        engine: f64,
+        venue: f64,
+        adopted: bool,
+    },
     /// An order on `symbol` was refused before it was sent: by risk, or by the strategy
     /// host's checks of its prices, size and bracket (`reason` names which).
     RiskDenied {
@@ -336,6 +367,9 @@ impl Telemetry {
         match self {
             Telemetry::Started { .. } => "started",
             Telemetry::Stopping { .. } => "stopping",
+            Telemetry::OrderUnknown { .. } => "order_unknown",
+            Telemetry::Reconciled { .. } => "reconciled",
+            Telemetry::ReconcileDifference { .. } => "reconcile_difference",
             Telemetry::Stopped { .. } => "stopped",
             Telemetry::ConfigApplied { .. } => "config_applied",
             Telemetry::ConfigRejected { .. } => "config_rejected",
@@ -435,6 +469,8 @@ impl Telemetry {
             | AdapterEvent::Account { .. }
             | AdapterEvent::Bar { .. }
             | AdapterEvent::Done { .. }
+            | AdapterEvent::Position { .. }
+            | AdapterEvent::VenueOrder { .. }
             | AdapterEvent::Candle { .. } => return None,
         })
     }

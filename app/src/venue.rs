@@ -107,8 +107,11 @@ impl Capabilities {
     pub const TIME_IN_FORCE: Capabilities = Capabilities(32);
     /// `place_order` with `reduce_only`.
     pub const REDUCE_ONLY: Capabilities = Capabilities(64);
+    /// `get_positions`, `get_open_orders` and `get_order`: what the engine reconciles its
+    /// books with.
+    pub const RECONCILE: Capabilities = Capabilities(128);
 
-    const NAMES: [(&'static str, Capabilities); 7] = [
+    const NAMES: [(&'static str, Capabilities); 8] = [
         ("accounts", Capabilities::ACCOUNTS),
         ("bars", Capabilities::BARS),
         ("subscribe", Capabilities::SUBSCRIBE),
@@ -116,6 +119,7 @@ impl Capabilities {
         ("stop_orders", Capabilities::STOP_ORDERS),
         ("time_in_force", Capabilities::TIME_IN_FORCE),
         ("reduce_only", Capabilities::REDUCE_ONLY),
+        ("reconcile", Capabilities::RECONCILE),
     ];
 
     pub fn contains(self, other: Capabilities) -> bool {
@@ -157,9 +161,24 @@ pub enum RequestKind {
     Subscribe,
     PlaceOrder,
     CancelOrder,
+    GetPositions,
+    GetOpenOrders,
+    GetOrder,
 }
 
 impl RequestKind {
+    /// Every kind, in wire order.
+    pub const ALL: [RequestKind; 8] = [
+        RequestKind::GetAccounts,
+        RequestKind::GetHistoricalBars,
+        RequestKind::Subscribe,
+        RequestKind::PlaceOrder,
+        RequestKind::CancelOrder,
+        RequestKind::GetPositions,
+        RequestKind::GetOpenOrders,
+        RequestKind::GetOrder,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RequestKind::GetAccounts => "get_accounts",
@@ -167,6 +186,9 @@ impl RequestKind {
             RequestKind::Subscribe => "subscribe",
             RequestKind::PlaceOrder => "place_order",
             RequestKind::CancelOrder => "cancel_order",
+            RequestKind::GetPositions => "get_positions",
+            RequestKind::GetOpenOrders => "get_open_orders",
+            RequestKind::GetOrder => "get_order",
         }
     }
 
@@ -177,6 +199,9 @@ impl RequestKind {
             RequestKind::GetHistoricalBars => Capabilities::BARS,
             RequestKind::Subscribe => Capabilities::SUBSCRIBE,
             RequestKind::PlaceOrder | RequestKind::CancelOrder => Capabilities::ORDERS,
+            RequestKind::GetPositions | RequestKind::GetOpenOrders | RequestKind::GetOrder => {
+                Capabilities::RECONCILE
+            }
         }
     }
 }
@@ -282,7 +307,17 @@ pub enum Request {
     },
     /// Cancel the order placed by request `order`: [`AdapterEvent::Done`] when the broker
     /// accepted the cancel (the order's `OrderUpdate { status: Cancelled }` follows).
-    CancelOrder { order: RequestId },
+    CancelOrder { order: RequestId, symbol: u32 },
+    /// The positions the venue holds: one [`AdapterEvent::Position`] per symbol with one,
+    /// then [`AdapterEvent::Done`].
+    GetPositions,
+    /// The orders working at the venue, this engine's and others': one
+    /// [`AdapterEvent::VenueOrder`] each, then [`AdapterEvent::Done`].
+    GetOpenOrders,
+    /// The state of the order placed by request `order` (found at the venue by its client
+    /// id): one [`AdapterEvent::VenueOrder`], then [`AdapterEvent::Done`]; `Failed` with
+    /// `unknown_order` when the venue never had it.
+    GetOrder { order: RequestId, symbol: u32 },
 }
 
 impl Request {
@@ -330,6 +365,9 @@ impl Request {
             Request::Subscribe { .. } => RequestKind::Subscribe,
             Request::PlaceOrder { .. } => RequestKind::PlaceOrder,
             Request::CancelOrder { .. } => RequestKind::CancelOrder,
+            Request::GetPositions => RequestKind::GetPositions,
+            Request::GetOpenOrders => RequestKind::GetOpenOrders,
+            Request::GetOrder { .. } => RequestKind::GetOrder,
         }
     }
 }
@@ -487,7 +525,7 @@ pub enum Fault {
     /// A frame that is empty, not a JSON object, has an unknown `type`, or lacks a field its
     /// type requires.
     Malformed,
-    /// The first message was not a `hello` of protocol version 1.
+    /// The first message was not a `hello` of this engine's protocol version.
     BadHandshake,
     /// The process ended with a partial frame on its stdout.
     TruncatedFrame,
@@ -549,6 +587,51 @@ impl fmt::Display for FillFault {
             FillFault::Duplicate => "a duplicate of a fill already booked",
             FillFault::Overfill => "more than the order's remaining quantity",
         })
+    }
+}
+
+/// A way the engine's books and a venue's can differ (found by reconciliation; reported as
+/// telemetry `reconcile_difference` and counted, then the venue's books are adopted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Difference {
+    /// The venue holds another position in the symbol than the engine believed.
+    Position,
+    /// The venue's cash is not the engine's.
+    Cash,
+    /// One of this engine's orders works at the venue but not in the engine's table (placed
+    /// by an earlier run): adopted, or cancelled, as configured.
+    OrderNotInEngine,
+    /// An order the engine believed working is not open at the venue: its state is asked
+    /// for.
+    OrderNotAtVenue,
+    /// An order of the engine's has filled more (or less) at the venue than the engine
+    /// booked.
+    OrderFilled,
+    /// An order works at the venue that is not this engine's (placed behind its back, or by
+    /// another program): left alone.
+    ForeignOrder,
+}
+
+impl Difference {
+    pub const ALL: [Difference; 6] = [
+        Difference::Position,
+        Difference::Cash,
+        Difference::OrderNotInEngine,
+        Difference::OrderNotAtVenue,
+        Difference::OrderFilled,
+        Difference::ForeignOrder,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Difference::Position => "position",
+            Difference::Cash => "cash",
+            Difference::OrderNotInEngine => "order_not_in_engine",
+            Difference::OrderNotAtVenue => "order_not_at_venue",
+            Difference::OrderFilled => "order_filled",
+            Difference::ForeignOrder => "foreign_order",
+        }
     }
 }
 
@@ -712,6 +795,32 @@ pub enum AdapterEvent {
         ts_ns: i64,
         trade: Option<TradeId>,
     },
+    /// One position, in answer to `GetPositions`: signed units (+ long) and the venue's
+    /// average entry price (NaN where it did not say).
+    Position {
+        adapter: AdapterId,
+        request: RequestId,
+        symbol: u32,
+        qty: f64,
+        avg_price: f64,
+    },
+    /// One order at the venue, in answer to `GetOpenOrders` or `GetOrder`. `order` is the
+    /// engine's id for it, read from its client id; 0 when it is not one of this engine's
+    /// (placed behind its back, or by another program). `qty` is what it was for, `filled`
+    /// how much of it filled at `avg_price`; `limit` and `stop` are NaN where it has none.
+    VenueOrder {
+        adapter: AdapterId,
+        request: RequestId,
+        order: RequestId,
+        symbol: u32,
+        side: Side,
+        status: OrderStatus,
+        qty: f64,
+        filled: f64,
+        avg_price: f64,
+        limit: f64,
+        stop: f64,
+    },
     /// An error the adapter reported outside any request (its message went to the log).
     Error { adapter: AdapterId, code: ErrorCode },
     /// `count` events of this adapter could not be queued for the app (its event queue was
@@ -731,6 +840,8 @@ impl AdapterEvent {
             | AdapterEvent::Candle { adapter, .. }
             | AdapterEvent::OrderUpdate { adapter, .. }
             | AdapterEvent::Fill { adapter, .. }
+            | AdapterEvent::Position { adapter, .. }
+            | AdapterEvent::VenueOrder { adapter, .. }
             | AdapterEvent::Error { adapter, .. }
             | AdapterEvent::EventsLost { adapter, .. } => adapter,
         }

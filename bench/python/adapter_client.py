@@ -57,7 +57,7 @@ class AdapterClient:
         self.hello = concurrent.futures.Future()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        self._write({"type": "hello", "protocol": 1, "engine": "python-client",
+        self._write({"type": "hello", "protocol": 2, "engine": "python-client",
                      "adapter": "echo", "max_frame": 1 << 20, "ping_interval_ms": 1000})
         self.hello.result(timeout=10)
 

@@ -34,7 +34,7 @@ import sys
 import time
 import zlib
 
-PROTOCOL = 1
+PROTOCOL = 2
 CAPABILITIES = ["accounts", "bars", "subscribe", "orders"]
 CANDLE_EVERY_S = 0.1  # a live candle per subscribed symbol this often
 

@@ -216,6 +216,12 @@ pub enum LockError {
     /// The lock directory is writable by everyone without the sticky bit.
     #[error("lock directory {} is writable by everyone (mode {mode:04o}) without the sticky bit, so anyone could delete or replace a lock: `chmod 0700 {}`, or choose another lock directory", .dir.display(), .dir.display())]
     DirUnsafe { dir: PathBuf, mode: u32 },
+    /// The epoch file holds something that is not an epoch.
+    #[error("epoch file {}: {content:?} is not a number: it counts this account's engine starts (the order ids of each run start at it); if it was damaged, write into it a number above every epoch an open order of this account was placed with (or remove it when the account has no open order)", .path.display())]
+    EpochCorrupt { path: PathBuf, content: String },
+    /// The epoch file has counted every start it can.
+    #[error("epoch file {}: epoch {epoch} is the last one (order ids would repeat); use a new account name in [engine] account, or, with no order of this account open, remove the file", .path.display())]
+    EpochExhausted { path: PathBuf, epoch: u32 },
     /// Any other failing system call.
     #[error("{op} {}: {cause}", .path.display())]
     Io {
@@ -425,6 +431,56 @@ impl Drop for InstanceLock {
         unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
     }
 }
+
+/// The engine epoch of this start: one more than the last start's, kept in
+/// `dir/<component>@<account>.epoch` (mode 0600, beside the lock file; created when
+/// missing). The epoch makes order ids unique across restarts: each run's ids start at
+/// `epoch << 31`. It never goes below the minutes since 2025-01-01 UTC, so a lock directory
+/// wiped at boot (`/run` is a tmpfs) does not start the count over (unless this account was
+/// started more often than once a minute, on average, since then). The file is read and
+/// written under its own `flock`, so two starts never take the same epoch; it is written in
+/// place, fixed-width, and synced before the epoch is used. Epochs above `max` are refused.
+pub fn next_epoch(dir: &Path, component: &str, account: &str, max: u32) -> Result<u32, LockError> {
+    validate_name("component", component)?;
+    validate_name("account", account)?;
+    let dir_file = prepare_dir(dir)?;
+    let name = format!("{component}@{account}.epoch");
+    let path = dir.join(&name);
+    let file = open_lock_file(&dir_file, dir, &name, &path)?;
+    // SAFETY: valid fd owned by `file`; a blocking exclusive lock held for a read and a write.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(LockError::io("locking", &path, io::Error::last_os_error()));
+    }
+    let mut buf = [0u8; 64];
+    let n = file
+        .read_at(&mut buf, 0)
+        .map_err(|e| LockError::io("reading", &path, e))?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let last: u32 = match text.trim() {
+        "" => 0,
+        t => t.parse().map_err(|_| LockError::EpochCorrupt {
+            path: path.clone(),
+            content: t.chars().take(40).collect(),
+        })?,
+    };
+    let floor = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().saturating_sub(EPOCH_FLOOR_FROM) / 60)
+        .unwrap_or(0)
+        .min(max as u64 / 2) as u32;
+    let epoch = last.saturating_add(1).max(floor);
+    if epoch > max {
+        return Err(LockError::EpochExhausted { path, epoch: last });
+    }
+    let record = format!("{epoch:>10}\n");
+    file.write_all_at(record.as_bytes(), 0)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| LockError::io("writing", &path, e))?;
+    Ok(epoch)
+}
+
+/// 2025-01-01T00:00:00Z: epochs never go below the minutes since.
+const EPOCH_FLOOR_FROM: u64 = 1_735_689_600;
 
 /// The lock directory to use when none is configured: `/run/tickloop` for root or when it exists
 /// and this user may write there, else `$XDG_RUNTIME_DIR/tickloop` (an absolute
@@ -911,6 +967,47 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_start_takes_a_new_epoch_never_below_the_clock_floor() {
+        let dir = std::env::temp_dir().join(format!("tickloop-epoch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let max = (1 << 22) - 1;
+        let first = next_epoch(&dir, "engine", "acct", max).unwrap();
+        // Minutes since 2025: far above 1 on any machine with a sane clock.
+        assert!(first > 500_000, "{first}");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || next_epoch(&dir, "engine", "acct", max).unwrap())
+            })
+            .collect();
+        let mut got: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, (first + 1..=first + 8).collect::<Vec<_>>());
+        let path = dir.join("engine@acct.epoch");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Far ahead of the clock (restarts faster than once a minute): one more.
+        std::fs::write(&path, "   3000000\n").unwrap();
+        assert_eq!(next_epoch(&dir, "engine", "acct", max).unwrap(), 3_000_001);
+        std::fs::write(&path, "garbage").unwrap();
+        let e = next_epoch(&dir, "engine", "acct", max)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("engine@acct.epoch") && e.contains("\"garbage\""),
+            "{e}"
+        );
+        std::fs::write(&path, format!("{max}")).unwrap();
+        let e = next_epoch(&dir, "engine", "acct", max)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is the last one"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_systemd_unit_comes_from_the_leaf_cgroup() {

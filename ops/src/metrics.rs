@@ -347,6 +347,9 @@ impl MetricsService {
             open_orders: t.open_orders,
             trades: t.trades,
             realized_pnl: t.realized_pnl.to_bits(),
+            reconciliations: t.reconciliations,
+            reconcile_differences: t.reconcile_differences,
+            orders_unknown: t.orders_unknown,
         }
     }
 

@@ -53,6 +53,11 @@ pub struct TradingStatus {
     pub denied: u64,
     pub trades: u64,
     pub realized_pnl: f64,
+    /// Reconciliations with the venue completed, the differences they found (each a
+    /// `reconcile_difference` in telemetry), orders that became `Unknown`.
+    pub reconciliations: u64,
+    pub reconcile_differences: u64,
+    pub orders_unknown: u64,
     /// Signed units held per symbol id (only the non-zero ones are written).
     #[serde(serialize_with = "held")]
     pub positions: Vec<f64>,

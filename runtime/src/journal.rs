@@ -62,7 +62,7 @@ pub enum Record<O> {
 pub enum JournalError {
     #[error("journal {}: directory {} does not exist: create it or choose another --journal path", path.display(), dir.display())]
     NoDirectory { path: PathBuf, dir: PathBuf },
-    #[error("journal {}: {} already exists: move it away or choose another path (journals are never overwritten)", path.display(), path.display())]
+    #[error("journal {}: {} already exists: move it away or choose another path (journals are never overwritten; in a config file, a path with {{epoch}} in it is a new file every start)", path.display(), path.display())]
     Exists { path: PathBuf },
     #[error("journal {}: cannot create it: {cause} (is the directory {} writable by this user?)", path.display(), dir.display())]
     Create {

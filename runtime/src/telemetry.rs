@@ -711,7 +711,7 @@ impl Active {
 mod tests {
     use super::*;
     use tickloop_app::telemetry::{AdapterStateKind, StopCause, Text};
-    use tickloop_app::venue::{FillFault, Side};
+    use tickloop_app::venue::{Difference, FillFault, Side};
 
     fn line(event: &Telemetry, at_ns: u64, unix_ns: i64) -> String {
         let mut out = [0u8; MAX_LINE];
@@ -762,6 +762,27 @@ mod tests {
             Telemetry::RiskDenied {
                 symbol: u32::MAX,
                 reason: worst_text,
+            },
+            Telemetry::OrderUnknown {
+                order: u64::MAX,
+                reason: worst_text,
+            },
+            Telemetry::Reconciled {
+                adapter: u16::MAX,
+                first: false,
+                positions: u32::MAX,
+                orders: u32::MAX,
+                differences: u32::MAX,
+                cash: f,
+            },
+            Telemetry::ReconcileDifference {
+                adapter: u16::MAX,
+                difference: Difference::OrderNotInEngine,
+                symbol: u32::MAX,
+                order: u64::MAX,
+                engine: f,
+                venue: f,
+                adopted: true,
             },
         ]
     }

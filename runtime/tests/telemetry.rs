@@ -247,28 +247,12 @@ fn expected_fields(event: &Telemetry) -> Value {
         Telemetry::RiskDenied { symbol, reason } => {
             json!({"kind": "risk_denied", "symbol": symbol, "reason": reason.as_str()})
         }
-        Telemetry::AdapterState { adapter, state } => {
-            json!({"kind": "adapter_state", "adapter": adapter,
-            "state": match state {
-                AdapterStateKind::Starting => "starting",
-                AdapterStateKind::Ready => "ready",
-                AdapterStateKind::Faulty => "faulty",
-                AdapterStateKind::Restarting => "restarting",
-                AdapterStateKind::Stopped => "stopped",
-            }})
-        }
-        Telemetry::AdapterDown {
-            adapter,
-            cause,
-            status,
-            restart_in_ms,
-        } => {
-            json!({"kind": "adapter_down", "adapter": adapter, "cause": cause.as_str(),
-            "status": status.as_str(), "restart_in_ms": restart_in_ms})
-        }
-        Telemetry::AdapterError { adapter, reason } => {
-            json!({"kind": "adapter_error", "adapter": adapter, "reason": reason.as_str()})
-        }
+        Telemetry::OrderUnknown { .. }
+        | Telemetry::Reconciled { .. }
+        | Telemetry::ReconcileDifference { .. } => expected_reconcile_fields(event),
+        Telemetry::AdapterState { .. }
+        | Telemetry::AdapterDown { .. }
+        | Telemetry::AdapterError { .. } => expected_adapter_fields(event),
         Telemetry::Dropped { count } => json!({"kind": "dropped", "count": count}),
     }
 }
@@ -310,8 +294,122 @@ fn every_order_variant() -> Vec<Telemetry> {
     ]
 }
 
+/// The fields of the adapter events.
+fn expected_adapter_fields(event: &Telemetry) -> Value {
+    match *event {
+        Telemetry::AdapterState { adapter, state } => {
+            json!({"kind": "adapter_state", "adapter": adapter,
+            "state": match state {
+                AdapterStateKind::Starting => "starting",
+                AdapterStateKind::Ready => "ready",
+                AdapterStateKind::Faulty => "faulty",
+                AdapterStateKind::Restarting => "restarting",
+                AdapterStateKind::Stopped => "stopped",
+            }})
+        }
+        Telemetry::AdapterDown {
+            adapter,
+            cause,
+            status,
+            restart_in_ms,
+        } => {
+            json!({"kind": "adapter_down", "adapter": adapter, "cause": cause.as_str(),
+            "status": status.as_str(), "restart_in_ms": restart_in_ms})
+        }
+        Telemetry::AdapterError { adapter, reason } => {
+            json!({"kind": "adapter_error", "adapter": adapter, "reason": reason.as_str()})
+        }
+        _ => unreachable!("not an adapter event: {event:?}"),
+    }
+}
+
+/// The fields of the reconciliation events.
+fn expected_reconcile_fields(event: &Telemetry) -> Value {
+    match *event {
+        Telemetry::OrderUnknown { order, reason } => {
+            json!({"kind": "order_unknown", "order": order, "reason": reason.as_str()})
+        }
+        Telemetry::Reconciled {
+            adapter,
+            first,
+            positions,
+            orders,
+            differences,
+            cash,
+        } => json!({"kind": "reconciled", "adapter": adapter, "first": first,
+            "positions": positions, "orders": orders, "differences": differences, "cash": cash}),
+        Telemetry::ReconcileDifference {
+            adapter,
+            difference,
+            symbol,
+            order,
+            engine,
+            venue,
+            adopted,
+        } => json!({"kind": "reconcile_difference", "adapter": adapter,
+            "difference": difference.as_str(), "symbol": symbol, "order": order,
+            "engine": engine,
+            "venue": venue, "adopted": adopted}),
+        _ => unreachable!("not a reconciliation event: {event:?}"),
+    }
+}
+
+fn reconcile_variants() -> Vec<Telemetry> {
+    vec![
+        Telemetry::OrderUnknown {
+            order: 8_589_934_593,
+            reason: Text::new("no answer in time"),
+        },
+        Telemetry::Reconciled {
+            adapter: 0,
+            first: true,
+            positions: 1,
+            orders: 2,
+            differences: 3,
+            cash: 9_500.25,
+        },
+        Telemetry::ReconcileDifference {
+            adapter: 0,
+            difference: tickloop_app::venue::Difference::OrderNotInEngine,
+            symbol: 1,
+            order: 8_589_934_593,
+            engine: 0.0,
+            venue: 0.5,
+            adopted: true,
+        },
+    ]
+}
+
+/// Every state an adapter is reported in.
+fn adapter_state_variants() -> Vec<Telemetry> {
+    vec![
+        Telemetry::AdapterState {
+            adapter: 3,
+            state: AdapterStateKind::Starting,
+        },
+        Telemetry::AdapterState {
+            adapter: 3,
+            state: AdapterStateKind::Ready,
+        },
+        Telemetry::AdapterState {
+            adapter: 3,
+            state: AdapterStateKind::Faulty,
+        },
+        Telemetry::AdapterState {
+            adapter: 3,
+            state: AdapterStateKind::Restarting,
+        },
+        Telemetry::AdapterState {
+            adapter: 3,
+            state: AdapterStateKind::Stopped,
+        },
+    ]
+}
+
 fn every_variant() -> Vec<Telemetry> {
     let mut all = every_order_variant();
+    all.extend(reconcile_variants());
+    all.extend(adapter_state_variants());
     all.extend([
         Telemetry::Started {
             pid: 4242,
@@ -383,26 +481,6 @@ fn every_variant() -> Vec<Telemetry> {
         Telemetry::RiskDenied {
             symbol: 42,
             reason: Text::from_fmt(format_args!("position {} over limit {}", 12.5, 10)),
-        },
-        Telemetry::AdapterState {
-            adapter: 3,
-            state: AdapterStateKind::Starting,
-        },
-        Telemetry::AdapterState {
-            adapter: 3,
-            state: AdapterStateKind::Ready,
-        },
-        Telemetry::AdapterState {
-            adapter: 3,
-            state: AdapterStateKind::Faulty,
-        },
-        Telemetry::AdapterState {
-            adapter: 3,
-            state: AdapterStateKind::Restarting,
-        },
-        Telemetry::AdapterState {
-            adapter: 3,
-            state: AdapterStateKind::Stopped,
         },
         Telemetry::AdapterDown {
             adapter: 3,

@@ -20,11 +20,21 @@ use std::fmt::Debug;
 use tickloop_app::clock::Nanos;
 use tickloop_app::telemetry::{Telemetry, Text};
 use tickloop_app::venue::{
-    AdapterEvent, AdapterRequest, FillFault, OrderStatus, Request, RequestKind, TradeId,
+    AdapterEvent, AdapterRequest, Difference, FailReason, FillFault, OrderStatus, Request,
+    RequestId, RequestKind, TradeId,
 };
 use tickloop_app::SignalKind;
 use tickloop_app::{App, Context, Event, EventKind, TimerId};
 use tickloop_ring::Candle;
+
+mod reconcile;
+pub use reconcile::{ReconcileConfig, ReconcileStats, WorkingOrders};
+
+/// The largest engine epoch: order ids are `epoch << EPOCH_SHIFT` plus a sequence, below
+/// 2^53.
+pub const MAX_EPOCH: u32 = (1 << 22) - 1;
+/// Bits of an order id below the epoch: 2^31 orders and requests per run.
+pub const EPOCH_SHIFT: u32 = 31;
 
 /// backtesting.py's default order size: a fraction `1 - 2^-52` of the available margin.
 const FULL_EQUITY: f64 = 1.0 - f64::EPSILON;
@@ -164,10 +174,12 @@ pub struct HostConfig {
     pub adapter: Option<u16>,
     /// The built-in paper broker's commission, spread, margin and order handling.
     pub paper: PaperConfig,
-    /// The timer the paper broker expires good-till orders with, on time even when no
-    /// candle comes: reserved for the host (a strategy must not use it); below the loop's
-    /// `timer_capacity`.
+    /// The host's own timer, reserved (a strategy must not use it); below the loop's
+    /// `timer_capacity`. The paper broker expires good-till orders with it, on time even when
+    /// no candle comes; with a venue adapter, reconciliations run on it (periodic, retries).
     pub expiry_timer: TimerId,
+    /// With a venue adapter: comparing the books with the venue's.
+    pub reconcile: ReconcileConfig,
 }
 
 impl Default for HostConfig {
@@ -184,6 +196,7 @@ impl Default for HostConfig {
             adapter: None,
             paper: PaperConfig::default(),
             expiry_timer: 1023,
+            reconcile: ReconcileConfig::default(),
         }
     }
 }
@@ -218,6 +231,7 @@ impl HostConfig {
                 return Err(format!("{field} = {v} must be 1 to {max}"));
             }
         }
+        self.reconcile.validate()?;
         self.paper.validate().map_err(|e| format!("paper.{e}"))
     }
 }
@@ -229,6 +243,22 @@ pub struct HostSetup<C> {
     pub host: HostConfig,
     pub risk: RiskConfig,
     pub strategy: C,
+    /// This run's engine epoch (kept on disk next to the instance lock, one more every
+    /// start): order ids are `epoch << 31` plus 1, 2, 3..., so a restart never reuses one.
+    /// 0 (a backtest, a test): ids from 1. Not a config key: the engine sets it.
+    pub epoch: u32,
+}
+
+impl<C> HostSetup<C> {
+    /// The setup of a run without an epoch (a backtest, a test: order ids from 1).
+    pub fn new(host: HostConfig, risk: RiskConfig, strategy: C) -> HostSetup<C> {
+        HostSetup {
+            host,
+            risk,
+            strategy,
+            epoch: 0,
+        }
+    }
 }
 
 /// What a refused request asked for.
@@ -281,6 +311,34 @@ pub enum HostOutput {
     IntentsDropped { dropped: u32 },
     /// Send this order to the venue adapter (the order's id is the request's id).
     Send(AdapterRequest),
+    /// Order `order` got no answer: its state is asked of the venue (then `Order` outputs
+    /// follow as it is resolved).
+    Unknown {
+        order: OrderId,
+        reason: RejectReason,
+    },
+    /// A reconciliation with the venue ended: the books are the venue's.
+    Reconciled {
+        adapter: u16,
+        first: bool,
+        positions: u32,
+        orders: u32,
+        differences: u32,
+        cash: f64,
+    },
+    /// What the engine believed and what the venue says differ (reported, then the venue's
+    /// is adopted).
+    Difference {
+        adapter: u16,
+        difference: Difference,
+        symbol: u32,
+        order: OrderId,
+        engine: f64,
+        venue: f64,
+        /// The engine took the venue's side (a periodic check only reports positions and
+        /// cash; a foreign order is left alone).
+        adopted: bool,
+    },
 }
 
 impl HostOutput {
@@ -308,6 +366,7 @@ impl HostOutput {
                 OrderState::Cancelled | OrderState::Expired => {
                     Telemetry::OrderCancelled { order: u.order }
                 }
+                OrderState::Unknown => return None,
                 OrderState::PendingReplace => Telemetry::OrderReplaced {
                     order: u.order,
                     qty: u.units.abs(),
@@ -338,7 +397,7 @@ impl HostOutput {
                 order: r.order,
                 reason: Text::new(r.reason.as_str()),
             },
-            _ => return None,
+            _ => return reconcile::telemetry(self),
         })
     }
 }
@@ -683,6 +742,8 @@ pub struct StrategyHost<S: Strategy> {
     /// The deadline the expiry timer is set for.
     expiry_armed: Option<Nanos>,
     stats: HostStats,
+    /// Reconciliation with the venue, and the host's own requests.
+    recon: reconcile::Recon,
 }
 
 /// Whether `p` can be a price.
@@ -696,8 +757,14 @@ impl<S: Strategy> StrategyHost<S> {
             host,
             risk,
             strategy,
+            epoch,
         } = setup;
         host.validate()?;
+        if epoch > MAX_EPOCH {
+            return Err(format!(
+                "epoch {epoch} is above {MAX_EPOCH}: order ids would repeat; use a new account name"
+            ));
+        }
         risk.validate()?;
         let n = host.symbols as usize;
         let orders = host.max_open_orders as usize;
@@ -717,7 +784,8 @@ impl<S: Strategy> StrategyHost<S> {
             strategy: S::new(strategy.clone(), host.symbols)?,
             strategy_config: strategy,
             risk: Risk::new(risk),
-            next_id: 1,
+            next_id: ((epoch as u64) << EPOCH_SHIFT) + 1,
+            recon: reconcile::Recon::new(n, orders),
             intents: Vec::with_capacity(host.intents_per_event as usize),
             queue: Vec::with_capacity(orders),
             last_bar: vec![Bar::NONE; n],
@@ -965,6 +1033,9 @@ impl<S: Strategy> StrategyHost<S> {
         }
         if self.stopping {
             return Err(DenyReason::ShuttingDown);
+        }
+        if self.reconciling() {
+            return Err(DenyReason::Reconciling);
         }
         if !(is_price(req.limit) && is_price(req.stop) && is_price(req.sl) && is_price(req.tp)) {
             return Err(DenyReason::BadPrice);
@@ -1281,14 +1352,9 @@ impl<S: Strategy> StrategyHost<S> {
         }
         match self.config.adapter {
             None => self.end(cx, i, OrderState::Cancelled, None),
-            Some(adapter) => {
+            Some(_) => {
                 self.transition(cx, i, OrderState::PendingCancel);
-                cx.emit(HostOutput::Send(AdapterRequest {
-                    adapter,
-                    id: self.next_id,
-                    request: Request::CancelOrder { order: id },
-                }));
-                self.next_id += 1;
+                self.send_cancel(cx, id);
             }
         }
     }
@@ -1843,23 +1909,18 @@ impl<S: Strategy> StrategyHost<S> {
     /// Cancel a bracket leg whose trade closed: at once on paper, through the venue there
     /// (pending until it confirms).
     fn cancel_leg(&mut self, cx: &mut Context<'_, HostOutput>, li: usize) {
-        let Some(adapter) = self.config.adapter else {
+        if self.paper() {
             return self.end(
                 cx,
                 li,
                 OrderState::Cancelled,
                 Some(RejectReason::TradeClosed),
             );
-        };
+        }
         let leg = self.book.orders[li];
         if leg.state.is_working() {
             self.transition(cx, li, OrderState::PendingCancel);
-            cx.emit(HostOutput::Send(AdapterRequest {
-                adapter,
-                id: self.next_id,
-                request: Request::CancelOrder { order: leg.id },
-            }));
-            self.next_id += 1;
+            self.send_cancel(cx, leg.id);
         }
     }
 
@@ -2092,7 +2153,9 @@ impl<S: Strategy> StrategyHost<S> {
             self.out_of_money(cx);
         }
         self.settle(cx);
-        if self.stopping && self.paper() && self.stats.equity <= 0.0 {
+        if (self.stopping && self.paper() && self.stats.equity <= 0.0) || !self.strategy_started() {
+            // Before the strategy's start (the books are being reconciled) a candle only
+            // marks the book.
             return;
         }
         self.call(cx, |st, scx| st.on_candle(scx, pos, candle));
@@ -2124,7 +2187,12 @@ impl<S: Strategy> StrategyHost<S> {
             }
             return;
         }
+        if self.on_reconcile_event(cx, event) {
+            return;
+        }
         match *event {
+            AdapterEvent::Ready { capabilities, .. } => self.on_venue_ready(cx, capabilities),
+            AdapterEvent::Down { .. } => self.on_venue_down(),
             AdapterEvent::Done {
                 request,
                 kind: RequestKind::PlaceOrder,
@@ -2141,21 +2209,7 @@ impl<S: Strategy> StrategyHost<S> {
                 kind: RequestKind::PlaceOrder,
                 reason,
                 ..
-            } => {
-                let Some(i) = self.order_index(request) else {
-                    return;
-                };
-                if self.book.orders[i].state == OrderState::Submitted {
-                    self.reject(cx, i, RejectReason::of_failure(reason));
-                } else {
-                    // It was accepted or filled in part already: the venue has it, whatever
-                    // became of the request (a late answer timed out, the adapter restarted).
-                    tracing::warn!(
-                        "order {request}: its place_order failed ({reason}) after the venue had taken it ({:?}); it stays open",
-                        self.book.orders[i].state
-                    );
-                }
-            }
+            } => self.place_failed(cx, request, reason),
             AdapterEvent::OrderUpdate { order, status, .. } => {
                 let Some(i) = self.order_index(order) else {
                     return;
@@ -2189,9 +2243,9 @@ impl<S: Strategy> StrategyHost<S> {
                 order,
                 qty,
                 price,
+                fee,
                 ts_ns,
                 trade,
-                ..
             } => {
                 let (index, key) = match self.check_fill(order, qty, price, ts_ns, trade) {
                     Ok(found) => found,
@@ -2214,9 +2268,44 @@ impl<S: Strategy> StrategyHost<S> {
                     }
                 };
                 self.remember_fill(key);
-                self.book_venue_fill(cx, index, qty, price, ts_ns);
+                let fee = if fee.is_finite() { fee } else { 0.0 };
+                self.book_venue_fill(cx, index, (qty, price, fee), ts_ns);
             }
             _ => {}
+        }
+    }
+
+    /// A `place_order` of order `request` failed: rejected, unless its answer was lost (then
+    /// it may be at the venue: `Unknown`) or the venue had already taken it.
+    fn place_failed(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        request: RequestId,
+        reason: FailReason,
+    ) {
+        let Some(i) = self.order_index(request) else {
+            return;
+        };
+        let unanswered = matches!(reason, FailReason::Timeout | FailReason::AdapterRestarted);
+        let o = self.book.orders[i];
+        // Not accepted yet (a cancel may have followed it): the venue's answer is the word.
+        let unplaced =
+            o.filled == 0.0 && matches!(o.state, OrderState::Submitted | OrderState::PendingCancel);
+        if o.state == OrderState::Unknown {
+            // Already asked of the venue; its answer decides.
+        } else if unplaced && unanswered {
+            // It may have reached the venue: asked for, never placed again.
+            self.make_unknown(cx, i, reason);
+        } else if unplaced {
+            // Refused: the venue never had it.
+            self.reject(cx, i, RejectReason::of_failure(reason));
+        } else {
+            // It was accepted or filled in part already: the venue has it, whatever
+            // became of the request (a late answer timed out, the adapter restarted).
+            tracing::warn!(
+                "order {request}: its place_order failed ({reason}) after the venue had taken it ({:?}); it stays open",
+                self.book.orders[i].state
+            );
         }
     }
 
@@ -2291,13 +2380,13 @@ impl<S: Strategy> StrategyHost<S> {
         }
     }
 
-    /// Book a checked venue fill of `qty` units of order `index` at `price`.
+    /// Book a checked venue fill of `qty` units of order `index` at `price`, the venue's
+    /// `fee` (in quote currency) paid from cash.
     fn book_venue_fill(
         &mut self,
         cx: &mut Context<'_, HostOutput>,
         i: usize,
-        qty: f64,
-        price: f64,
+        (qty, price, fee): (f64, f64, f64),
         ts_ns: i64,
     ) {
         let o = self.book.orders[i];
@@ -2323,10 +2412,11 @@ impl<S: Strategy> StrategyHost<S> {
             symbol: o.symbol,
             units,
             price,
-            commission: 0.0,
+            commission: fee,
             pos: self.stats.candles,
             ts_ns,
         };
+        self.book.cash -= fee;
         let opened = self.apply_venue_fill(cx, &fill, o.trade, o.role);
         self.book_fill(cx, &fill);
         if let Some(seq) = opened {
@@ -2349,6 +2439,25 @@ impl<S: Strategy> StrategyHost<S> {
             self.remove_order(i);
         } else if self.book.orders[i].state != OrderState::PartiallyFilled {
             self.transition(cx, i, OrderState::PartiallyFilled);
+        }
+    }
+}
+
+impl<S: Strategy> StrategyHost<S> {
+    /// The end of the run: positions left open are reported (never closed by shutdown).
+    fn on_shutdown(&mut self, cx: &mut Context<'_, HostOutput>) {
+        self.stopping = true;
+        for i in 0..self.book.held.len() {
+            let s = self.book.held[i];
+            let size = self.book.position(s);
+            let last = self.book.last[s as usize];
+            cx.emit(HostOutput::OpenPosition {
+                symbol: s,
+                size,
+                avg_entry: self.book.avg_entry(s),
+                last_price: last,
+                unrealized: last * size - self.book.pos_cost[s as usize],
+            });
         }
     }
 }
@@ -2382,16 +2491,22 @@ impl<S: Strategy> App for StrategyHost<S> {
         match event.kind {
             EventKind::Started { wall_ns } => {
                 self.clock_base = Some((event.at, wall_ns));
-                self.call(cx, |st, scx| st.on_start(scx));
+                if !self.await_start() {
+                    self.call(cx, |st, scx| st.on_start(scx));
+                }
                 self.settle(cx);
             }
             EventKind::Candle { pos, candle, .. } => self.on_candle(cx, pos, &candle),
-            EventKind::Timer { timer, .. } if timer == self.config.expiry_timer && self.paper() => {
-                self.on_expiry_timer(cx);
+            EventKind::Timer { timer, .. } if timer == self.config.expiry_timer => {
+                if self.paper() {
+                    self.on_expiry_timer(cx);
+                }
                 self.settle(cx);
             }
             EventKind::Timer { timer, .. } => {
-                self.call(cx, |st, scx| st.on_timer(scx, timer));
+                if self.strategy_started() {
+                    self.call(cx, |st, scx| st.on_timer(scx, timer));
+                }
                 self.settle(cx);
             }
             EventKind::Signal(SignalKind::Stop { .. }) => {
@@ -2415,22 +2530,12 @@ impl<S: Strategy> App for StrategyHost<S> {
                 self.on_adapter(cx, &event);
                 self.settle(cx);
             }
-            EventKind::Shutdown => {
-                self.stopping = true;
-                for i in 0..self.book.held.len() {
-                    let s = self.book.held[i];
-                    let size = self.book.position(s);
-                    let last = self.book.last[s as usize];
-                    cx.emit(HostOutput::OpenPosition {
-                        symbol: s,
-                        size,
-                        avg_entry: self.book.avg_entry(s),
-                        last_price: last,
-                        unrealized: last * size - self.book.pos_cost[s as usize],
-                    });
-                }
-            }
+            EventKind::Shutdown => self.on_shutdown(cx),
             _ => {}
+        }
+        if !self.paper() {
+            self.reconcile_if_due(cx);
+            self.settle(cx);
         }
     }
 

@@ -8,7 +8,10 @@ use tickloop_app::clock::Nanos;
 use tickloop_app::venue::{ErrorCode, FailReason, FillFault, RequestError, RequestId};
 pub use tickloop_app::venue::{OrderType, Side, TimeInForce};
 
-/// Order ids are given by the host in order, from 1; they never repeat within a run.
+/// Order ids are given by the host in order: `epoch << 31` plus 1, 2, 3... where the epoch is
+/// the run's (kept on disk next to the instance lock, one more every start; 0 in a backtest),
+/// so no run reuses another's. Request ids of the host's own queries come from the same
+/// sequence.
 pub type OrderId = u64;
 /// Open trades are numbered by the host in order, from 1 (an order's bracket legs and close
 /// orders name the trade they act on).
@@ -160,6 +163,11 @@ pub enum OrderState {
     Denied,
     /// Its time ran out before it filled.
     Expired,
+    /// A place, cancel or replace of it got no answer (it timed out, or the adapter went down
+    /// with it in flight): the venue may have it, filled or not. The host asks the venue for
+    /// it; until the answer it counts as working (risk counts it as possibly filled) and it
+    /// is never placed again.
+    Unknown,
 }
 
 impl OrderState {
@@ -183,6 +191,20 @@ impl OrderState {
                 | OrderState::Triggered
                 | OrderState::PendingReplace
                 | OrderState::PartiallyFilled
+                | OrderState::Unknown
+        )
+    }
+
+    /// The venue should have it now (its place was answered): what reconciliation expects
+    /// to find among the venue's open orders.
+    pub fn is_at_venue(self) -> bool {
+        matches!(
+            self,
+            OrderState::Accepted
+                | OrderState::Triggered
+                | OrderState::PendingCancel
+                | OrderState::PendingReplace
+                | OrderState::PartiallyFilled
         )
     }
 
@@ -193,7 +215,8 @@ impl OrderState {
             New => matches!(next, Submitted | Denied),
             Submitted => matches!(
                 next,
-                Accepted
+                Unknown
+                    | Accepted
                     | Triggered
                     | PendingCancel
                     | PendingReplace
@@ -206,13 +229,40 @@ impl OrderState {
             Accepted | PartiallyFilled | Triggered => {
                 matches!(
                     next,
-                    PartiallyFilled | Filled | Cancelled | Expired | PendingCancel | PendingReplace
+                    PartiallyFilled
+                        | Filled
+                        | Cancelled
+                        | Expired
+                        | PendingCancel
+                        | PendingReplace
+                        | Unknown
                 ) || (self != Triggered && next == Triggered)
             }
             // A fill may race the cancel; a venue that refuses the cancel leaves it working.
+            // ...and a place refused after its cancel was asked for ends it as rejected.
             PendingCancel => matches!(
                 next,
-                Cancelled | Expired | Filled | PartiallyFilled | Accepted | Triggered
+                Cancelled
+                    | Expired
+                    | Filled
+                    | PartiallyFilled
+                    | Accepted
+                    | Triggered
+                    | Unknown
+                    | Rejected
+            ),
+            // The venue's answer: whatever state it has the order in.
+            // The venue's answer: whatever state it has the order in; or a cancel sent anyway.
+            Unknown => matches!(
+                next,
+                Accepted
+                    | Triggered
+                    | PartiallyFilled
+                    | Filled
+                    | Cancelled
+                    | Expired
+                    | Rejected
+                    | PendingCancel
             ),
             PendingReplace => matches!(
                 next,
@@ -224,6 +274,7 @@ impl OrderState {
                     | Cancelled
                     | Expired
                     | PendingCancel
+                    | Unknown
             ),
             Filled | Cancelled | Rejected | Denied | Expired => false,
         }
@@ -274,6 +325,9 @@ pub enum DenyReason {
     Unsupported,
     /// More intents in one event than `intents_per_event`.
     TooManyIntents,
+    /// The books are being reconciled with the venue's (after an adapter restart, or
+    /// periodically): no new orders until that ends.
+    Reconciling,
 }
 
 impl DenyReason {
@@ -298,6 +352,7 @@ impl DenyReason {
             DenyReason::NotReplaceable => "not_replaceable",
             DenyReason::Unsupported => "unsupported",
             DenyReason::TooManyIntents => "too_many_intents",
+            DenyReason::Reconciling => "reconciling",
         }
     }
 }
@@ -326,6 +381,10 @@ pub enum RejectReason {
     TradeClosed,
     /// The adapter went down with it in flight: the venue may still have it.
     AdapterDown,
+    /// It was `Unknown`, and the venue says it never had it.
+    NotAtVenue,
+    /// The engine's books follow the venue's: reconciliation found it ended there.
+    Reconciled,
 }
 
 impl RejectReason {
@@ -356,6 +415,8 @@ impl fmt::Display for RejectReason {
             RejectReason::AdapterDown => {
                 f.write_str("the adapter went down with it in flight; the venue may still have it")
             }
+            RejectReason::NotAtVenue => f.write_str("the venue says it never had it"),
+            RejectReason::Reconciled => f.write_str("the venue's books say it ended"),
         }
     }
 }

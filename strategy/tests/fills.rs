@@ -79,6 +79,7 @@ impl Run {
                 ..RiskConfig::default()
             },
             strategy: NoConfig {},
+            epoch: 0,
         })
         .unwrap();
         Run { host, at: SECONDS }

@@ -82,6 +82,7 @@ impl Run {
             },
             risk: RiskConfig::default(),
             strategy: NoConfig {},
+            epoch: 0,
         })
         .unwrap();
         Run {

@@ -58,6 +58,7 @@ impl Run {
             },
             risk,
             strategy: NoConfig {},
+            epoch: 0,
         })
         .unwrap();
         Run {
@@ -208,18 +209,16 @@ fn every_denial_reason_is_a_typed_event() {
     let mut r = Run::new(RiskConfig::default(), 16);
     r.candle(0, 2.0);
     assert!(filled(&r.candle(0, 0.0)));
-    let off = HostSetup {
-        host: HostConfig {
-            cash: 1_000_000.0,
-            symbols: 4,
-            ..HostConfig::default()
-        },
-        risk: RiskConfig {
-            trading_enabled: false,
-            ..RiskConfig::default()
-        },
-        strategy: NoConfig {},
+    let host = HostConfig {
+        cash: 1_000_000.0,
+        symbols: 4,
+        ..HostConfig::default()
     };
+    let risk = RiskConfig {
+        trading_enabled: false,
+        ..RiskConfig::default()
+    };
+    let off = HostSetup::new(host, risk, NoConfig {});
     r.host
         .reconfigure(&postcard::to_allocvec(&off).unwrap())
         .unwrap();

@@ -17,7 +17,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"TICKMTRC");
 pub const LAYOUT_MAJOR: u64 = 1;
 /// A minor version only gives meaning to reserved header words or appends fields to a record
 /// (raising its `record_bytes`); readers accept any minor.
-pub const LAYOUT_MINOR: u64 = 0;
+pub const LAYOUT_MINOR: u64 = 1;
 /// Bytes of the header, section 0's offset at the earliest.
 pub const HEADER_BYTES: u64 = 512;
 /// A page is a whole number of these.
@@ -286,6 +286,9 @@ record!(
         fill_faults, open_orders, trades,
         /// f64 bits.
         realized_pnl,
+        /// Minor 1: reconciliations with the venue, differences they found, orders that
+        /// became `Unknown`.
+        reconciliations, reconcile_differences, orders_unknown,
     }
 );
 

@@ -104,6 +104,10 @@ pub struct AdapterConfig {
     /// Stderr lines logged per second at most (a burst of as many is allowed); the others
     /// are counted and their number logged.
     pub stderr_lines_per_sec: u32,
+    /// What the engine's client order ids start with (set by the engine from its account,
+    /// not configured): the venue sees `<prefix><order id>`.
+    #[serde(skip)]
+    pub client_prefix: String,
 }
 
 impl Default for AdapterConfig {
@@ -129,6 +133,19 @@ impl Default for AdapterConfig {
             term_grace_ms: 1_000,
             stderr_line_bytes: 1024,
             stderr_lines_per_sec: 100,
+            client_prefix: DEFAULT_CLIENT_PREFIX.to_string(),
+        }
+    }
+}
+
+/// The client id prefix of an engine that set none.
+pub const DEFAULT_CLIENT_PREFIX: &str = "tl-";
+
+impl AdapterHostConfig {
+    /// Name this engine's orders `<prefix><order id>` at every adapter's venue.
+    pub fn set_client_prefix(&mut self, prefix: &str) {
+        for a in &mut self.adapters {
+            a.client_prefix = prefix.to_string();
         }
     }
 }

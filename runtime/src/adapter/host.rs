@@ -1015,14 +1015,14 @@ impl AdapterHandle {
         now: Nanos,
         adapter: AdapterId,
         id: RequestId,
-        order: RequestId,
+        (order, symbol): (RequestId, u32),
     ) -> Result<RequestId, RequestError> {
         self.request(
             now,
             &AdapterRequest {
                 adapter,
                 id,
-                request: Request::CancelOrder { order },
+                request: Request::CancelOrder { order, symbol },
             },
         )
     }

@@ -18,7 +18,40 @@ use std::io;
 use tickloop_app::venue::{Capabilities, OrderType, RequestId, Side, TradeId};
 
 /// The protocol version this engine speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// An order's client id on the wire: the engine's `client_prefix` then the order's id in
+/// decimal (`tl-main-8589934593`). Written without allocating.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientId<'a> {
+    pub prefix: &'a str,
+    pub order: RequestId,
+}
+
+impl fmt::Display for ClientId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.prefix, self.order)
+    }
+}
+
+impl Serialize for ClientId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The engine's order id a client id names: the decimal after `prefix`; `None` when it is
+/// not one of this engine's (another prefix, or not a number in range).
+pub fn order_of_client_id(prefix: &str, client_id: &str) -> Option<RequestId> {
+    let digits = client_id.strip_prefix(prefix)?;
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let id: RequestId = digits.parse().ok()?;
+    (1..=tickloop_app::venue::MAX_REQUEST_ID)
+        .contains(&id)
+        .then_some(id)
+}
 /// Bytes of the length prefix.
 pub const HEADER: usize = 4;
 
@@ -250,6 +283,8 @@ pub enum Outgoing<'a> {
         adapter: &'a str,
         max_frame: u32,
         ping_interval_ms: u32,
+        /// What this engine's client order ids start with (then the order id in decimal).
+        client_prefix: &'a str,
     },
     Ping {
         seq: u64,
@@ -270,6 +305,7 @@ pub enum Outgoing<'a> {
     },
     PlaceOrder {
         id: RequestId,
+        client_id: ClientId<'a>,
         symbol: &'a str,
         side: Side,
         qty: f64,
@@ -289,6 +325,20 @@ pub enum Outgoing<'a> {
     CancelOrder {
         id: RequestId,
         order: RequestId,
+        client_id: ClientId<'a>,
+        symbol: &'a str,
+    },
+    GetPositions {
+        id: RequestId,
+    },
+    GetOpenOrders {
+        id: RequestId,
+    },
+    GetOrder {
+        id: RequestId,
+        order: RequestId,
+        client_id: ClientId<'a>,
+        symbol: &'a str,
     },
 }
 
@@ -339,6 +389,12 @@ pub struct Incoming<'a> {
     pub price: Option<f64>,
     pub fee: Option<f64>,
     pub trade_id: Option<WireTradeId>,
+    #[serde(borrow)]
+    pub client_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub side: Option<Str<'a>>,
+    pub limit_price: Option<f64>,
+    pub stop_price: Option<f64>,
 }
 
 /// A JSON string from a frame: borrowed from it, unless it has escapes (then copied; serde's
@@ -472,13 +528,19 @@ impl<'de> Deserialize<'de> for CapabilityList {
 pub const ENGINE: &str = concat!("tickloop ", env!("CARGO_PKG_VERSION"));
 
 /// The `hello` the engine sends first.
-pub fn hello<'a>(adapter: &'a str, max_frame: u32, ping_interval_ms: u32) -> Outgoing<'a> {
+pub fn hello<'a>(
+    adapter: &'a str,
+    max_frame: u32,
+    ping_interval_ms: u32,
+    client_prefix: &'a str,
+) -> Outgoing<'a> {
     Outgoing::Hello {
         protocol: PROTOCOL_VERSION,
         engine: ENGINE,
         adapter,
         max_frame,
         ping_interval_ms,
+        client_prefix,
     }
 }
 
@@ -583,10 +645,36 @@ mod tests {
     }
 
     #[test]
+    fn client_ids_name_this_engines_orders_only() {
+        let id = ClientId {
+            prefix: "tl-main-",
+            order: 8_589_934_593,
+        }
+        .to_string();
+        assert_eq!(id, "tl-main-8589934593");
+        assert_eq!(order_of_client_id("tl-main-", &id), Some(8_589_934_593));
+        for other in [
+            "tl-other-5",
+            "tl-main-",
+            "tl-main-0",
+            "tl-main-12a",
+            "tl-main-99999999999999999",
+            "web_123",
+            "tl-main--5",
+        ] {
+            assert_eq!(order_of_client_id("tl-main-", other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn requests_encode_as_documented() {
         let mut q = OutQueue::new(1024);
         q.push(&Outgoing::PlaceOrder {
             id: 7,
+            client_id: ClientId {
+                prefix: "tl-a-",
+                order: 7,
+            },
             symbol: "AAPL",
             side: Side::Buy,
             qty: 10.0,
@@ -600,11 +688,15 @@ mod tests {
         .unwrap();
         assert_eq!(
             std::str::from_utf8(&q.pending()[4..]).unwrap(),
-            r#"{"type":"place_order","id":7,"symbol":"AAPL","side":"buy","qty":10.0,"order_type":"market"}"#
+            r#"{"type":"place_order","id":7,"client_id":"tl-a-7","symbol":"AAPL","side":"buy","qty":10.0,"order_type":"market"}"#
         );
         let mut q = OutQueue::new(1024);
         q.push(&Outgoing::PlaceOrder {
             id: 8,
+            client_id: ClientId {
+                prefix: "tl-a-",
+                order: 8,
+            },
             symbol: "AAPL",
             side: Side::Sell,
             qty: 10.0,
@@ -618,7 +710,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             std::str::from_utf8(&q.pending()[4..]).unwrap(),
-            r#"{"type":"place_order","id":8,"symbol":"AAPL","side":"sell","qty":10.0,"order_type":"stop_limit","limit_price":194.5,"stop_price":195.0,"time_in_force":"gtd","expire_ns":1700000000000000000,"reduce_only":true}"#
+            r#"{"type":"place_order","id":8,"client_id":"tl-a-8","symbol":"AAPL","side":"sell","qty":10.0,"order_type":"stop_limit","limit_price":194.5,"stop_price":195.0,"time_in_force":"gtd","expire_ns":1700000000000000000,"reduce_only":true}"#
         );
     }
 }

@@ -13,7 +13,7 @@
 //! one `Done` or `Failed`; a refused one gets one `Failed { Refused }`; one `Down` per process.
 
 use super::config::AdapterConfig;
-use super::protocol::{self, FrameStatus, InBuffer, Incoming, OutQueue, Outgoing};
+use super::protocol::{self, ClientId, FrameStatus, InBuffer, Incoming, OutQueue, Outgoing};
 use crate::timer::{TimerKey, TimerWheel};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -21,7 +21,7 @@ use std::fmt;
 use tickloop_app::clock::{Nanos, MILLIS};
 use tickloop_app::venue::{
     AdapterEvent, AdapterId, Capabilities, DownCause, ErrorCode, ExitStatus, FailReason, Fault,
-    Name, OrderStatus, OrderType, Request, RequestError, RequestId, RequestKind, TimeInForce,
+    Name, OrderStatus, OrderType, Request, RequestError, RequestId, RequestKind, Side, TimeInForce,
     MAX_REQUEST_ID,
 };
 use tickloop_ring::Candle;
@@ -183,6 +183,7 @@ struct Limits {
 struct Core {
     id: AdapterId,
     name: String,
+    client_prefix: String,
     limits: Limits,
     state: AdapterState,
     pid: u32,
@@ -243,6 +244,7 @@ impl Session {
             core: Core {
                 id,
                 name: config.name.clone(),
+                client_prefix: config.client_prefix.clone(),
                 limits,
                 state: AdapterState::Idle,
                 pid: 0,
@@ -338,7 +340,12 @@ impl Session {
         c.missed = 0;
         self.input.clear();
         self.output.clear();
-        let hello = protocol::hello(&c.name, c.limits.max_frame, c.limits.ping_interval_ms);
+        let hello = protocol::hello(
+            &c.name,
+            c.limits.max_frame,
+            c.limits.ping_interval_ms,
+            &c.client_prefix,
+        );
         self.output
             .push(&hello)
             .expect("an empty queue of at least 4 KiB holds the hello");
@@ -733,51 +740,86 @@ impl Session {
         if c.in_flight.len() >= c.limits.max_in_flight {
             return Err(RequestError::TooManyInFlight);
         }
-        let name = |symbol: u32| symbols.name(symbol).ok_or(RequestError::UnknownSymbol);
-        let (message, symbol) = match *request {
-            Request::GetAccounts => (Outgoing::GetAccounts { id }, 0),
-            Request::GetHistoricalBars {
-                symbol,
-                from_ns,
-                to_ns,
-                bar_ns,
-            } => {
-                if from_ns >= to_ns || bar_ns == 0 {
-                    return Err(RequestError::BadRequest);
-                }
-                (
-                    Outgoing::GetHistoricalBars {
-                        id,
-                        symbol: name(symbol)?,
-                        from_ns,
-                        to_ns,
-                        bar_ns,
-                    },
-                    symbol,
-                )
-            }
-            Request::Subscribe { symbol } => (
-                Outgoing::Subscribe {
-                    id,
-                    symbol: name(symbol)?,
-                },
-                symbol,
-            ),
-            Request::PlaceOrder { symbol, .. } => {
-                (place_order(id, request, name(symbol)?)?, symbol)
-            }
-            Request::CancelOrder { order } => {
-                if order == 0 || order > MAX_REQUEST_ID {
-                    return Err(RequestError::BadRequest);
-                }
-                (Outgoing::CancelOrder { id, order }, 0)
-            }
-        };
+        let (message, symbol) = encode(&c.client_prefix, id, request, symbols)?;
         self.output
             .push(&message)
             .map_err(|_| RequestError::Backpressure)?;
         Ok(symbol)
     }
+}
+
+/// The client id of `order` (an order id in range).
+fn client_id(prefix: &str, order: RequestId) -> Result<ClientId<'_>, RequestError> {
+    if order == 0 || order > MAX_REQUEST_ID {
+        return Err(RequestError::BadRequest);
+    }
+    Ok(ClientId { prefix, order })
+}
+
+/// The message of `request` (its checks of fields and symbols done), and the symbol it names
+/// (0 if none).
+fn encode<'a>(
+    client_prefix: &'a str,
+    id: RequestId,
+    request: &Request,
+    symbols: &'a SymbolTable,
+) -> Result<(Outgoing<'a>, u32), RequestError> {
+    let name = |symbol: u32| symbols.name(symbol).ok_or(RequestError::UnknownSymbol);
+    let client_id = |order: RequestId| client_id(client_prefix, order);
+    Ok(match *request {
+        Request::GetAccounts => (Outgoing::GetAccounts { id }, 0),
+        Request::GetHistoricalBars {
+            symbol,
+            from_ns,
+            to_ns,
+            bar_ns,
+        } => {
+            if from_ns >= to_ns || bar_ns == 0 {
+                return Err(RequestError::BadRequest);
+            }
+            (
+                Outgoing::GetHistoricalBars {
+                    id,
+                    symbol: name(symbol)?,
+                    from_ns,
+                    to_ns,
+                    bar_ns,
+                },
+                symbol,
+            )
+        }
+        Request::Subscribe { symbol } => (
+            Outgoing::Subscribe {
+                id,
+                symbol: name(symbol)?,
+            },
+            symbol,
+        ),
+        Request::PlaceOrder { symbol, .. } => (
+            place_order(id, client_id(id)?, request, name(symbol)?)?,
+            symbol,
+        ),
+        Request::CancelOrder { order, symbol } => (
+            Outgoing::CancelOrder {
+                id,
+                order,
+                client_id: client_id(order)?,
+                symbol: name(symbol)?,
+            },
+            symbol,
+        ),
+        Request::GetPositions => (Outgoing::GetPositions { id }, 0),
+        Request::GetOpenOrders => (Outgoing::GetOpenOrders { id }, 0),
+        Request::GetOrder { order, symbol } => (
+            Outgoing::GetOrder {
+                id,
+                order,
+                client_id: client_id(order)?,
+                symbol: name(symbol)?,
+            },
+            symbol,
+        ),
+    })
 }
 
 /// "restart in N ms" / "no restart".
@@ -927,23 +969,7 @@ impl Core {
                 }
                 None
             }
-            "account" => {
-                let (Some(account), Some(cash), Some(equity)) = (&m.account, m.cash, m.equity)
-                else {
-                    return self.malformed(kind, "account, cash or equity");
-                };
-                let at = self.find(m.id, &[RequestKind::GetAccounts])?;
-                let f = &mut self.in_flight[at];
-                f.items += 1;
-                Some(AdapterEvent::Account {
-                    adapter,
-                    request: f.id,
-                    account: Name::new(account),
-                    cash,
-                    equity,
-                    buying_power: m.buying_power.unwrap_or(f64::NAN),
-                })
-            }
+            "account" => self.on_account(&m),
             "bar" => {
                 let Some(candle) = candle(&m, 0) else {
                     return self.malformed(kind, "ts_ns, open, high, low or close");
@@ -960,11 +986,13 @@ impl Core {
                     },
                 })
             }
+            "position" => self.on_position(&m, symbols),
+            "order_state" => self.on_order_state(&m, symbols),
             "done" => {
                 let Some(id) = m.id else {
                     return self.malformed(kind, "id");
                 };
-                let at = self.find(Some(id), &ALL_KINDS)?;
+                let at = self.find(Some(id), &RequestKind::ALL)?;
                 let f = self.complete(at);
                 self.stats.done += 1;
                 if let Some(reference) = &m.reference {
@@ -985,7 +1013,7 @@ impl Core {
                 let message = m.message.as_deref().unwrap_or("");
                 if let Some(id) = m.id {
                     tracing::info!(adapter = %self.name, request = id, code = code.as_str(), "request failed: {message}");
-                    let at = self.find(Some(id), &ALL_KINDS)?;
+                    let at = self.find(Some(id), &RequestKind::ALL)?;
                     let f = self.complete(at);
                     self.stats.failed += 1;
                     Some(AdapterEvent::Failed {
@@ -1062,6 +1090,95 @@ impl Core {
         }
     }
 
+    /// An `account` item of a `get_accounts`.
+    fn on_account(&mut self, m: &Incoming<'_>) -> Option<AdapterEvent> {
+        let (Some(account), Some(cash), Some(equity)) = (&m.account, m.cash, m.equity) else {
+            return self.malformed("account", "account, cash or equity");
+        };
+        let at = self.find(m.id, &[RequestKind::GetAccounts])?;
+        let f = &mut self.in_flight[at];
+        f.items += 1;
+        Some(AdapterEvent::Account {
+            adapter: self.id,
+            request: f.id,
+            account: Name::new(account),
+            cash,
+            equity,
+            buying_power: m.buying_power.unwrap_or(f64::NAN),
+        })
+    }
+
+    /// A `position` item of a `get_positions`.
+    fn on_position(&mut self, m: &Incoming<'_>, symbols: &SymbolTable) -> Option<AdapterEvent> {
+        let (Some(name), Some(qty)) = (&m.symbol, m.qty) else {
+            return self.malformed("position", "symbol or qty");
+        };
+        let at = self.find(m.id, &[RequestKind::GetPositions])?;
+        let symbol = self.known_symbol("a position", name, symbols)?;
+        let f = &mut self.in_flight[at];
+        f.items += 1;
+        Some(AdapterEvent::Position {
+            adapter: self.id,
+            request: f.id,
+            symbol,
+            qty,
+            avg_price: m.avg_price.unwrap_or(f64::NAN),
+        })
+    }
+
+    /// An `order_state` item of a `get_open_orders` or `get_order`.
+    fn on_order_state(&mut self, m: &Incoming<'_>, symbols: &SymbolTable) -> Option<AdapterEvent> {
+        let kind = "order_state";
+        let (Some(name), Some(side), Some(status), Some(qty)) =
+            (&m.symbol, m.side.as_deref(), m.status.as_deref(), m.qty)
+        else {
+            return self.malformed(kind, "symbol, side, status or qty");
+        };
+        let side = match side {
+            "buy" => Side::Buy,
+            "sell" => Side::Sell,
+            _ => return self.malformed(kind, "side"),
+        };
+        let Some(status) = OrderStatus::from_wire(status) else {
+            return self.malformed(kind, "status");
+        };
+        let at = self.find(m.id, &[RequestKind::GetOpenOrders, RequestKind::GetOrder])?;
+        let symbol = self.known_symbol("an order", name, symbols)?;
+        // The engine's own orders are named by their client id; anything else is not ours.
+        let order = m
+            .client_id
+            .as_deref()
+            .and_then(|c| protocol::order_of_client_id(&self.client_prefix, c))
+            .unwrap_or(0);
+        let f = &mut self.in_flight[at];
+        f.items += 1;
+        Some(AdapterEvent::VenueOrder {
+            adapter: self.id,
+            request: f.id,
+            order,
+            symbol,
+            side,
+            status,
+            qty,
+            filled: m.filled.unwrap_or(0.0),
+            avg_price: m.avg_price.unwrap_or(f64::NAN),
+            limit: m.limit_price.unwrap_or(f64::NAN),
+            stop: m.stop_price.unwrap_or(f64::NAN),
+        })
+    }
+
+    /// The id of a symbol an answer names; one not in the table is dropped and counted.
+    fn known_symbol(&mut self, what: &str, name: &str, symbols: &SymbolTable) -> Option<u32> {
+        let id = symbols.id(name);
+        if id.is_none() {
+            self.stats.unknown_symbols += 1;
+            if self.stats.unknown_symbols == 1 {
+                tracing::warn!(adapter = %self.name, "{what} for symbol {name:?}, which is not in the symbol table: dropped (counted)");
+            }
+        }
+        id
+    }
+
     fn on_hello(&mut self, m: &Incoming<'_>) -> Option<AdapterEvent> {
         if m.kind != "hello" {
             self.fault(
@@ -1075,7 +1192,8 @@ impl Core {
             self.fault(
                 DownCause::Fault(Fault::BadHandshake),
                 format_args!(
-                    "it speaks protocol {protocol}, this engine speaks {}",
+                    "it speaks protocol {protocol}, this engine speaks {}: upgrade the adapter (docs/adapter-protocol.md, \"Changes in version {}\")",
+                    protocol::PROTOCOL_VERSION,
                     protocol::PROTOCOL_VERSION
                 ),
             );
@@ -1105,14 +1223,6 @@ impl Core {
     }
 }
 
-const ALL_KINDS: [RequestKind; 5] = [
-    RequestKind::GetAccounts,
-    RequestKind::GetHistoricalBars,
-    RequestKind::Subscribe,
-    RequestKind::PlaceOrder,
-    RequestKind::CancelOrder,
-];
-
 /// The candle fields of a `bar` or `candle` message (volume defaults to 0).
 fn candle(m: &Incoming<'_>, symbol: u32) -> Option<Candle> {
     Some(Candle {
@@ -1130,6 +1240,7 @@ fn candle(m: &Incoming<'_>, symbol: u32) -> Option<Candle> {
 /// The `place_order` message of `request` (a [`Request::PlaceOrder`]) for `symbol`'s name.
 fn place_order<'a>(
     id: RequestId,
+    client_id: ClientId<'a>,
     request: &Request,
     symbol: &'a str,
 ) -> Result<Outgoing<'a>, RequestError> {
@@ -1151,6 +1262,7 @@ fn place_order<'a>(
     }
     Ok(Outgoing::PlaceOrder {
         id,
+        client_id,
         symbol,
         side,
         qty,
@@ -1169,7 +1281,6 @@ fn place_order<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickloop_app::venue::Side;
 
     const S: Nanos = 1_000_000_000;
 
@@ -1227,12 +1338,12 @@ mod tests {
         s.spawned(now, 42);
         let hello = sent(&mut s);
         assert!(
-            hello[0].starts_with(r#"{"type":"hello","protocol":1,"#),
+            hello[0].starts_with(r#"{"type":"hello","protocol":2,"#),
             "{hello:?}"
         );
         says(
             &mut s,
-            r#"{"type":"hello","protocol":1,"name":"x","capabilities":["accounts","bars","subscribe","orders"]}"#,
+            r#"{"type":"hello","protocol":2,"name":"x","capabilities":["accounts","bars","subscribe","orders","reconcile"]}"#,
         );
         let e = events(&mut s, now);
         assert!(
@@ -1248,6 +1359,131 @@ mod tests {
         );
         assert_eq!(s.pid(), 42);
         s
+    }
+
+    #[test]
+    fn reconciliation_answers_name_this_engines_orders_by_client_id() {
+        let mut s = ready(S);
+        let table = symbols();
+        s.request(
+            S,
+            8_589_934_593,
+            &Request::order(1, Side::Buy, 2.0, Some(10.5)),
+            &table,
+        )
+        .unwrap();
+        says(&mut s, r#"{"type":"done","id":8589934593}"#);
+        assert_eq!(events(&mut s, S).len(), 1);
+        s.request(S, 20, &Request::GetOpenOrders, &table).unwrap();
+        s.request(S, 21, &Request::GetPositions, &table).unwrap();
+        s.request(
+            S,
+            22,
+            &Request::GetOrder {
+                order: 8_589_934_593,
+                symbol: 1,
+            },
+            &table,
+        )
+        .unwrap();
+        s.request(
+            S,
+            23,
+            &Request::CancelOrder {
+                order: 8_589_934_593,
+                symbol: 1,
+            },
+            &table,
+        )
+        .unwrap();
+        let out = sent(&mut s);
+        assert!(
+            out[0].contains(r#""id":8589934593,"client_id":"tl-8589934593""#),
+            "{out:?}"
+        );
+        assert_eq!(out[1], r#"{"type":"get_open_orders","id":20}"#);
+        assert_eq!(out[2], r#"{"type":"get_positions","id":21}"#);
+        assert_eq!(
+            out[3],
+            r#"{"type":"get_order","id":22,"order":8589934593,"client_id":"tl-8589934593","symbol":"AAPL"}"#
+        );
+        assert_eq!(
+            out[4],
+            r#"{"type":"cancel_order","id":23,"order":8589934593,"client_id":"tl-8589934593","symbol":"AAPL"}"#
+        );
+        answer_reconciliation(&mut s);
+    }
+
+    /// The answers of the reconciliation requests above, and what they become.
+    fn answer_reconciliation(s: &mut Session) {
+        says(
+            s,
+            r#"{"type":"order_state","id":20,"client_id":"tl-8589934593","symbol":"AAPL","side":"buy","status":"partially_filled","qty":2.0,"filled":0.5,"avg_price":10.4,"limit_price":10.5}"#,
+        );
+        says(
+            s,
+            r#"{"type":"order_state","id":20,"client_id":"web_77","symbol":"MSFT","side":"sell","status":"accepted","qty":1.0}"#,
+        );
+        says(
+            s,
+            r#"{"type":"order_state","id":20,"symbol":"NOPE","side":"sell","status":"accepted","qty":1.0}"#,
+        );
+        says(s, r#"{"type":"done","id":20}"#);
+        says(
+            s,
+            r#"{"type":"position","id":21,"symbol":"AAPL","qty":-3.5,"avg_price":11.0}"#,
+        );
+        says(s, r#"{"type":"done","id":21}"#);
+        let e = events(s, S);
+        assert!(
+            matches!(
+                e[0],
+                AdapterEvent::VenueOrder { request: 20, order: 8_589_934_593, symbol: 1, side: Side::Buy, status: OrderStatus::PartiallyFilled, qty: 2.0, filled: 0.5, limit, stop, .. } if limit == 10.5 && stop.is_nan()
+            ),
+            "{e:?}"
+        );
+        assert!(
+            matches!(
+                e[1],
+                AdapterEvent::VenueOrder {
+                    order: 0,
+                    symbol: 0,
+                    side: Side::Sell,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            matches!(
+                e[2],
+                AdapterEvent::Done {
+                    request: 20,
+                    kind: RequestKind::GetOpenOrders,
+                    count: 2,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            matches!(
+                e[3],
+                AdapterEvent::Position {
+                    request: 21,
+                    symbol: 1,
+                    qty: -3.5,
+                    avg_price: 11.0,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(s.stats().unknown_symbols, 1);
+        // A position without a quantity is a fault.
+        says(s, r#"{"type":"position","id":22,"symbol":"AAPL"}"#);
+        assert!(events(s, S).is_empty());
+        assert_eq!(s.poll_action(), Some(IoAction::Kill));
     }
 
     #[test]
@@ -1367,7 +1603,7 @@ mod tests {
         s.spawned(S, 1);
         says(
             &mut s,
-            r#"{"type":"hello","protocol":1,"capabilities":["accounts"]}"#,
+            r#"{"type":"hello","protocol":2,"capabilities":["accounts"]}"#,
         );
         events(&mut s, S);
         let t = symbols();
@@ -1524,7 +1760,7 @@ mod tests {
         // A run longer than stable_after starts over.
         assert_eq!(s.poll_action(), Some(IoAction::Spawn));
         s.spawned(at, 8);
-        says(&mut s, r#"{"type":"hello","protocol":1}"#);
+        says(&mut s, r#"{"type":"hello","protocol":2}"#);
         events(&mut s, at);
         at += 2 * S;
         s.exited(at, ExitStatus::Code(0));
@@ -1543,7 +1779,7 @@ mod tests {
             (&[r#"{"type":"pong"}"#][..], Fault::Malformed),
             (&["not json"][..], Fault::Malformed),
             (&[r#"{"type":"teleport"}"#][..], Fault::Malformed),
-            (&[r#"{"type":"hello","protocol":1}"#][..], Fault::Malformed),
+            (&[r#"{"type":"hello","protocol":2}"#][..], Fault::Malformed),
         ] {
             let mut s = ready(S);
             for f in frames {
@@ -1577,10 +1813,11 @@ mod tests {
     }
 
     #[test]
-    fn the_first_message_must_be_a_hello_of_version_1() {
+    fn the_first_message_must_be_a_hello_of_this_version() {
         for first in [
             r#"{"type":"pong","seq":1}"#,
-            r#"{"type":"hello","protocol":2}"#,
+            r#"{"type":"hello","protocol":1}"#,
+            r#"{"type":"hello","protocol":3}"#,
         ] {
             let mut s = Session::new(0, &config(), S);
             s.start();

@@ -1,0 +1,469 @@
+//! The strategy host against a venue that can say what it holds: the strategy starts only once
+//! the books are the venue's (positions, this engine's working orders from earlier runs, cash;
+//! each difference reported); a place without an answer is `Unknown` until the venue answers a
+//! query for it, and is never placed again; after an adapter restart new orders wait for the
+//! books to be reconciled again; and a start the config refuses stops the loop.
+
+use std::cell::RefCell;
+use tickloop_app::clock::{MILLIS, SECONDS};
+use tickloop_app::telemetry::Telemetry;
+use tickloop_app::venue::{
+    AdapterEvent, Capabilities, Difference, DownCause, ErrorCode, ExitStatus, FailReason,
+    OrderStatus, Request, RequestId, RequestKind, Side,
+};
+use tickloop_app::{Action, App, Context, Event, EventKind};
+use tickloop_ring::Candle;
+use tickloop_strategy::host::{
+    HostConfig, HostOutput, HostSetup, ReconcileConfig, Strategy, StrategyCx, StrategyHost,
+    WorkingOrders, EPOCH_SHIFT,
+};
+use tickloop_strategy::orders::{DenyReason, OrderState, RejectReason, Size};
+use tickloop_strategy::risk::RiskConfig;
+
+thread_local! {
+    /// What the strategy saw at its start: its position and open orders.
+    static STARTED: RefCell<Option<(f64, usize)>> = const { RefCell::new(None) };
+}
+
+/// Buys `volume` units on every candle (none at 0); notes what it holds at its start.
+struct Buyer;
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct NoConfig {}
+
+impl Strategy for Buyer {
+    type Config = NoConfig;
+    const NAME: &'static str = "buyer";
+    fn new(_: NoConfig, _: u32) -> Result<Self, String> {
+        Ok(Buyer)
+    }
+    fn on_start(&mut self, cx: &mut StrategyCx<'_, '_>) {
+        let held = (cx.position(0), cx.book().open_orders().len());
+        STARTED.with(|s| *s.borrow_mut() = Some(held));
+    }
+    fn on_candle(&mut self, cx: &mut StrategyCx<'_, '_>, _pos: u64, c: &Candle) {
+        if c.volume > 0.0 {
+            cx.buy(c.symbol, Size::Units(c.volume));
+        }
+    }
+    fn on_config(&mut self, _: NoConfig) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+const EPOCH: u32 = 7;
+const CAPS: Capabilities =
+    Capabilities(Capabilities::ACCOUNTS.0 | Capabilities::ORDERS.0 | Capabilities::RECONCILE.0);
+
+struct Run {
+    host: StrategyHost<Buyer>,
+    at: u64,
+    stopped: bool,
+}
+
+impl Run {
+    fn new(reconcile: ReconcileConfig) -> Run {
+        STARTED.with(|s| *s.borrow_mut() = None);
+        let host = StrategyHost::new(HostSetup {
+            host: HostConfig {
+                symbols: 1,
+                adapter: Some(0),
+                reconcile,
+                ..HostConfig::default()
+            },
+            risk: RiskConfig::default(),
+            strategy: NoConfig {},
+            epoch: EPOCH,
+        })
+        .unwrap();
+        Run {
+            host,
+            at: SECONDS,
+            stopped: false,
+        }
+    }
+
+    fn event(&mut self, kind: EventKind) -> Vec<HostOutput> {
+        let mut actions = Vec::with_capacity(64);
+        let mut dropped = 0;
+        self.at += MILLIS;
+        self.host.on_event(
+            &Event { at: self.at, kind },
+            &mut Context::new(self.at, &mut actions, &mut dropped),
+        );
+        let mut out = Vec::new();
+        for a in actions {
+            match a {
+                Action::Output(o) => out.push(o),
+                Action::Stop => self.stopped = true,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn adapter(&mut self, event: AdapterEvent) -> Vec<HostOutput> {
+        self.event(EventKind::Adapter(event))
+    }
+
+    fn candle(&mut self, units: f64) -> Vec<HostOutput> {
+        let candle = Candle {
+            ts_ns: self.at as i64,
+            symbol: 0,
+            flags: 0,
+            open: 2.5,
+            high: 2.5,
+            low: 2.5,
+            close: 2.5,
+            volume: units,
+        };
+        self.event(EventKind::Candle {
+            source: 0,
+            pos: 0,
+            candle,
+        })
+    }
+
+    fn ready(&mut self) -> Vec<HostOutput> {
+        self.adapter(AdapterEvent::Ready {
+            adapter: 0,
+            protocol: 2,
+            capabilities: CAPS,
+            starts: 1,
+        })
+    }
+
+    fn done(&mut self, request: RequestId, kind: RequestKind) -> Vec<HostOutput> {
+        self.adapter(AdapterEvent::Done {
+            adapter: 0,
+            request,
+            kind,
+            count: 0,
+        })
+    }
+
+    /// Answer a reconciliation's three requests: `position` units of symbol 0, these orders,
+    /// `cash`.
+    fn answer(
+        &mut self,
+        sent: &[(RequestId, Request)],
+        position: f64,
+        orders: &[AdapterEvent],
+        cash: f64,
+    ) -> Vec<HostOutput> {
+        let id = |kind: RequestKind| sent.iter().find(|(_, r)| r.kind() == kind).unwrap().0;
+        let mut out = Vec::new();
+        if position != 0.0 {
+            out.extend(self.adapter(AdapterEvent::Position {
+                adapter: 0,
+                request: id(RequestKind::GetPositions),
+                symbol: 0,
+                qty: position,
+                avg_price: 2.0,
+            }));
+        }
+        for o in orders {
+            let mut o = *o;
+            if let AdapterEvent::VenueOrder { request, .. } = &mut o {
+                *request = id(RequestKind::GetOpenOrders);
+            }
+            out.extend(self.adapter(o));
+        }
+        out.extend(self.adapter(AdapterEvent::Account {
+            adapter: 0,
+            request: id(RequestKind::GetAccounts),
+            account: Default::default(),
+            cash,
+            equity: cash,
+            buying_power: f64::NAN,
+        }));
+        for kind in [
+            RequestKind::GetPositions,
+            RequestKind::GetOpenOrders,
+            RequestKind::GetAccounts,
+        ] {
+            out.extend(self.done(id(kind), kind));
+        }
+        out
+    }
+}
+
+fn sent(out: &[HostOutput]) -> Vec<(RequestId, Request)> {
+    out.iter()
+        .filter_map(|o| match o {
+            HostOutput::Send(r) => Some((r.id, r.request)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn differences(out: &[HostOutput]) -> Vec<(Difference, u64, f64, f64)> {
+    out.iter()
+        .filter_map(|o| match *o {
+            HostOutput::Difference {
+                difference,
+                order,
+                engine,
+                venue,
+                ..
+            } => Some((difference, order, engine, venue)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn venue_order(order: u64, status: OrderStatus, qty: f64, filled: f64) -> AdapterEvent {
+    AdapterEvent::VenueOrder {
+        adapter: 0,
+        request: 0,
+        order,
+        symbol: 0,
+        side: Side::Buy,
+        status,
+        qty,
+        filled,
+        avg_price: if filled > 0.0 { 2.4 } else { f64::NAN },
+        limit: 2.0,
+        stop: f64::NAN,
+    }
+}
+
+fn state_of(out: &[HostOutput], order: u64) -> Vec<OrderState> {
+    out.iter()
+        .filter_map(|o| match o {
+            HostOutput::Order(u) if u.order == order => Some(u.state),
+            _ => None,
+        })
+        .collect()
+}
+
+const EARLIER: u64 = (3 << EPOCH_SHIFT) + 12;
+
+#[test]
+fn the_strategy_starts_once_the_books_are_the_venues_and_each_difference_is_reported() {
+    let mut run = Run::new(ReconcileConfig::default());
+    assert!(run.event(EventKind::Started { wall_ns: 0 }).is_empty());
+    // Before the books are known, a candle only marks them: the strategy places nothing.
+    assert!(sent(&run.candle(3.0)).is_empty());
+    let asked = sent(&run.ready());
+    let kinds: Vec<_> = asked.iter().map(|(_, r)| r.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            RequestKind::GetPositions,
+            RequestKind::GetOpenOrders,
+            RequestKind::GetAccounts
+        ]
+    );
+    // Request ids start at the run's epoch.
+    assert_eq!(asked[0].0, ((EPOCH as u64) << EPOCH_SHIFT) + 1);
+    let ours = venue_order(EARLIER, OrderStatus::PartiallyFilled, 10.0, 4.0);
+    let foreign = venue_order(0, OrderStatus::Accepted, 1.0, 0.0);
+    let out = run.answer(&asked, 5.0, &[ours, foreign], 900.0);
+    let found = differences(&out);
+    assert_eq!(
+        found,
+        [
+            (Difference::OrderNotInEngine, EARLIER, 0.0, 6.0),
+            (Difference::ForeignOrder, 0, 0.0, 1.0),
+            (Difference::Position, 0, 0.0, 5.0),
+            (Difference::Cash, 0, 10_000.0, 900.0),
+        ]
+    );
+    for o in &out {
+        if let HostOutput::Difference { .. } = o {
+            assert!(matches!(
+                o.telemetry(),
+                Some(Telemetry::ReconcileDifference { .. })
+            ));
+        }
+    }
+    assert!(out.iter().any(|o| matches!(
+        o,
+        HostOutput::Reconciled {
+            first: true,
+            differences: 4,
+            ..
+        }
+    )));
+    // Adopted: the position, the order (6 left of 10), the cash; then the strategy started.
+    let book = run.host.book();
+    assert_eq!(book.position(0), 5.0);
+    assert_eq!(book.cash() - 5.0 * 2.0, 900.0);
+    let adopted = book.order(EARLIER).expect("the order is adopted");
+    assert_eq!((adopted.units, adopted.filled), (6.0, 4.0));
+    assert_eq!(adopted.state, OrderState::PartiallyFilled);
+    assert_eq!(STARTED.with(|s| *s.borrow()), Some((5.0, 1)));
+    // The strategy's first order: an id of this run, above the adopted one's.
+    let placed = sent(&run.candle(2.0));
+    assert_eq!(placed.len(), 1);
+    assert!(placed[0].0 > ((EPOCH as u64) << EPOCH_SHIFT) && placed[0].0 > EARLIER);
+    assert_eq!(run.host.reconcile_stats().reconciliations, 1);
+}
+
+#[test]
+fn a_place_without_an_answer_is_unknown_until_the_venue_says_and_is_never_placed_again() {
+    let mut run = Run::new(ReconcileConfig::default());
+    run.event(EventKind::Started { wall_ns: 0 });
+    let asked = sent(&run.ready());
+    run.answer(&asked, 0.0, &[], 10_000.0);
+    let (id, _) = sent(&run.candle(10.0))[0];
+    let out = run.adapter(AdapterEvent::Failed {
+        adapter: 0,
+        request: id,
+        kind: RequestKind::PlaceOrder,
+        reason: FailReason::Timeout,
+    });
+    assert_eq!(state_of(&out, id), [OrderState::Unknown]);
+    assert!(out.iter().any(|o| matches!(
+        o.telemetry(),
+        Some(Telemetry::OrderUnknown { order, .. }) if order == id
+    )));
+    // Asked for, not placed again; risk still counts it.
+    let query = sent(&out);
+    assert_eq!(query.len(), 1);
+    assert_eq!(
+        query[0].1,
+        Request::GetOrder {
+            order: id,
+            symbol: 0
+        }
+    );
+    assert_eq!(run.host.book().pending(0), 10.0);
+    // The venue has it, filled: the fill is booked, the order ends.
+    let mut answer = venue_order(id, OrderStatus::Filled, 10.0, 10.0);
+    if let AdapterEvent::VenueOrder { request, .. } = &mut answer {
+        *request = query[0].0;
+    }
+    let out = run.adapter(answer);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, HostOutput::Fill(f) if f.units == 10.0 && f.price == 2.4)));
+    assert_eq!(state_of(&out, id), [OrderState::Filled]);
+    assert_eq!(run.host.book().position(0), 10.0);
+    // Another whose venue never had it: rejected as such.
+    let (id, _) = sent(&run.candle(1.0))[0];
+    let out = run.adapter(AdapterEvent::Failed {
+        adapter: 0,
+        request: id,
+        kind: RequestKind::PlaceOrder,
+        reason: FailReason::AdapterRestarted,
+    });
+    let query = sent(&out)[0].0;
+    let out = run.adapter(AdapterEvent::Failed {
+        adapter: 0,
+        request: query,
+        kind: RequestKind::GetOrder,
+        reason: FailReason::Adapter(ErrorCode::UnknownOrder),
+    });
+    assert_eq!(state_of(&out, id), [OrderState::Rejected]);
+    let reasons: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            HostOutput::Order(u) => u.reason,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, [RejectReason::NotAtVenue]);
+    assert_eq!(run.host.book().pending(0), 0.0);
+}
+
+#[test]
+fn after_an_adapter_restart_new_orders_wait_for_the_books_to_be_reconciled() {
+    let mut run = Run::new(ReconcileConfig::default());
+    run.event(EventKind::Started { wall_ns: 0 });
+    let asked = sent(&run.ready());
+    run.answer(&asked, 0.0, &[], 10_000.0);
+    let (id, _) = sent(&run.candle(4.0))[0];
+    run.adapter(AdapterEvent::Down {
+        adapter: 0,
+        cause: DownCause::Hung,
+        status: ExitStatus::Signal(9),
+        restart_in_ms: 100,
+    });
+    // In flight when it went down: Unknown, asked for when the adapter is back.
+    let out = run.adapter(AdapterEvent::Failed {
+        adapter: 0,
+        request: id,
+        kind: RequestKind::PlaceOrder,
+        reason: FailReason::AdapterRestarted,
+    });
+    assert_eq!(state_of(&out, id), [OrderState::Unknown]);
+    assert!(sent(&out).is_empty());
+    let asked = sent(&run.ready());
+    let kinds: Vec<_> = asked.iter().map(|(_, r)| r.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            RequestKind::GetPositions,
+            RequestKind::GetOpenOrders,
+            RequestKind::GetAccounts,
+            RequestKind::GetOrder
+        ]
+    );
+    // A new order while the books are reconciled: denied, never sent.
+    let out = run.candle(1.0);
+    assert!(sent(&out).is_empty());
+    assert!(out.iter().any(|o| matches!(
+        o,
+        HostOutput::Denied {
+            reason: DenyReason::Reconciling,
+            ..
+        }
+    )));
+    // The venue has the order, working: adopted as it is, listed and answered.
+    let working = venue_order(id, OrderStatus::Accepted, 4.0, 0.0);
+    let out = run.answer(&asked[..3], 0.0, &[working], 10_000.0);
+    assert_eq!(state_of(&out, id), [OrderState::Accepted]);
+    assert!(differences(&out).is_empty(), "{out:?}");
+    assert_eq!(sent(&run.candle(1.0)).len(), 1);
+}
+
+#[test]
+fn a_start_the_config_refuses_stops_the_run_before_any_order() {
+    for (reconcile, position, orders) in [
+        (
+            ReconcileConfig {
+                working_orders: WorkingOrders::Refuse,
+                ..ReconcileConfig::default()
+            },
+            0.0,
+            vec![venue_order(EARLIER, OrderStatus::Accepted, 1.0, 0.0)],
+        ),
+        (
+            ReconcileConfig {
+                open_positions: false,
+                ..ReconcileConfig::default()
+            },
+            2.0,
+            vec![],
+        ),
+    ] {
+        let mut run = Run::new(reconcile);
+        run.event(EventKind::Started { wall_ns: 0 });
+        let asked = sent(&run.ready());
+        run.answer(&asked, position, &orders, 10_000.0);
+        assert!(run.stopped, "{reconcile:?}");
+        assert_eq!(STARTED.with(|s| *s.borrow()), None);
+        assert!(sent(&run.candle(1.0)).is_empty());
+    }
+    // With `cancel`, an order of an earlier run is adopted, then cancelled before the start.
+    let mut run = Run::new(ReconcileConfig {
+        working_orders: WorkingOrders::Cancel,
+        ..ReconcileConfig::default()
+    });
+    run.event(EventKind::Started { wall_ns: 0 });
+    let asked = sent(&run.ready());
+    let out = run.answer(
+        &asked,
+        0.0,
+        &[venue_order(EARLIER, OrderStatus::Accepted, 1.0, 0.0)],
+        10_000.0,
+    );
+    assert!(sent(&out).iter().any(|(_, r)| *r
+        == Request::CancelOrder {
+            order: EARLIER,
+            symbol: 0
+        }));
+    assert_eq!(STARTED.with(|s| *s.borrow()), Some((0.0, 1)));
+}
