@@ -52,3 +52,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest from crates.io"
   cargo install cargo-nextest --locked --quiet
 fi
+
+# The ccxt adapter (adapters/ccxt) and its mock exchange, in target/ccxt-venv (from PyPI the
+# first time): what `tickloop run` starts for a real account, and what tests/ccxt.rs trades.
+say "ccxt adapter: $("$(dirname "$0")/ccxt_venv.sh")"
