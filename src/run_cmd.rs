@@ -488,7 +488,7 @@ fn plan_from_file(path: &std::path::Path) -> anyhow::Result<Plan> {
         .is_some_and(|p| p.to_string_lossy().contains(EPOCH_PLACEHOLDER));
     if venue || journal_per_start {
         let max = tickloop_strategy::host::MAX_EPOCH;
-        let epoch = lock::next_epoch(&lock_dir, &file.engine.component, &file.engine.account, max)?;
+        let epoch = lock::next_epoch(&lock_dir, &file.engine.account, max)?;
         if venue {
             file.epoch = epoch;
         }

@@ -415,7 +415,7 @@ fn exchange_moves_on(a: &Account) -> f64 {
 /// Each start journals to a file of its own, named by its epoch; the reconciled run's
 /// replays to the same decisions.
 fn assert_each_start_journals_apart(a: &Account) {
-    let epoch = std::fs::read_to_string(a.dir.file("locks/engine@ccxt-test.epoch")).unwrap();
+    let epoch = std::fs::read_to_string(a.dir.file("locks/ccxt-test.epoch")).unwrap();
     let epoch: u64 = epoch.trim().parse().unwrap();
     assert!(std::path::Path::new(&a.dir.file(&format!("run-{}.tlj", epoch - 1))).exists());
     let journal = a.dir.file(&format!("run-{epoch}.tlj"));

@@ -433,18 +433,18 @@ impl Drop for InstanceLock {
 }
 
 /// The engine epoch of this start: one more than the last start's, kept in
-/// `dir/<component>@<account>.epoch` (mode 0600, beside the lock file; created when
-/// missing). The epoch makes order ids unique across restarts: each run's ids start at
-/// `epoch << 31`. It never goes below the minutes since 2025-01-01 UTC, so a lock directory
+/// `dir/<account>.epoch` (mode 0600, beside the lock files; created when missing). The epoch
+/// makes order ids unique across restarts: each run's ids start at `epoch << 31`. It is the
+/// account's, not one engine's: engines of other components trading the same account on this
+/// host take epochs of their own from the same file, so their client ids never meet. It never goes below the minutes since 2025-01-01 UTC, so a lock directory
 /// wiped at boot (`/run` is a tmpfs) does not start the count over (unless this account was
 /// started more often than once a minute, on average, since then). The file is read and
 /// written under its own `flock`, so two starts never take the same epoch; it is written in
 /// place, fixed-width, and synced before the epoch is used. Epochs above `max` are refused.
-pub fn next_epoch(dir: &Path, component: &str, account: &str, max: u32) -> Result<u32, LockError> {
-    validate_name("component", component)?;
+pub fn next_epoch(dir: &Path, account: &str, max: u32) -> Result<u32, LockError> {
     validate_name("account", account)?;
     let dir_file = prepare_dir(dir)?;
-    let name = format!("{component}@{account}.epoch");
+    let name = format!("{account}.epoch");
     let path = dir.join(&name);
     let file = open_lock_file(&dir_file, dir, &name, &path)?;
     // SAFETY: valid fd owned by `file`; a blocking exclusive lock held for a read and a write.
@@ -973,38 +973,31 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tickloop-epoch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let max = (1 << 22) - 1;
-        let first = next_epoch(&dir, "engine", "acct", max).unwrap();
+        let first = next_epoch(&dir, "acct", max).unwrap();
         // Minutes since 2025: far above 1 on any machine with a sane clock.
         assert!(first > 500_000, "{first}");
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let dir = dir.clone();
-                std::thread::spawn(move || next_epoch(&dir, "engine", "acct", max).unwrap())
+                std::thread::spawn(move || next_epoch(&dir, "acct", max).unwrap())
             })
             .collect();
         let mut got: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         got.sort();
         assert_eq!(got, (first + 1..=first + 8).collect::<Vec<_>>());
-        let path = dir.join("engine@acct.epoch");
+        let path = dir.join("acct.epoch");
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
         // Far ahead of the clock (restarts faster than once a minute): one more.
         std::fs::write(&path, "   3000000\n").unwrap();
-        assert_eq!(next_epoch(&dir, "engine", "acct", max).unwrap(), 3_000_001);
+        assert_eq!(next_epoch(&dir, "acct", max).unwrap(), 3_000_001);
         std::fs::write(&path, "garbage").unwrap();
-        let e = next_epoch(&dir, "engine", "acct", max)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("engine@acct.epoch") && e.contains("\"garbage\""),
-            "{e}"
-        );
+        let e = next_epoch(&dir, "acct", max).unwrap_err().to_string();
+        assert!(e.contains("acct.epoch") && e.contains("\"garbage\""), "{e}");
         std::fs::write(&path, format!("{max}")).unwrap();
-        let e = next_epoch(&dir, "engine", "acct", max)
-            .unwrap_err()
-            .to_string();
+        let e = next_epoch(&dir, "acct", max).unwrap_err().to_string();
         assert!(e.contains("is the last one"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
