@@ -2534,8 +2534,8 @@ impl<S: Strategy> App for StrategyHost<S> {
             _ => {}
         }
         if !self.paper() {
+            // Only requests go out: nothing for the strategy to hear.
             self.reconcile_if_due(cx);
-            self.settle(cx);
         }
     }
 

@@ -313,6 +313,18 @@ def make_app(ex):
             return web.json_response({"code": -1022, "msg": "Signature for this request is not valid."}, status=400)
         return None
 
+    def signed(handler):
+        """A signed endpoint: the key and signature checked first; the parameters in
+        request["params"]."""
+        async def checked(request):
+            raw, p = await params(request)
+            bad = signed_ok(request, raw, p)
+            if bad:
+                return bad
+            request["params"] = p
+            return await handler(request)
+        return checked
+
     @web.middleware
     async def faults(request, handler):
         path = request.path
@@ -363,11 +375,9 @@ def make_app(ex):
         return web.json_response(ex.klines(symbol, interval, start, end, limit))
 
     @routes.get("/api/v3/account")
+    @signed
     async def account(request):
-        raw, p = await params(request)
-        bad = signed_ok(request, raw, p)
-        if bad:
-            return bad
+        p = request["params"]
         balances = [{"asset": a, "free": fmt(b["free"]), "locked": fmt(b["locked"])}
                     for a, b in sorted(ex.balances.items())]
         return web.json_response({"makerCommission": 0, "takerCommission": 0, "canTrade": True,
@@ -375,11 +385,9 @@ def make_app(ex):
                                   "accountType": "SPOT", "balances": balances, "permissions": ["SPOT"]})
 
     @routes.post("/api/v3/order")
+    @signed
     async def new_order(request):
-        raw, p = await params(request)
-        bad = signed_ok(request, raw, p)
-        if bad:
-            return bad
+        p = request["params"]
         status, body = ex.place(p)
         if status == 200 and take("lose_response", request.path):
             # The order stands; its answer never comes.
@@ -389,22 +397,18 @@ def make_app(ex):
         return web.json_response(body, status=status)
 
     @routes.get("/api/v3/order")
+    @signed
     async def get_order(request):
-        raw, p = await params(request)
-        bad = signed_ok(request, raw, p)
-        if bad:
-            return bad
+        p = request["params"]
         o, err = ex.find(p)
         if err:
             return web.json_response(err[1], status=err[0])
         return web.json_response(ex.order_json(o))
 
     @routes.delete("/api/v3/order")
+    @signed
     async def cancel_order(request):
-        raw, p = await params(request)
-        bad = signed_ok(request, raw, p)
-        if bad:
-            return bad
+        p = request["params"]
         o, err = ex.find(p)
         if err or o["status"] not in ("NEW", "PARTIALLY_FILLED"):
             return web.json_response({"code": -2011, "msg": "Unknown order sent."}, status=400)
@@ -412,22 +416,18 @@ def make_app(ex):
         return web.json_response(ex.order_json(o))
 
     @routes.get("/api/v3/openOrders")
+    @signed
     async def open_orders(request):
-        raw, p = await params(request)
-        bad = signed_ok(request, raw, p)
-        if bad:
-            return bad
+        p = request["params"]
         symbol = p.get("symbol")
         out = [ex.order_json(o) for o in ex.orders.values()
                if o["status"] in ("NEW", "PARTIALLY_FILLED") and (symbol is None or o["symbol"] == symbol)]
         return web.json_response(out)
 
     @routes.get("/api/v3/myTrades")
+    @signed
     async def my_trades(request):
-        raw, p = await params(request)
-        bad = signed_ok(request, raw, p)
-        if bad:
-            return bad
+        p = request["params"]
         symbol = p.get("symbol", "")
         out = [t for t in ex.trades if t["symbol"] == symbol
                and ("orderId" not in p or str(t["orderId"]) == p["orderId"])]

@@ -1031,13 +1031,7 @@ impl Core {
                 let (Some(name), Some(candle)) = (&m.symbol, candle(&m, 0)) else {
                     return self.malformed(kind, "symbol, ts_ns, open, high, low or close");
                 };
-                let Some(symbol) = symbols.id(name) else {
-                    self.stats.unknown_symbols += 1;
-                    if self.stats.unknown_symbols == 1 {
-                        tracing::warn!(adapter = %self.name, "a candle for symbol {name:?}, which is not in the symbol table: dropped (counted)");
-                    }
-                    return None;
-                };
+                let symbol = self.known_symbol("a candle", name, symbols)?;
                 Some(AdapterEvent::Candle {
                     adapter,
                     candle: Candle { symbol, ..candle },
