@@ -233,8 +233,8 @@ fn hello_reply(name: &str, capabilities: &[&str]) -> serde_json::Value {
 }
 
 const ALL_CAPS: [&str; 4] = ["accounts", "bars", "subscribe", "orders"];
-/// The paper broker does every order type and time in force.
-const PAPER_CAPS: [&str; 7] = [
+/// The paper broker does every order type and time in force, and changes working orders.
+const PAPER_CAPS: [&str; 8] = [
     "accounts",
     "bars",
     "subscribe",
@@ -242,6 +242,7 @@ const PAPER_CAPS: [&str; 7] = [
     "stop_orders",
     "time_in_force",
     "reduce_only",
+    "replace",
 ];
 
 // ---------------------------------------------------------------- echo
@@ -601,6 +602,7 @@ fn bad_fills(m: &Msg, price: f64, out: &mut impl Write) -> io::Result<()> {
 
 // ---------------------------------------------------------------- paper
 
+#[derive(Clone, Copy)]
 struct Order {
     id: u64,
     symbol: u32,
@@ -777,29 +779,61 @@ impl Paper {
                     ),
                 }
             }
-            "cancel_order" => {
-                let order = m.order.unwrap_or(0);
-                match self.open.iter().position(|o| o.id == order) {
-                    Some(at) => {
-                        let o = self.open.remove(at);
-                        frame(out, &json!({"type": "done", "id": id}))?;
-                        frame(
-                            out,
-                            &json!({"type": "order_update", "order": order, "status": "cancelled",
-                                    "filled": 0, "remaining": o.qty}),
-                        )
-                    }
-                    None => frame(
-                        out,
-                        &json!({"type": "error", "id": id, "code": "unknown_order",
-                                "message": format!("order {order} is not open")}),
-                    ),
-                }
-            }
+            "cancel_order" => self.cancel(m, id, out),
+            "replace_order" => self.replace(m, id, out),
             other => {
                 eprintln!("paper: ignoring a message of type {other:?}");
                 Ok(())
             }
+        }
+    }
+
+    /// `cancel_order`: the order leaves the book, cancelled.
+    fn cancel(&mut self, m: &Msg, id: u64, out: &mut impl Write) -> io::Result<()> {
+        let order = m.order.unwrap_or(0);
+        match self.open.iter().position(|o| o.id == order) {
+            Some(at) => {
+                let o = self.open.remove(at);
+                frame(out, &json!({"type": "done", "id": id}))?;
+                frame(
+                    out,
+                    &json!({"type": "order_update", "order": order, "status": "cancelled",
+                            "filled": 0, "remaining": o.qty}),
+                )
+            }
+            None => Self::not_open(out, id, order),
+        }
+    }
+
+    fn not_open(out: &mut impl Write, id: u64, order: u64) -> io::Result<()> {
+        frame(
+            out,
+            &json!({"type": "error", "id": id, "code": "unknown_order",
+                    "message": format!("order {order} is not open")}),
+        )
+    }
+
+    /// `replace_order`: the order works on, changed, under the replace's id.
+    fn replace(&mut self, m: &Msg, id: u64, out: &mut impl Write) -> io::Result<()> {
+        let order = m.order.unwrap_or(0);
+        let Some(at) = self.open.iter().position(|o| o.id == order) else {
+            return Self::not_open(out, id, order);
+        };
+        // Its new client id is the replace's id: the venue names it by that from now on.
+        let old = self.open[at];
+        match order_of(m, id, old.symbol) {
+            Ok(new) => {
+                self.open[at] = Order {
+                    tif: old.tif,
+                    reduce_only: old.reduce_only,
+                    ..new
+                };
+                frame(out, &json!({"type": "done", "id": id}))
+            }
+            Err((code, why)) => frame(
+                out,
+                &json!({"type": "error", "id": id, "code": code, "message": why}),
+            ),
         }
     }
 

@@ -184,6 +184,13 @@ impl OutputSink<HostOutput> for HostSink {
                     );
                 }
             }
+            HostOutput::Replaced(u) => tracing::debug!(
+                "order {} replaced: {} left, limit {:?}, stop {:?}",
+                u.order,
+                u.units.abs(),
+                u.limit,
+                u.stop
+            ),
             HostOutput::Denied { .. } | HostOutput::Refused(_) => {
                 t.denied += matches!(output, HostOutput::Denied { .. }) as u64;
                 tracing::debug!("{output:?}");

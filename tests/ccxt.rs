@@ -939,3 +939,131 @@ fn stop_orders_rest_at_the_exchange_until_the_price_reaches_them() {
     assert_eq!(state["orders"].as_array().unwrap().len(), 2, "{state}");
     assert_eq!(state["trades"].as_array().unwrap().len(), 2, "{state}");
 }
+
+/// A limit buy of EURUSD, client id `tl-t-<id>`.
+fn limit_buy(id: u64, qty: f64, limit: f64) -> Value {
+    json!({"type": "place_order", "id": id, "client_id": format!("tl-t-{id}"), "symbol": "EURUSD",
+        "side": "buy", "qty": qty, "order_type": "limit", "limit_price": limit})
+}
+
+/// Replace `order` (a limit buy) by request `id`.
+fn replace_buy(id: u64, order: u64, qty: f64, limit: f64) -> Value {
+    json!({"type": "replace_order", "id": id, "order": order, "client_id": format!("tl-t-{order}"),
+        "new_client_id": format!("tl-t-{id}"), "symbol": "EURUSD", "side": "buy", "qty": qty,
+        "order_type": "limit", "limit_price": limit})
+}
+
+/// The exchange's order of client id `cid`.
+fn order_of(state: &Value, cid: &str) -> Value {
+    state["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["clientOrderId"] == cid)
+        .cloned()
+        .unwrap_or_else(|| panic!("no order {cid} at the exchange: {state}"))
+}
+
+/// The next fill, and what came before it.
+fn next_fill(a: &AdapterProcess) -> (Value, Vec<Value>) {
+    let mut seen = Vec::new();
+    loop {
+        let m = a.next_any();
+        if m["type"] == "fill" {
+            return (m, seen);
+        }
+        seen.push(m);
+    }
+}
+
+#[test]
+fn a_replace_changes_the_order_at_the_exchange_once_and_its_fills_keep_naming_it() {
+    let python = python();
+    let mock = Mock::start(
+        &python,
+        &[
+            "--symbols",
+            "EUR/USD",
+            "--balance",
+            "USD=10000",
+            "--price",
+            "EURUSD=1.072",
+        ],
+    );
+    let mut a = AdapterProcess::start(&python, &mock);
+    let hello = a.next("hello");
+    assert!(
+        hello["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("replace")),
+        "{hello}"
+    );
+    assert_eq!(a.ask(limit_buy(1, 100.0, 1.06))["type"], "done");
+    // Changed: the exchange cancelled the order and holds the new one, by the replace's id.
+    let done = a.ask(replace_buy(2, 1, 80.0, 1.065));
+    assert_eq!(done["type"], "done", "{done}");
+    let state = mock.state();
+    assert_eq!(order_of(&state, "tl-t-1")["status"], "CANCELED", "{state}");
+    let new = order_of(&state, "tl-t-2");
+    assert_eq!(
+        (
+            new["status"].as_str(),
+            new["origQty"].as_str(),
+            new["price"].as_str()
+        ),
+        (Some("NEW"), Some("80.00000000"), Some("1.06500000")),
+        "{state}"
+    );
+    // It fills at its new limit, reported for the engine's order; the old one's cancel is
+    // not the engine order's end.
+    mock.post("/mock/price", json!({"symbol": "EURUSD", "price": 1.064}));
+    let (fill, seen) = next_fill(&a);
+    assert_eq!(
+        (
+            fill["order"].as_u64(),
+            fill["qty"].as_f64(),
+            fill["price"].as_f64()
+        ),
+        (Some(1), Some(80.0), Some(1.065)),
+        "{fill}"
+    );
+    assert!(
+        !seen.iter().any(|m| m["type"] == "order_update"),
+        "{seen:?}"
+    );
+    // An order no longer open cannot be changed.
+    let gone = a.ask(replace_buy(3, 2, 10.0, 1.06));
+    assert_eq!(gone["code"], "unknown_order", "{gone}");
+    refused_and_lost_replaces(&mock, &mut a);
+}
+
+/// A refused replace, and one whose answer is lost, of a new order `tl-t-4`.
+fn refused_and_lost_replaces(mock: &Mock, a: &mut AdapterProcess) {
+    // A change the exchange refuses leaves the order as it was.
+    assert_eq!(a.ask(limit_buy(4, 10.0, 1.0))["type"], "done");
+    let refused = a.ask(replace_buy(5, 4, 0.00001, 1.0));
+    assert_eq!(refused["code"], "rejected", "{refused}");
+    assert_eq!(order_of(&mock.state(), "tl-t-4")["status"], "NEW");
+    // Its answer lost: the adapter finds the new order at the exchange, and the change is
+    // made once, however often it is asked.
+    mock.post(
+        "/mock/faults",
+        json!({"lose_response": {"n": 1, "paths": ["/api/v3/order/cancelReplace"]}, "hang_s": 0.3}),
+    );
+    let done = a.ask(replace_buy(6, 4, 12.0, 1.01));
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(a.ask(replace_buy(6, 4, 12.0, 1.01))["type"], "done");
+    let state = mock.state();
+    assert_eq!(order_of(&state, "tl-t-4")["status"], "CANCELED", "{state}");
+    assert_eq!(order_of(&state, "tl-t-6")["status"], "NEW", "{state}");
+    assert_eq!(state["faults_fired"]["lose_response"], 1, "{state}");
+    let mut ids: Vec<_> = state["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["clientOrderId"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["tl-t-1", "tl-t-2", "tl-t-4", "tl-t-6"], "{state}");
+}

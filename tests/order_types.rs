@@ -16,13 +16,15 @@ use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use tickloop_app::clock::{MILLIS, SECONDS};
-use tickloop_app::venue::{AdapterEvent, OrderStatus, Request, RequestKind, TimeInForce};
+use tickloop_app::venue::{
+    AdapterEvent, Capabilities, OrderStatus, Request, RequestKind, TimeInForce,
+};
 use tickloop_app::{Action, App, Context, Event, EventKind};
 use tickloop_ring::{Candle, CreateOptions, Writer};
 use tickloop_strategy::host::{
     HostConfig, HostOutput, HostSetup, Strategy, StrategyCx, StrategyHost,
 };
-use tickloop_strategy::orders::{OrderId, OrderRequest, Size};
+use tickloop_strategy::orders::{OrderId, OrderRequest, Replace, Size};
 use tickloop_strategy::risk::RiskConfig;
 
 /// What the script does after candle `bar` (orders are numbered in the order they are
@@ -32,6 +34,8 @@ enum Step {
     Place(OrderRequest),
     /// Cancel the n-th order the script placed.
     Cancel(usize),
+    /// Change the n-th order the script placed.
+    Change(usize, Replace),
 }
 
 thread_local! {
@@ -69,6 +73,11 @@ impl Strategy for Scripted {
                 Step::Cancel(n) => {
                     if let Some(Some(id)) = PLACED.with(|p| p.borrow().get(n).copied()) {
                         cx.cancel(id);
+                    }
+                }
+                Step::Change(n, change) => {
+                    if let Some(Some(id)) = PLACED.with(|p| p.borrow().get(n).copied()) {
+                        cx.replace(id, change);
                     }
                 }
             }
@@ -271,8 +280,37 @@ fn frame_of(r: &tickloop_app::venue::AdapterRequest) -> serde_json::Value {
         Request::CancelOrder { order, .. } => {
             json!({"type": "cancel_order", "id": r.id, "order": order})
         }
+        Request::ReplaceOrder {
+            order,
+            side,
+            qty,
+            limit,
+            stop,
+            ..
+        } => json!({
+            "type": "replace_order", "id": r.id, "order": order, "symbol": "AAA",
+            "side": if side == tickloop_app::venue::Side::Buy { "buy" } else { "sell" },
+            "qty": qty, "order_type": tickloop_app::venue::OrderType::of(limit, stop).as_str(),
+            "limit_price": limit, "stop_price": stop,
+        }),
         other => panic!("the host sent {other:?}"),
     }
+}
+
+/// The hello exchange: the paper adapter's capabilities (every order type, and replace).
+fn handshake(a: &mut Adapter) -> Capabilities {
+    a.send(json!({"type": "hello", "protocol": 2, "engine": "test", "max_frame": 1 << 20, "ping_interval_ms": 1000}));
+    let hello = a.recv();
+    let caps = hello["capabilities"].to_string();
+    for c in ["stop_orders", "time_in_force", "reduce_only", "replace"] {
+        assert!(caps.contains(c), "the paper adapter announces {c}: {hello}");
+    }
+    hello["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| Capabilities::from_name(c.as_str()?))
+        .fold(Capabilities::default(), Capabilities::union)
 }
 
 fn via_adapter(script: &[(u64, Step)]) -> Vec<Filled> {
@@ -293,14 +331,16 @@ fn via_adapter(script: &[(u64, Step)]) -> Vec<Filled> {
         stdin,
         stdout,
     };
-    a.send(json!({"type": "hello", "protocol": 2, "engine": "test", "max_frame": 1 << 20, "ping_interval_ms": 1000}));
-    let hello = a.recv();
-    let caps = hello["capabilities"].to_string();
-    for c in ["stop_orders", "time_in_force", "reduce_only"] {
-        assert!(caps.contains(c), "the paper adapter announces {c}: {hello}");
-    }
+    let capabilities = handshake(&mut a);
     let mut h = host(Some(0));
     let mut at = SECONDS;
+    let ready = AdapterEvent::Ready {
+        adapter: 0,
+        protocol: 2,
+        capabilities,
+        starts: 1,
+    };
+    assert!(step(&mut h, &mut at, EventKind::Adapter(ready)).is_empty());
     let mut fills = Vec::new();
     for (pos, candle) in candles().into_iter().enumerate() {
         writer.publish(&candle);
@@ -435,5 +475,31 @@ fn every_time_in_force_ends_alike_in_the_host_and_through_the_paper_adapter() {
             (9, 3.0, 119.0)
         ],
         "the fills backtesting.py's rules give on these candles"
+    );
+}
+
+#[test]
+fn replaced_orders_fill_alike_in_the_host_and_through_the_paper_adapter() {
+    use Step::*;
+    let to =
+        |limit: Option<f64>, stop: Option<f64>, units: Option<f64>| Replace { limit, stop, units };
+    let fills = same_fills(
+        "replace of limits, stops and units",
+        &[
+            // A limit far below, moved up to where the market comes back (bar 2's low).
+            (0, Place(buy(2.0).limit(50.0))),
+            (1, Change(0, to(Some(101.0), None, Some(3.0)))),
+            // A stop far above, moved down into the rise.
+            (2, Place(buy(1.0).stop(300.0))),
+            (4, Change(1, to(None, Some(108.0), None))),
+            // A sell limit made smaller (to whole units), then filled.
+            (6, Place(sell(4.0).limit(400.0))),
+            (7, Change(2, to(Some(113.0), None, Some(2.5)))),
+        ],
+    );
+    assert_eq!(
+        fills.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(),
+        vec![(0, 3.0), (1, 1.0), (2, -2.0)],
+        "each filled at its size after the replace"
     );
 }

@@ -110,8 +110,10 @@ impl Capabilities {
     /// `get_positions`, `get_open_orders` and `get_order`: what the engine reconciles its
     /// books with.
     pub const RECONCILE: Capabilities = Capabilities(128);
+    /// `replace_order`: a working order's prices or quantity changed at the venue.
+    pub const REPLACE: Capabilities = Capabilities(256);
 
-    const NAMES: [(&'static str, Capabilities); 8] = [
+    const NAMES: [(&'static str, Capabilities); 9] = [
         ("accounts", Capabilities::ACCOUNTS),
         ("bars", Capabilities::BARS),
         ("subscribe", Capabilities::SUBSCRIBE),
@@ -120,6 +122,7 @@ impl Capabilities {
         ("time_in_force", Capabilities::TIME_IN_FORCE),
         ("reduce_only", Capabilities::REDUCE_ONLY),
         ("reconcile", Capabilities::RECONCILE),
+        ("replace", Capabilities::REPLACE),
     ];
 
     pub fn contains(self, other: Capabilities) -> bool {
@@ -164,11 +167,12 @@ pub enum RequestKind {
     GetPositions,
     GetOpenOrders,
     GetOrder,
+    ReplaceOrder,
 }
 
 impl RequestKind {
     /// Every kind, in wire order.
-    pub const ALL: [RequestKind; 8] = [
+    pub const ALL: [RequestKind; 9] = [
         RequestKind::GetAccounts,
         RequestKind::GetHistoricalBars,
         RequestKind::Subscribe,
@@ -177,6 +181,7 @@ impl RequestKind {
         RequestKind::GetPositions,
         RequestKind::GetOpenOrders,
         RequestKind::GetOrder,
+        RequestKind::ReplaceOrder,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -189,6 +194,7 @@ impl RequestKind {
             RequestKind::GetPositions => "get_positions",
             RequestKind::GetOpenOrders => "get_open_orders",
             RequestKind::GetOrder => "get_order",
+            RequestKind::ReplaceOrder => "replace_order",
         }
     }
 
@@ -202,6 +208,7 @@ impl RequestKind {
             RequestKind::GetPositions | RequestKind::GetOpenOrders | RequestKind::GetOrder => {
                 Capabilities::RECONCILE
             }
+            RequestKind::ReplaceOrder => Capabilities::REPLACE,
         }
     }
 }
@@ -318,6 +325,19 @@ pub enum Request {
     /// id): one [`AdapterEvent::VenueOrder`], then [`AdapterEvent::Done`]; `Failed` with
     /// `unknown_order` when the venue never had it.
     GetOrder { order: RequestId, symbol: u32 },
+    /// Change the order the venue knows as `order` (the id of its `place_order`, or of the
+    /// `replace_order` that last changed it): it works from now on for `qty` more units at
+    /// `limit` and `stop`, and the venue knows it by this request's id (its client id).
+    /// [`AdapterEvent::Done`] when the venue took the change; `Failed` leaves the order as
+    /// it was (`unknown_order`: it is no longer open).
+    ReplaceOrder {
+        order: RequestId,
+        symbol: u32,
+        side: Side,
+        qty: f64,
+        limit: Option<f64>,
+        stop: Option<f64>,
+    },
 }
 
 impl Request {
@@ -368,6 +388,7 @@ impl Request {
             Request::GetPositions => RequestKind::GetPositions,
             Request::GetOpenOrders => RequestKind::GetOpenOrders,
             Request::GetOrder { .. } => RequestKind::GetOrder,
+            Request::ReplaceOrder { .. } => RequestKind::ReplaceOrder,
         }
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use tickloop_app::{Action, Event};
 
 pub const MAGIC: &[u8; 8] = b"TICKJRNL";
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 pub use crate::limits::MAX_FRAME;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -339,6 +339,9 @@ pub enum HostOutput {
         /// cash; a foreign order is left alone).
         adopted: bool,
     },
+    /// A working order was changed (by the paper broker at once, by a venue when it
+    /// answered): what it is now.
+    Replaced(OrderUpdate),
 }
 
 impl HostOutput {
@@ -367,14 +370,14 @@ impl HostOutput {
                     Telemetry::OrderCancelled { order: u.order }
                 }
                 OrderState::Unknown => return None,
-                OrderState::PendingReplace => Telemetry::OrderReplaced {
-                    order: u.order,
-                    qty: u.units.abs(),
-                    limit: u.limit,
-                    stop: u.stop,
-                },
                 // Fills have their own output; New and Denied are not venue states.
                 _ => return None,
+            },
+            HostOutput::Replaced(u) => Telemetry::OrderReplaced {
+                order: u.order,
+                qty: u.units.abs(),
+                limit: u.limit,
+                stop: u.stop,
             },
             HostOutput::Fill(f) => Telemetry::Fill {
                 order: f.order,
@@ -1132,23 +1135,14 @@ impl<S: Strategy> StrategyHost<S> {
             return self.deny(cx, id, &req, DenyReason::TooManyOrders);
         }
         let order = Order {
-            id,
-            symbol: s,
-            side: req.side,
-            size: req.size,
-            role: Role::Entry,
-            trade: None,
             limit: req.limit,
             stop: req.stop,
             sl: req.sl,
             tp: req.tp,
             tif: req.tif,
             reduce_only: req.reduce_only,
-            state: OrderState::New,
             units: signed,
-            filled: 0.0,
-            avg_price: 0.0,
-            created_at: cx.now(),
+            ..Order::new(id, s, req.side, req.size, Role::Entry, cx.now())
         };
         self.stats.orders += 1;
         self.book.orders.push(order);
@@ -1247,23 +1241,10 @@ impl<S: Strategy> StrategyHost<S> {
             return self.deny(cx, id, &req, DenyReason::TooManyOrders);
         }
         let order = Order {
-            id,
-            symbol: t.symbol,
-            side,
-            size: Size::Position,
-            role: Role::Close,
             trade: Some(t.seq),
-            limit: None,
-            stop: None,
-            sl: None,
-            tp: None,
-            tif: TimeInForce::Gtc,
             reduce_only: true,
-            state: OrderState::New,
             units: -t.size,
-            filled: 0.0,
-            avg_price: 0.0,
-            created_at: cx.now(),
+            ..Order::new(id, t.symbol, side, Size::Position, Role::Close, cx.now())
         };
         self.queue_order(cx, at, order);
     }
@@ -1360,15 +1341,26 @@ impl<S: Strategy> StrategyHost<S> {
     }
 
     fn replace(&mut self, cx: &mut Context<'_, HostOutput>, id: OrderId, change: Replace) {
+        // Whole lots, as a placement's units are.
+        let lot = self.config.lot;
+        let change = Replace {
+            units: change.units.map(|u| (u / lot).floor() * lot),
+            ..change
+        };
         let Some(i) = self.order_index(id) else {
             return self.refuse(cx, id, Action::Replace, DenyReason::NotWorking);
         };
         let o = self.book.orders[i];
-        let refused = if !o.state.is_working() {
+        let venue = self.config.adapter.is_some();
+        let refused = if !o.state.is_working() || o.state == OrderState::Unknown {
             Some(DenyReason::NotWorking)
-        } else if !self.paper() {
+        } else if venue && !self.venue_replaces() {
             Some(DenyReason::Unsupported)
         } else if o.state == OrderState::PendingReplace
+            || o.replacing != 0
+            // Through a venue: not before it took the order, and a market order has nothing
+            // to change.
+            || (venue && (o.state == OrderState::Submitted || (o.limit.is_none() && o.stop.is_none())))
             || (change.limit.is_some() && o.limit.is_none())
             || (change.stop.is_some() && o.stop.is_none())
             || (change.units.is_some() && o.role != Role::Entry)
@@ -1398,24 +1390,39 @@ impl<S: Strategy> StrategyHost<S> {
         if let Some(reason) = refused {
             return self.refuse(cx, id, Action::Replace, reason);
         }
-        let before = o.state;
-        {
-            let m = &mut self.book.orders[i];
-            m.limit = change.limit.or(m.limit);
-            m.stop = change.stop.or(m.stop);
-            if let Some(u) = change.units {
-                m.size = Size::Units(u);
-                m.units = m.side.sign() * u;
-            }
+        if venue {
+            // Pending until the venue answers; it works as it was meanwhile.
+            self.send_replace(cx, i, change);
+            return self.transition(cx, i, OrderState::PendingReplace);
         }
-        self.book.repend(o.symbol);
+        let before = o.state;
+        self.apply_replace(cx, i, change);
         // The paper broker takes it at once: pending, then working as before.
         self.transition(cx, i, OrderState::PendingReplace);
         self.transition(cx, i, before);
     }
 
+    /// Order `i` is changed as `change` says (units: what is left to fill), and told.
+    fn apply_replace(&mut self, cx: &mut Context<'_, HostOutput>, i: usize, change: Replace) {
+        let m = &mut self.book.orders[i];
+        m.limit = change.limit.or(m.limit);
+        m.stop = change.stop.or(m.stop);
+        if let Some(u) = change.units {
+            m.size = Size::Units(m.filled.abs() + u);
+            m.units = m.side.sign() * u;
+        }
+        let (symbol, update) = (m.symbol, m.update());
+        self.book.repend(symbol);
+        cx.emit(HostOutput::Replaced(update));
+    }
+
+    /// The order `id` names: its own id, or the id a venue knows it by since a replace (or
+    /// while one is in flight).
     fn order_index(&self, id: OrderId) -> Option<usize> {
-        self.book.orders.iter().position(|o| o.id == id)
+        self.book
+            .orders
+            .iter()
+            .position(|o| o.id == id || o.client == id || (o.replacing == id && id != 0))
     }
 
     fn remove_order(&mut self, index: usize) -> Order {
@@ -1878,23 +1885,12 @@ impl<S: Strategy> StrategyHost<S> {
             return self.deny(cx, id, &req, DenyReason::TooManyOrders);
         }
         let order = Order {
-            id,
-            symbol: t.symbol,
-            side,
-            size: Size::Position,
-            role,
             trade: Some(seq),
             limit,
             stop,
-            sl: None,
-            tp: None,
-            tif: TimeInForce::Gtc,
             reduce_only: true,
-            state: OrderState::New,
             units: -t.size,
-            filled: 0.0,
-            avg_price: 0.0,
-            created_at: cx.now(),
+            ..Order::new(id, t.symbol, side, Size::Position, role, cx.now())
         };
         let at = if role == Role::StopLoss {
             self.book.trades[ti].sl_order = Some(id);

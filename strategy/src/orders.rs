@@ -318,6 +318,8 @@ pub enum DenyReason {
     Expired,
     /// Cancel or replace of an order that is final (filled, cancelled...) or unknown.
     NotWorking,
+    /// The venue refused a cancel or replace (or it never reached the venue).
+    VenueRefused,
     /// Replace of what the order does not have (a limit of a market order, units of a close),
     /// or of an order a cancel is pending for.
     NotReplaceable,
@@ -350,6 +352,7 @@ impl DenyReason {
             DenyReason::Expired => "expired",
             DenyReason::NotWorking => "not_working",
             DenyReason::NotReplaceable => "not_replaceable",
+            DenyReason::VenueRefused => "venue_refused",
             DenyReason::Unsupported => "unsupported",
             DenyReason::TooManyIntents => "too_many_intents",
             DenyReason::Reconciling => "reconciling",
@@ -468,9 +471,50 @@ pub struct Order {
     pub filled: f64,
     pub avg_price: f64,
     pub created_at: Nanos,
+    /// The id a venue knows it by: its own, until a replace through the venue gave it the
+    /// `replace_order`'s id. While a replace is in flight, that id is `replacing` (else 0).
+    pub client: OrderId,
+    pub replacing: OrderId,
+    /// Units it had filled when the venue's order it is now was made (by a replace); the
+    /// venue counts that order's fills from zero.
+    pub filled_before: f64,
 }
 
 impl Order {
+    /// A new order (`New`, at no price, nothing to fill yet): the fields that differ are set
+    /// by the caller.
+    pub fn new(
+        id: OrderId,
+        symbol: u32,
+        side: Side,
+        size: Size,
+        role: Role,
+        created_at: Nanos,
+    ) -> Order {
+        Order {
+            id,
+            symbol,
+            side,
+            size,
+            role,
+            trade: None,
+            limit: None,
+            stop: None,
+            sl: None,
+            tp: None,
+            tif: TimeInForce::Gtc,
+            reduce_only: false,
+            state: OrderState::New,
+            units: 0.0,
+            filled: 0.0,
+            avg_price: 0.0,
+            created_at,
+            client: id,
+            replacing: 0,
+            filled_before: 0.0,
+        }
+    }
+
     /// A close order (queued ahead of other orders, as backtesting.py does).
     pub fn closes(&self) -> bool {
         self.role == Role::Close

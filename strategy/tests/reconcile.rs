@@ -14,10 +14,12 @@ use tickloop_app::venue::{
 use tickloop_app::{Action, App, Context, Event, EventKind};
 use tickloop_ring::Candle;
 use tickloop_strategy::host::{
-    HostConfig, HostOutput, HostSetup, ReconcileConfig, Strategy, StrategyCx, StrategyHost,
-    WorkingOrders, EPOCH_SHIFT,
+    HostConfig, HostOutput, HostSetup, ReconcileConfig, Refusal, Strategy, StrategyCx,
+    StrategyHost, WorkingOrders, EPOCH_SHIFT,
 };
-use tickloop_strategy::orders::{DenyReason, OrderState, RejectReason, Size};
+use tickloop_strategy::orders::{
+    DenyReason, OrderRequest, OrderState, RejectReason, Replace, Size,
+};
 use tickloop_strategy::risk::RiskConfig;
 
 thread_local! {
@@ -55,14 +57,14 @@ const EPOCH: u32 = 7;
 const CAPS: Capabilities =
     Capabilities(Capabilities::ACCOUNTS.0 | Capabilities::ORDERS.0 | Capabilities::RECONCILE.0);
 
-struct Run {
-    host: StrategyHost<Buyer>,
+struct Run<S: Strategy<Config = NoConfig> = Buyer> {
+    host: StrategyHost<S>,
     at: u64,
     stopped: bool,
 }
 
-impl Run {
-    fn new(reconcile: ReconcileConfig) -> Run {
+impl<S: Strategy<Config = NoConfig>> Run<S> {
+    fn new(reconcile: ReconcileConfig) -> Run<S> {
         STARTED.with(|s| *s.borrow_mut() = None);
         let host = StrategyHost::new(HostSetup {
             host: HostConfig {
@@ -107,14 +109,19 @@ impl Run {
     }
 
     fn candle(&mut self, units: f64) -> Vec<HostOutput> {
+        self.candle_at(units, 2.5)
+    }
+
+    /// A candle of `units` volume whose prices are all `price`.
+    fn candle_at(&mut self, units: f64, price: f64) -> Vec<HostOutput> {
         let candle = Candle {
             ts_ns: self.at as i64,
             symbol: 0,
             flags: 0,
-            open: 2.5,
-            high: 2.5,
-            low: 2.5,
-            close: 2.5,
+            open: price,
+            high: price,
+            low: price,
+            close: price,
             volume: units,
         };
         self.event(EventKind::Candle {
@@ -125,10 +132,14 @@ impl Run {
     }
 
     fn ready(&mut self) -> Vec<HostOutput> {
+        self.ready_with(CAPS)
+    }
+
+    fn ready_with(&mut self, capabilities: Capabilities) -> Vec<HostOutput> {
         self.adapter(AdapterEvent::Ready {
             adapter: 0,
             protocol: 2,
-            capabilities: CAPS,
+            capabilities,
             starts: 1,
         })
     }
@@ -241,7 +252,7 @@ const EARLIER: u64 = (3 << EPOCH_SHIFT) + 12;
 
 #[test]
 fn the_strategy_starts_once_the_books_are_the_venues_and_each_difference_is_reported() {
-    let mut run = Run::new(ReconcileConfig::default());
+    let mut run = Run::<Buyer>::new(ReconcileConfig::default());
     assert!(run.event(EventKind::Started { wall_ns: 0 }).is_empty());
     // Before the books are known, a candle only marks them: the strategy places nothing.
     assert!(sent(&run.candle(3.0)).is_empty());
@@ -303,7 +314,7 @@ fn the_strategy_starts_once_the_books_are_the_venues_and_each_difference_is_repo
 
 #[test]
 fn a_place_without_an_answer_is_unknown_until_the_venue_says_and_is_never_placed_again() {
-    let mut run = Run::new(ReconcileConfig::default());
+    let mut run = Run::<Buyer>::new(ReconcileConfig::default());
     run.event(EventKind::Started { wall_ns: 0 });
     let asked = sent(&run.ready());
     run.answer(&asked, 0.0, &[], 10_000.0);
@@ -370,7 +381,7 @@ fn a_place_without_an_answer_is_unknown_until_the_venue_says_and_is_never_placed
 
 #[test]
 fn after_an_adapter_restart_new_orders_wait_for_the_books_to_be_reconciled() {
-    let mut run = Run::new(ReconcileConfig::default());
+    let mut run = Run::<Buyer>::new(ReconcileConfig::default());
     run.event(EventKind::Started { wall_ns: 0 });
     let asked = sent(&run.ready());
     run.answer(&asked, 0.0, &[], 10_000.0);
@@ -439,7 +450,7 @@ fn a_start_the_config_refuses_stops_the_run_before_any_order() {
             vec![],
         ),
     ] {
-        let mut run = Run::new(reconcile);
+        let mut run = Run::<Buyer>::new(reconcile);
         run.event(EventKind::Started { wall_ns: 0 });
         let asked = sent(&run.ready());
         run.answer(&asked, position, &orders, 10_000.0);
@@ -448,7 +459,7 @@ fn a_start_the_config_refuses_stops_the_run_before_any_order() {
         assert!(sent(&run.candle(1.0)).is_empty());
     }
     // With `cancel`, an order of an earlier run is adopted, then cancelled before the start.
-    let mut run = Run::new(ReconcileConfig {
+    let mut run = Run::<Buyer>::new(ReconcileConfig {
         working_orders: WorkingOrders::Cancel,
         ..ReconcileConfig::default()
     });
@@ -466,4 +477,273 @@ fn a_start_the_config_refuses_stops_the_run_before_any_order() {
             symbol: 0
         }));
     assert_eq!(STARTED.with(|s| *s.borrow()), Some((0.0, 1)));
+}
+
+thread_local! {
+    /// The cancels and replaces the host refused, as the strategy heard of them.
+    static REFUSED: RefCell<Vec<DenyReason>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Quotes one limit buy: placed at the first candle with volume, at its price for its volume;
+/// each later such candle moves it there (a replace).
+struct Quoter {
+    order: Option<u64>,
+}
+
+impl Strategy for Quoter {
+    type Config = NoConfig;
+    const NAME: &'static str = "quoter";
+    fn new(_: NoConfig, _: u32) -> Result<Self, String> {
+        REFUSED.with(|r| r.borrow_mut().clear());
+        Ok(Quoter { order: None })
+    }
+    fn on_candle(&mut self, cx: &mut StrategyCx<'_, '_>, _pos: u64, c: &Candle) {
+        if c.volume <= 0.0 {
+            return;
+        }
+        match self.order {
+            None => self.order = cx.place(OrderRequest::buy(0, Size::Units(c.volume)).limit(c.low)),
+            Some(id) => cx.replace(
+                id,
+                Replace {
+                    limit: Some(c.low),
+                    units: Some(c.volume),
+                    stop: None,
+                },
+            ),
+        }
+    }
+    fn on_refused(&mut self, _cx: &mut StrategyCx<'_, '_>, refusal: &Refusal) {
+        REFUSED.with(|r| r.borrow_mut().push(refusal.reason));
+    }
+    fn on_config(&mut self, _: NoConfig) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+const REPLACING: Capabilities = Capabilities(CAPS.0 | Capabilities::REPLACE.0);
+
+/// A quoting run reconciled with an empty account, its limit buy of 4 at 2.0 accepted.
+fn quoting() -> (Run<Quoter>, u64) {
+    let mut run = Run::<Quoter>::new(ReconcileConfig::default());
+    run.event(EventKind::Started { wall_ns: 0 });
+    let asked = sent(&run.ready_with(REPLACING));
+    run.answer(&asked, 0.0, &[], 10_000.0);
+    let (id, _) = sent(&run.candle_at(4.0, 2.0))[0];
+    run.done(id, RequestKind::PlaceOrder);
+    assert_eq!(
+        run.host.book().order(id).unwrap().state,
+        OrderState::Accepted
+    );
+    (run, id)
+}
+
+/// The one replace `out` sent: its id and request.
+fn replace_sent(out: &[HostOutput]) -> (RequestId, Request) {
+    let sent = sent(out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!(sent[0].1.kind(), RequestKind::ReplaceOrder);
+    sent[0]
+}
+
+fn fill(order: u64, qty: f64, price: f64, trade: u64) -> AdapterEvent {
+    AdapterEvent::Fill {
+        adapter: 0,
+        order,
+        qty,
+        price,
+        fee: 0.0,
+        ts_ns: 0,
+        trade: Some(trade),
+    }
+}
+
+/// The venue's answer to query `request`: order `order` working, `qty` left at `limit`.
+fn answer_query(request: RequestId, order: u64, qty: f64, limit: f64) -> AdapterEvent {
+    match venue_order(order, OrderStatus::Accepted, qty, 0.0) {
+        AdapterEvent::VenueOrder { .. } => AdapterEvent::VenueOrder {
+            adapter: 0,
+            request,
+            order,
+            symbol: 0,
+            side: Side::Buy,
+            status: OrderStatus::Accepted,
+            qty,
+            filled: 0.0,
+            avg_price: f64::NAN,
+            limit,
+            stop: f64::NAN,
+        },
+        other => other,
+    }
+}
+
+#[test]
+fn a_replace_through_the_venue_takes_effect_when_the_venue_answers_and_the_order_keeps_its_id() {
+    let (mut run, id) = quoting();
+    let out = run.candle_at(3.0, 1.9);
+    let (r, request) = replace_sent(&out);
+    assert_eq!(
+        request,
+        Request::ReplaceOrder {
+            order: id,
+            symbol: 0,
+            side: Side::Buy,
+            qty: 3.0,
+            limit: Some(1.9),
+            stop: None
+        }
+    );
+    assert_eq!(state_of(&out, id), [OrderState::PendingReplace]);
+    // Pending: it works as it was, and a second replace waits for the first.
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!((o.limit, o.units), (Some(2.0), 4.0));
+    assert!(sent(&run.candle_at(2.0, 1.8)).is_empty());
+    assert_eq!(
+        REFUSED.with(|r| r.borrow().clone()),
+        [DenyReason::NotReplaceable]
+    );
+    // A fill of the old order before the venue's answer is booked as it comes.
+    run.adapter(fill(id, 1.0, 2.0, 1));
+    let out = run.done(r, RequestKind::ReplaceOrder);
+    assert!(
+        out.iter().any(|o| matches!(
+            o.telemetry(),
+            Some(Telemetry::OrderReplaced { order, qty, limit: Some(l), .. })
+                if order == id && qty == 3.0 && l == 1.9
+        )),
+        "{out:?}"
+    );
+    // (The fill moved it on from pending already.)
+    assert!(state_of(&out, id).is_empty(), "{out:?}");
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!(o.state, OrderState::PartiallyFilled);
+    assert_eq!(
+        (o.limit, o.units, o.filled, o.client),
+        (Some(1.9), 3.0, 1.0, r)
+    );
+    // The venue names the new order by the replace's id: still this order.
+    let out = run.adapter(fill(r, 1.0, 1.9, 2));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, HostOutput::Fill(f) if f.order == id && f.units == 1.0)));
+    assert_eq!(run.host.book().position(0), 2.0);
+    // After an adapter restart the venue lists it by that id, 1 of 3 filled: no difference.
+    run.adapter(AdapterEvent::Down {
+        adapter: 0,
+        cause: DownCause::Hung,
+        status: ExitStatus::Signal(9),
+        restart_in_ms: 100,
+    });
+    let asked = sent(&run.ready_with(REPLACING));
+    let listed = venue_order(r, OrderStatus::PartiallyFilled, 3.0, 1.0);
+    let out = run.answer(&asked, 2.0, &[listed], 10_000.0 - 2.0 - 1.9);
+    assert!(differences(&out).is_empty(), "{out:?}");
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!((o.units, o.filled), (2.0, 2.0));
+    // Then a replace goes to the order the venue knows now.
+    let (_, request) = replace_sent(&run.candle_at(2.0, 1.7));
+    assert!(
+        matches!(request, Request::ReplaceOrder { order, qty, .. } if order == r && qty == 2.0)
+    );
+}
+
+#[test]
+fn a_replace_without_an_answer_is_unknown_and_the_venue_is_asked_for_the_new_order_first() {
+    let (mut run, id) = quoting();
+    let (r, _) = replace_sent(&run.candle_at(3.0, 1.9));
+    let timeout = |request| AdapterEvent::Failed {
+        adapter: 0,
+        request,
+        kind: RequestKind::ReplaceOrder,
+        reason: FailReason::Timeout,
+    };
+    let out = run.adapter(timeout(r));
+    assert_eq!(state_of(&out, id), [OrderState::Unknown]);
+    let (q, ask) = sent(&out)[0];
+    assert_eq!(
+        ask,
+        Request::GetOrder {
+            order: r,
+            symbol: 0
+        }
+    );
+    // The venue has no order of the replace's id: the change never happened; the order it
+    // was is asked for, and found as it was.
+    let out = run.adapter(AdapterEvent::Failed {
+        adapter: 0,
+        request: q,
+        kind: RequestKind::GetOrder,
+        reason: FailReason::Adapter(ErrorCode::UnknownOrder),
+    });
+    let (q, ask) = sent(&out)[0];
+    assert_eq!(
+        ask,
+        Request::GetOrder {
+            order: id,
+            symbol: 0
+        }
+    );
+    let out = run.adapter(answer_query(q, id, 4.0, 2.0));
+    assert_eq!(state_of(&out, id), [OrderState::Accepted]);
+    run.done(q, RequestKind::GetOrder);
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!((o.limit, o.units, o.client), (Some(2.0), 4.0, id));
+    // Again, and this time the venue made the change: the order is its new one.
+    let (r, _) = replace_sent(&run.candle_at(3.0, 1.9));
+    let (q, ask) = sent(&run.adapter(timeout(r)))[0];
+    assert_eq!(
+        ask,
+        Request::GetOrder {
+            order: r,
+            symbol: 0
+        }
+    );
+    let out = run.adapter(answer_query(q, r, 3.0, 1.9));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, HostOutput::Replaced(u) if u.order == id)));
+    assert_eq!(state_of(&out, id), [OrderState::Accepted]);
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!((o.limit, o.units, o.client), (Some(1.9), 3.0, r));
+    // Nothing was placed again.
+    assert_eq!(run.host.stats().orders, 1);
+}
+
+#[test]
+fn a_replace_the_venue_refuses_leaves_the_order_as_it_was_and_the_strategy_is_told() {
+    let (mut run, id) = quoting();
+    let (r, _) = replace_sent(&run.candle_at(3.0, 1.9));
+    let out = run.adapter(AdapterEvent::Failed {
+        adapter: 0,
+        request: r,
+        kind: RequestKind::ReplaceOrder,
+        reason: FailReason::Adapter(ErrorCode::Rejected),
+    });
+    assert_eq!(state_of(&out, id), [OrderState::Accepted]);
+    assert!(out.iter().any(|o| matches!(
+        o.telemetry(),
+        Some(Telemetry::OrderRefused { order, .. }) if order == id
+    )));
+    assert_eq!(
+        REFUSED.with(|r| r.borrow().clone()),
+        [DenyReason::VenueRefused]
+    );
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!(
+        (o.limit, o.units, o.client, o.replacing),
+        (Some(2.0), 4.0, id, 0)
+    );
+    // A venue adapter that did not announce `replace` is never asked.
+    let mut run = Run::<Quoter>::new(ReconcileConfig::default());
+    run.event(EventKind::Started { wall_ns: 0 });
+    let asked = sent(&run.ready());
+    run.answer(&asked, 0.0, &[], 10_000.0);
+    let (id, _) = sent(&run.candle_at(4.0, 2.0))[0];
+    run.done(id, RequestKind::PlaceOrder);
+    assert!(sent(&run.candle_at(3.0, 1.9)).is_empty());
+    assert_eq!(
+        REFUSED.with(|r| r.borrow().clone()),
+        [DenyReason::Unsupported]
+    );
 }

@@ -6,7 +6,8 @@ of the engine's orders (the trades it reported, so a fill is never reported twic
 bars, balances (`get_accounts`), positions (spot: the base currency held), open orders, one
 order's state by its client id, place (market, limit, and stop and stop-limit where the exchange
 has them, with the engine's client id),
-cancel, and fills (it polls the orders it tracks).
+cancel, replace (ccxt's `edit_order`, where the exchange has it: the changed order is known by the
+replace's client id from then on), and fills (it polls the orders it tracks).
 
 What it must never do: place an order twice (a place is idempotent by client id: a client id
 it placed or finds at the exchange is answered with that order, never placed again; a place
@@ -88,6 +89,9 @@ class Tracked:
         self.venue_id = None
         self.trades = set()   # trade ids already reported (or already known to the engine)
         self.done = False
+        # A replace of it is in flight: its end at the exchange (cancelled by the replace) is
+        # not the engine's order's end.
+        self.replacing = False
 
 
 class Adapter:
@@ -259,6 +263,8 @@ class Adapter:
         has = self.exchange.has
         if has.get("createStopLossOrder") or has.get("createStopOrder") or has.get("createTriggerOrder"):
             caps.append("stop_orders")
+        if has.get("editOrder"):
+            caps.append("replace")
         self.send({"type": "hello", "protocol": PROTOCOL, "name": "tickloop-ccxt", "version": VERSION,
                    "capabilities": caps})
         self.spawn(self.connect())
@@ -433,6 +439,74 @@ class Adapter:
         if t is not None:
             await self.sync(t)
 
+    async def on_replace_order(self, m):
+        self.needs_keys()
+        cid, new_cid, rid = m["client_id"], m["new_client_id"], m["id"]
+        symbol = self.resolve(m["symbol"])
+        if new_cid in self.placed or new_cid in self.placing:
+            # Idempotent, as a place is: the change is made once.
+            if new_cid in self.placing:
+                await asyncio.shield(self.placing[new_cid])
+            return self.send({"type": "done", "id": rid, "ref": str(self.placed.get(new_cid, ""))})
+        if cid in self.placing:
+            await asyncio.shield(self.placing[cid])
+        old = self.tracked.get(cid)
+        if old is None or not old.venue_id:
+            o = await self.fetch_by_client_id(symbol, cid)
+            if o is None or o.get("status") in FINAL:
+                raise AdapterError("unknown_order", f"{cid} is not open at {self.args.exchange}")
+            old = await self.adopt(o)
+        task = self.spawn(self.replace(m, symbol, old))
+        self.placing[new_cid] = task
+        try:
+            ref = await asyncio.shield(task)
+        finally:
+            self.placing.pop(new_cid, None)
+        self.send({"type": "done", "id": rid, "ref": str(ref)})
+        t = self.tracked.get(new_cid)
+        if t is not None:
+            await self.sync(t)
+
+    async def replace(self, m, symbol, old):
+        """Change `old` at the exchange; its trades up to the change are reported before the
+        answer, so the engine counts the new order's fills from there."""
+        import ccxt
+        cid, new_cid, kind_ = old.client_id, m["new_client_id"], m.get("order_type")
+        if kind_ not in ("limit", "stop", "stop_limit"):
+            raise AdapterError("not_supported", f"replacing to a {kind_!r} order: limit and stop orders only")
+        params = {"newClientOrderId": new_cid, "clientOrderId": new_cid}
+        if kind_.startswith("stop"):
+            params["triggerPrice"] = m["stop_price"]
+        ccxt_type = "limit" if kind_ in ("limit", "stop_limit") else "market"
+        price = m.get("limit_price") if ccxt_type == "limit" else None
+        old.replacing = True
+        try:
+            o = await self.call("replacing " + cid, self.exchange.edit_order, old.venue_id, symbol, ccxt_type,
+                                m["side"], m["qty"], price, params, retry=False)
+        except ccxt.OrderNotFound as e:
+            o, err = None, e
+        except (ccxt.OperationFailed, ccxt.InvalidOrder, AdapterError) as e:
+            # Refused, half done, or its answer lost: what the exchange holds says which.
+            self.log(f"replacing {cid}: {kind(e)}; looking it up")
+            o, err = await self.fetch_by_client_id(symbol, new_cid), e
+        finally:
+            old.replacing = False
+        if o is None:
+            await self.sync(old)
+            if old.done:
+                raise AdapterError("unknown_order", f"{cid} is no longer open at {self.args.exchange} ({err})")
+            raise AdapterError("rejected", f"{self.args.exchange} did not replace {cid}: {kind(err)}: {err}")
+        # The old order's last trades are the engine's order's still; its end is not.
+        old.replacing = True
+        await self.sync(old)
+        old.done = True
+        self.tracked.pop(cid, None)
+        t = Tracked(old.engine_id, new_cid, old.name, symbol, old.side)
+        t.venue_id = o.get("id")
+        self.tracked[new_cid] = t
+        self.remember(new_cid, t.venue_id)
+        return t.venue_id
+
     async def on_get_historical_bars(self, m):
         symbol = self.resolve(m["symbol"])
         seconds = m["bar_ns"] // 1_000_000_000
@@ -530,7 +604,7 @@ class Adapter:
                            "fee": float(fee.get("cost") or 0.0) if fee.get("currency") == quote else 0.0,
                            "ts_ns": int(tr.get("timestamp") or 0) * 1_000_000, "trade_id": tid})
         status = FINAL.get(o.get("status"))
-        if status is not None and not t.done:
+        if status is not None and not t.done and not t.replacing:
             t.done = True
             self.tracked.pop(t.client_id, None)
             if status != "filled":

@@ -5,7 +5,7 @@ It owns an in-memory account (balances, orders, trades) and serves, on loopback:
 
   GET  /api/v3/ping, /api/v3/time, /api/v3/exchangeInfo, /api/v3/klines
   GET  /api/v3/account, /api/v3/openOrders, /api/v3/order, /api/v3/myTrades   (signed)
-  POST /api/v3/order, DELETE /api/v3/order                                     (signed)
+  POST /api/v3/order, DELETE /api/v3/order, POST /api/v3/order/cancelReplace   (signed)
 
 Signed requests are checked as Binance does: the X-MBX-APIKEY header, and an HMAC-SHA256 of
 the parameters with the secret. Orders: MARKET fills at the symbol's price; LIMIT fills at
@@ -13,7 +13,10 @@ once when marketable (at the price), else rests and fills at its limit when the 
 it (POST /mock/price moves it); IOC/FOK limits that do not fill at once expire; STOP_LOSS and
 STOP_LOSS_LIMIT wait for the price to reach their stop (a buy's from below, a sell's from
 above; one that would trigger at once is refused), then work as a market or limit order. A client
-order id already used by an open order is refused (-2010 "Duplicate order sent.").
+order id already used by an open order is refused (-2010 "Duplicate order sent."). A
+cancel-replace (STOP_ON_FAILURE) cancels the order, then places the new one; the cancel failing
+answers -2022 and changes nothing, the new order failing answers -2021 (the old one stays
+cancelled), as Binance does.
 
 Test control (no auth), JSON:
   POST /mock/price   {"symbol": "BTCUSDT", "price": 100.0}
@@ -265,7 +268,7 @@ def exchange_info(ex):
             "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT"],
             "icebergAllowed": False,
             "ocoAllowed": False, "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": False,
-            "cancelReplaceAllowed": False, "isSpotTradingAllowed": True,
+            "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False,
             "filters": [
                 {"filterType": "PRICE_FILTER", "minPrice": "0.00010000", "maxPrice": "1000000.00000000", "tickSize": "0.00010000"},
@@ -395,6 +398,42 @@ def make_app(ex):
             request.transport.close()
             raise ConnectionResetError("response lost by the mock")
         return web.json_response(body, status=status)
+
+    @routes.post("/api/v3/order/cancelReplace")
+    @signed
+    async def cancel_replace(request):
+        p = request["params"]
+        find = {"symbol": p.get("symbol", "")}
+        if "cancelOrderId" in p:
+            find["orderId"] = p["cancelOrderId"]
+        if "cancelOrigClientOrderId" in p:
+            find["origClientOrderId"] = p["cancelOrigClientOrderId"]
+        try:
+            qty = float(p.get("quantity", "0"))
+            price = float(p.get("price", "1"))
+        except ValueError:
+            qty = price = 0.0
+        if qty <= 0 or price <= 0:
+            # Filters are checked before the cancel: nothing changes.
+            return web.json_response({"code": -1013, "msg": "Filter failure: LOT_SIZE"}, status=400)
+        o, err = ex.find(find)
+        if err or o["status"] not in ("NEW", "PARTIALLY_FILLED"):
+            return web.json_response({"code": -2022, "msg": "Order cancel-replace failed.", "data": {
+                "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED",
+                "cancelResponse": {"code": -2011, "msg": "Unknown order sent."}, "newOrderResponse": None}},
+                status=400)
+        ex.cancel(o)
+        status, body = ex.place(p)
+        if status != 200:
+            return web.json_response({"code": -2021, "msg": "Order cancel-replace partially failed.", "data": {
+                "cancelResult": "SUCCESS", "newOrderResult": "FAILURE",
+                "cancelResponse": ex.order_json(o), "newOrderResponse": body}}, status=409)
+        if take("lose_response", request.path):
+            await asyncio.sleep(ex.faults.get("hang_s", 30))
+            request.transport.close()
+            raise ConnectionResetError("response lost by the mock")
+        return web.json_response({"cancelResult": "SUCCESS", "newOrderResult": "SUCCESS",
+                                  "cancelResponse": ex.order_json(o), "newOrderResponse": body})
 
     @routes.get("/api/v3/order")
     @signed

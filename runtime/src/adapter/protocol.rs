@@ -340,6 +340,20 @@ pub enum Outgoing<'a> {
         client_id: ClientId<'a>,
         symbol: &'a str,
     },
+    ReplaceOrder {
+        id: RequestId,
+        order: RequestId,
+        client_id: ClientId<'a>,
+        new_client_id: ClientId<'a>,
+        symbol: &'a str,
+        side: Side,
+        qty: f64,
+        order_type: OrderType,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit_price: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stop_price: Option<f64>,
+    },
 }
 
 /// Every field any adapter message may carry; which ones a message must have depends on its

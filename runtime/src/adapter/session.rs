@@ -773,21 +773,17 @@ fn encode<'a>(
             from_ns,
             to_ns,
             bar_ns,
-        } => {
-            if from_ns >= to_ns || bar_ns == 0 {
-                return Err(RequestError::BadRequest);
-            }
-            (
-                Outgoing::GetHistoricalBars {
-                    id,
-                    symbol: name(symbol)?,
-                    from_ns,
-                    to_ns,
-                    bar_ns,
-                },
-                symbol,
-            )
-        }
+        } if from_ns < to_ns && bar_ns > 0 => (
+            Outgoing::GetHistoricalBars {
+                id,
+                symbol: name(symbol)?,
+                from_ns,
+                to_ns,
+                bar_ns,
+            },
+            symbol,
+        ),
+        Request::GetHistoricalBars { .. } => return Err(RequestError::BadRequest),
         Request::Subscribe { symbol } => (
             Outgoing::Subscribe {
                 id,
@@ -799,27 +795,43 @@ fn encode<'a>(
             place_order(id, client_id(id)?, request, name(symbol)?)?,
             symbol,
         ),
-        Request::CancelOrder { order, symbol } => (
-            Outgoing::CancelOrder {
-                id,
-                order,
-                client_id: client_id(order)?,
-                symbol: name(symbol)?,
-            },
-            symbol,
-        ),
+        Request::CancelOrder { order, symbol } | Request::GetOrder { order, symbol } => {
+            let (client_id, name) = (client_id(order)?, name(symbol)?);
+            let message = match request {
+                Request::CancelOrder { .. } => Outgoing::CancelOrder {
+                    id,
+                    order,
+                    client_id,
+                    symbol: name,
+                },
+                _ => Outgoing::GetOrder {
+                    id,
+                    order,
+                    client_id,
+                    symbol: name,
+                },
+            };
+            (message, symbol)
+        }
         Request::GetPositions => (Outgoing::GetPositions { id }, 0),
         Request::GetOpenOrders => (Outgoing::GetOpenOrders { id }, 0),
-        Request::GetOrder { order, symbol } => (
-            Outgoing::GetOrder {
+        Request::ReplaceOrder { order, symbol, .. } => (
+            replace_order(
                 id,
-                order,
-                client_id: client_id(order)?,
-                symbol: name(symbol)?,
-            },
+                client_id(order)?,
+                client_id(id)?,
+                request,
+                name(symbol)?,
+            )?,
             symbol,
         ),
     })
+}
+
+/// A positive quantity, and positive prices where there are any.
+fn valid_order(qty: f64, limit: Option<f64>, stop: Option<f64>) -> bool {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    positive(qty) && limit.is_none_or(positive) && stop.is_none_or(positive)
 }
 
 /// "restart in N ms" / "no restart".
@@ -1250,8 +1262,7 @@ fn place_order<'a>(
     else {
         unreachable!("place_order of a {:?}", request.kind());
     };
-    let positive = |x: f64| x.is_finite() && x > 0.0;
-    if !positive(qty) || limit.is_some_and(|p| !positive(p)) || stop.is_some_and(|p| !positive(p)) {
+    if !valid_order(qty, limit, stop) {
         return Err(RequestError::BadRequest);
     }
     Ok(Outgoing::PlaceOrder {
@@ -1269,6 +1280,43 @@ fn place_order<'a>(
             _ => None,
         },
         reduce_only,
+    })
+}
+
+/// The `replace_order` of `request` (new client id: this request's).
+fn replace_order<'a>(
+    id: RequestId,
+    client_id: ClientId<'a>,
+    new_client_id: ClientId<'a>,
+    request: &Request,
+    symbol: &'a str,
+) -> Result<Outgoing<'a>, RequestError> {
+    let Request::ReplaceOrder {
+        order,
+        side,
+        qty,
+        limit,
+        stop,
+        ..
+    } = *request
+    else {
+        unreachable!("replace_order of a {:?}", request.kind());
+    };
+    // A market order has nothing to change.
+    if !valid_order(qty, limit, stop) || (limit.is_none() && stop.is_none()) {
+        return Err(RequestError::BadRequest);
+    }
+    Ok(Outgoing::ReplaceOrder {
+        id,
+        order,
+        client_id,
+        new_client_id,
+        symbol,
+        side,
+        qty,
+        order_type: OrderType::of(limit, stop),
+        limit_price: limit,
+        stop_price: stop,
     })
 }
 
@@ -1326,6 +1374,11 @@ mod tests {
     }
 
     fn ready(now: Nanos) -> Session {
+        ready_with(now, r#""accounts","bars","subscribe","orders","reconcile""#)
+    }
+
+    /// A session whose adapter announced `capabilities` (a JSON list's items).
+    fn ready_with(now: Nanos, capabilities: &str) -> Session {
         let mut s = Session::new(3, &config(), now);
         s.start();
         assert_eq!(s.poll_action(), Some(IoAction::Spawn));
@@ -1337,7 +1390,9 @@ mod tests {
         );
         says(
             &mut s,
-            r#"{"type":"hello","protocol":2,"name":"x","capabilities":["accounts","bars","subscribe","orders","reconcile"]}"#,
+            &format!(
+                r#"{{"type":"hello","protocol":2,"name":"x","capabilities":[{capabilities}]}}"#
+            ),
         );
         let e = events(&mut s, now);
         assert!(
@@ -1406,6 +1461,55 @@ mod tests {
             r#"{"type":"cancel_order","id":23,"order":8589934593,"client_id":"tl-8589934593","symbol":"AAPL"}"#
         );
         answer_reconciliation(&mut s);
+    }
+
+    #[test]
+    fn replace_order_names_the_order_and_its_new_client_id() {
+        let table = symbols();
+        let change = |qty: f64, limit: Option<f64>| Request::ReplaceOrder {
+            order: 8_589_934_593,
+            symbol: 1,
+            side: Side::Sell,
+            qty,
+            limit,
+            stop: None,
+        };
+        let replace = change(1.5, Some(11.25));
+        // Not announced: refused without a frame.
+        let mut s = ready(S);
+        assert_eq!(
+            s.request(S, 30, &replace, &table),
+            Err(RequestError::Unsupported)
+        );
+        assert!(sent(&mut s).is_empty());
+        let mut s = ready_with(S, r#""orders","replace""#);
+        s.request(S, 8_589_934_600, &replace, &table).unwrap();
+        assert_eq!(
+            sent(&mut s),
+            [
+                r#"{"type":"replace_order","id":8589934600,"order":8589934593,"client_id":"tl-8589934593","new_client_id":"tl-8589934600","symbol":"AAPL","side":"sell","qty":1.5,"order_type":"limit","limit_price":11.25}"#
+            ]
+        );
+        says(&mut s, r#"{"type":"done","id":8589934600}"#);
+        let e = events(&mut s, S);
+        assert!(
+            matches!(
+                e[..],
+                [AdapterEvent::Done {
+                    request: 8_589_934_600,
+                    kind: RequestKind::ReplaceOrder,
+                    ..
+                }]
+            ),
+            "{e:?}"
+        );
+        // A market order has nothing to replace; a bad quantity is refused.
+        for bad in [change(1.5, None), change(0.0, Some(11.25))] {
+            assert_eq!(
+                s.request(S, 31, &bad, &table),
+                Err(RequestError::BadRequest)
+            );
+        }
     }
 
     /// The answers of the reconciliation requests above, and what they become.

@@ -6,11 +6,11 @@
 //! asked for by id (`get_order`), never placed again.
 //!
 //! It owns the reconciliation's state and the table of the host's own requests (cancels,
-//! queries). It never reads a clock (event times only), never allocates per event (every
+//! replaces through a venue, queries). It never reads a clock (event times only), never allocates per event (every
 //! buffer is sized at `new`), and never sends an order itself but a configured cancel.
 
 use super::{HostOutput, Strategy, StrategyHost};
-use crate::orders::{Order, OrderId, OrderState, RejectReason, Role, Size, TimeInForce};
+use crate::orders::{DenyReason, Order, OrderId, OrderState, RejectReason, Replace, Role, Size};
 use serde::{Deserialize, Serialize};
 use tickloop_app::clock::{Nanos, MILLIS};
 use tickloop_app::telemetry::{Telemetry, Text};
@@ -102,6 +102,11 @@ pub(super) struct HostRequest {
     pub id: RequestId,
     pub order: OrderId,
     pub kind: RequestKind,
+    /// The id the venue was asked about (the order's `client`, or a replace's id).
+    pub client: OrderId,
+    /// A replace's change, and the state to go back to when it is done or refused.
+    pub change: Replace,
+    pub before: OrderState,
 }
 
 /// Counts for status and metrics.
@@ -146,6 +151,19 @@ pub(super) struct Recon {
     /// The host's cancels and queries in flight.
     pub requests_out: Vec<HostRequest>,
     pub stats: ReconcileStats,
+}
+
+impl HostRequest {
+    fn new(id: RequestId, order: &Order, kind: RequestKind, client: OrderId) -> HostRequest {
+        HostRequest {
+            id,
+            order: order.id,
+            kind,
+            client,
+            change: Replace::default(),
+            before: order.state,
+        }
+    }
 }
 
 impl Recon {
@@ -232,22 +250,87 @@ impl<S: Strategy> StrategyHost<S> {
 
     /// Send a cancel of `order`, remembered so its failure can be told apart.
     pub(super) fn send_cancel(&mut self, cx: &mut Context<'_, HostOutput>, order: OrderId) {
-        let symbol = self.order_index(order).map(|i| self.book.orders[i].symbol);
+        let Some(i) = self.order_index(order) else {
+            return;
+        };
+        let o = self.book.orders[i];
         let id = self.send_request(
             cx,
             Request::CancelOrder {
-                order,
-                symbol: symbol.unwrap_or_default(),
+                order: o.client,
+                symbol: o.symbol,
             },
         );
-        self.remember(id, order, RequestKind::CancelOrder);
+        self.remember(HostRequest::new(id, &o, RequestKind::CancelOrder, o.client));
     }
 
-    fn remember(&mut self, id: RequestId, order: OrderId, kind: RequestKind) {
+    /// Whether the venue adapter changes working orders (`replace`).
+    pub(super) fn venue_replaces(&self) -> bool {
+        self.recon.caps.contains(Capabilities::REPLACE)
+    }
+
+    /// Ask the venue to change order `i` as `change` says; until it answers, the order works
+    /// as it was and is known by both ids.
+    pub(super) fn send_replace(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        i: usize,
+        change: Replace,
+    ) {
+        let o = self.book.orders[i];
+        let id = self.send_request(
+            cx,
+            Request::ReplaceOrder {
+                order: o.client,
+                symbol: o.symbol,
+                side: o.side,
+                qty: change.units.unwrap_or(o.units.abs()),
+                limit: change.limit.or(o.limit),
+                stop: change.stop.or(o.stop),
+            },
+        );
+        self.book.orders[i].replacing = id;
+        self.remember(HostRequest {
+            change,
+            ..HostRequest::new(id, &o, RequestKind::ReplaceOrder, id)
+        });
+    }
+
+    /// The venue took replace `r`: the order works as changed, known by the replace's id.
+    fn replaced(&mut self, cx: &mut Context<'_, HostOutput>, r: HostRequest) {
+        let Some(i) = self.order_index(r.order) else {
+            return; // ended meanwhile
+        };
+        let m = &mut self.book.orders[i];
+        if m.replacing != r.id {
+            return;
+        }
+        m.client = r.id;
+        m.replacing = 0;
+        // The venue counts the new order's fills from zero.
+        m.filled_before = m.filled.abs();
+        self.apply_replace(cx, i, r.change);
+        self.replace_ended(cx, i, r.before);
+    }
+
+    /// A replace of order `i` is over: pending no more, working as `before` (or as fills
+    /// have moved it since).
+    fn replace_ended(&mut self, cx: &mut Context<'_, HostOutput>, i: usize, before: OrderState) {
+        self.book.orders[i].replacing = 0;
+        if self.book.orders[i].state != OrderState::PendingReplace {
+            return;
+        }
+        let next = match before {
+            OrderState::Triggered => OrderState::Triggered,
+            _ if self.book.orders[i].filled != 0.0 => OrderState::PartiallyFilled,
+            _ => OrderState::Accepted,
+        };
+        self.transition(cx, i, next);
+    }
+
+    fn remember(&mut self, request: HostRequest) {
         if self.recon.requests_out.len() < self.recon.requests_out.capacity() {
-            self.recon
-                .requests_out
-                .push(HostRequest { id, order, kind });
+            self.recon.requests_out.push(request);
         } else {
             self.recon.stats.overflow += 1;
         }
@@ -294,11 +377,24 @@ impl<S: Strategy> StrategyHost<S> {
         if !self.recon.caps.contains(Capabilities::RECONCILE) {
             return;
         }
-        let Some(symbol) = self.order_index(order).map(|i| self.book.orders[i].symbol) else {
+        let Some(i) = self.order_index(order) else {
             return;
         };
-        let id = self.send_request(cx, Request::GetOrder { order, symbol });
-        self.remember(id, order, RequestKind::GetOrder);
+        let o = self.book.orders[i];
+        // A replace without an answer: the venue has the new order if it took the change.
+        let client = if o.replacing != 0 {
+            o.replacing
+        } else {
+            o.client
+        };
+        let id = self.send_request(
+            cx,
+            Request::GetOrder {
+                order: client,
+                symbol: o.symbol,
+            },
+        );
+        self.remember(HostRequest::new(id, &o, RequestKind::GetOrder, client));
     }
 
     /// The venue adapter is up (again): reconcile before any new order; or, with a venue
@@ -406,7 +502,14 @@ impl<S: Strategy> StrategyHost<S> {
                     }
                     return true;
                 }
-                self.forget(request).is_some()
+                match self.forget(request) {
+                    Some(r) if r.kind == RequestKind::ReplaceOrder => {
+                        self.replaced(cx, r);
+                        true
+                    }
+                    Some(_) => true,
+                    None => false,
+                }
             }
             AdapterEvent::Failed {
                 request, reason, ..
@@ -467,8 +570,9 @@ impl<S: Strategy> StrategyHost<S> {
                 self.recon.stats.overflow += 1;
             }
         } else if let Some(q) = self.recon.requests_out.iter().find(|q| q.id == request) {
-            if q.order == order && symbol < self.config.symbols {
-                self.resolve(cx, &row);
+            if q.client == order && symbol < self.config.symbols {
+                let q = *q;
+                self.resolve(cx, &q, &row);
             }
         }
     }
@@ -500,10 +604,37 @@ impl<S: Strategy> StrategyHost<S> {
             return;
         };
         match (r.kind, reason) {
+            // The new order of a replace is not there: the change never happened; the order
+            // it was is asked for.
+            (RequestKind::GetOrder, FailReason::Adapter(ErrorCode::UnknownOrder))
+                if r.client == self.book.orders[i].replacing =>
+            {
+                self.book.orders[i].replacing = 0;
+                self.query(cx, r.order);
+            }
             // The venue never had it: a place that never arrived.
             (RequestKind::GetOrder, FailReason::Adapter(ErrorCode::UnknownOrder)) => {
                 self.recon.stats.resolved += 1;
                 self.reject(cx, i, RejectReason::NotAtVenue);
+            }
+            // No answer: changed or not, filled or not, only the venue knows.
+            (RequestKind::ReplaceOrder, FailReason::Timeout | FailReason::AdapterRestarted) => {
+                self.make_unknown(cx, i, reason)
+            }
+            // Not open at the venue any more (filled or cancelled): asked for what it is.
+            (RequestKind::ReplaceOrder, FailReason::Adapter(ErrorCode::UnknownOrder)) => {
+                self.book.orders[i].replacing = 0;
+                self.make_unknown(cx, i, reason);
+            }
+            // Refused (by the venue, or never sent): it works as it was.
+            (RequestKind::ReplaceOrder, _) => {
+                self.replace_ended(cx, i, r.before);
+                self.refuse(
+                    cx,
+                    r.order,
+                    super::Action::Replace,
+                    DenyReason::VenueRefused,
+                );
             }
             // Still not known; asked again at the next reconciliation.
             (RequestKind::GetOrder, _) => {}
@@ -522,17 +653,38 @@ impl<S: Strategy> StrategyHost<S> {
                     OrderState::Accepted
                 };
                 self.transition(cx, i, next);
+                self.refuse(cx, r.order, super::Action::Cancel, DenyReason::VenueRefused);
             }
             _ => {}
         }
     }
 
-    /// The venue's answer about one of our orders (`get_order`): its state becomes ours.
-    fn resolve(&mut self, cx: &mut Context<'_, HostOutput>, row: &VenueRow) {
-        let Some(i) = self.order_index(row.order) else {
+    /// The venue's answer about one of our orders (`get_order` `q`): its state becomes
+    /// ours.
+    fn resolve(&mut self, cx: &mut Context<'_, HostOutput>, q: &HostRequest, row: &VenueRow) {
+        let Some(i) = self.order_index(q.order) else {
             return;
         };
         self.recon.stats.resolved += 1;
+        let o = &mut self.book.orders[i];
+        if o.replacing != 0 && row.order == o.replacing {
+            // The replace without an answer was made: the order is the venue's new one.
+            let price = |p: f64| p.is_finite().then_some(p);
+            o.client = row.order;
+            o.replacing = 0;
+            o.filled_before = o.filled.abs();
+            o.limit = price(row.limit);
+            o.stop = if row.status == OrderStatus::Triggered {
+                None
+            } else {
+                price(row.stop)
+            };
+            o.units = o.side.sign() * row.qty;
+            o.size = Size::Units(o.filled_before + row.qty);
+            let (symbol, update) = (o.symbol, o.update());
+            self.book.repend(symbol);
+            cx.emit(HostOutput::Replaced(update));
+        }
         self.follow(cx, i, row);
     }
 
@@ -540,7 +692,8 @@ impl<S: Strategy> StrategyHost<S> {
     /// average price of what is new), then the venue's status.
     fn follow(&mut self, cx: &mut Context<'_, HostOutput>, i: usize, row: &VenueRow) {
         let o = self.book.orders[i];
-        let booked = o.filled.abs();
+        // What the venue's order has filled (since the last replace made it anew).
+        let booked = o.filled.abs() - o.filled_before;
         if row.filled.is_finite() && row.filled > booked && !same(row.filled, booked) {
             self.difference(
                 cx,
@@ -551,11 +704,14 @@ impl<S: Strategy> StrategyHost<S> {
                 row.filled,
             );
             let new = row.filled - booked;
-            let price = if row.avg_price.is_finite() && row.avg_price > 0.0 {
-                (row.avg_price * row.filled - o.avg_price.abs() * booked) / new
-            } else {
-                self.book.last[o.symbol as usize]
-            };
+            let price =
+                if row.avg_price.is_finite() && row.avg_price > 0.0 && o.filled_before == 0.0 {
+                    (row.avg_price * row.filled - o.avg_price.abs() * booked) / new
+                } else if row.avg_price.is_finite() && row.avg_price > 0.0 {
+                    row.avg_price
+                } else {
+                    self.book.last[o.symbol as usize]
+                };
             if price.is_finite() && price > 0.0 {
                 self.book_venue_fill(cx, i, (new.min(o.units.abs()), price, 0.0), 0);
             }
@@ -723,7 +879,11 @@ impl<S: Strategy> StrategyHost<S> {
         // What the engine believed working that the venue does not list: asked for.
         for i in (0..self.book.orders.len()).rev() {
             let o = self.book.orders[i];
-            let listed = self.recon.orders.iter().any(|r| r.order == o.id);
+            let listed = self
+                .recon
+                .orders
+                .iter()
+                .any(|r| r.order == o.client || (r.order == o.replacing && r.order != 0));
             if listed || !o.state.is_at_venue() || o.created_at >= self.recon.began_at {
                 continue;
             }
@@ -750,27 +910,24 @@ impl<S: Strategy> StrategyHost<S> {
         let sign = row.side.sign();
         let rest = (row.qty - row.filled).max(0.0);
         self.book.orders.push(Order {
-            id: row.order,
-            symbol: row.symbol,
-            side: row.side,
-            size: Size::Units(row.qty),
-            role: Role::Entry,
-            trade: None,
             limit: price(row.limit),
             stop: if row.status == OrderStatus::Triggered {
                 None
             } else {
                 price(row.stop)
             },
-            sl: None,
-            tp: None,
-            tif: TimeInForce::Gtc,
-            reduce_only: false,
             state: OrderState::Submitted,
             units: sign * rest,
             filled: sign * row.filled,
             avg_price: if row.filled > 0.0 { row.avg_price } else { 0.0 },
-            created_at: cx.now(),
+            ..Order::new(
+                row.order,
+                row.symbol,
+                row.side,
+                Size::Units(row.qty),
+                Role::Entry,
+                cx.now(),
+            )
         });
         let i = self.book.orders.len() - 1;
         self.book.repend(row.symbol);
