@@ -868,8 +868,9 @@ impl Drop for AdapterProcess {
     }
 }
 
-#[test]
-fn stop_orders_rest_at_the_exchange_until_the_price_reaches_them() {
+/// A mock exchange trading EUR/USD at 1.072 (10000 USD in the account), the adapter spoken to
+/// directly, and its hello.
+fn eurusd_adapter() -> (Mock, AdapterProcess, Value) {
     let python = python();
     let mock = Mock::start(
         &python,
@@ -882,8 +883,14 @@ fn stop_orders_rest_at_the_exchange_until_the_price_reaches_them() {
             "EURUSD=1.072",
         ],
     );
-    let mut a = AdapterProcess::start(&python, &mock);
+    let a = AdapterProcess::start(&python, &mock);
     let hello = a.next("hello");
+    (mock, a, hello)
+}
+
+#[test]
+fn stop_orders_rest_at_the_exchange_until_the_price_reaches_them() {
+    let (mock, mut a, hello) = eurusd_adapter();
     let caps = hello["capabilities"].as_array().unwrap();
     assert!(
         caps.contains(&json!("stop_orders")) && caps.contains(&json!("reconcile")),
@@ -978,20 +985,7 @@ fn next_fill(a: &AdapterProcess) -> (Value, Vec<Value>) {
 
 #[test]
 fn a_replace_changes_the_order_at_the_exchange_once_and_its_fills_keep_naming_it() {
-    let python = python();
-    let mock = Mock::start(
-        &python,
-        &[
-            "--symbols",
-            "EUR/USD",
-            "--balance",
-            "USD=10000",
-            "--price",
-            "EURUSD=1.072",
-        ],
-    );
-    let mut a = AdapterProcess::start(&python, &mock);
-    let hello = a.next("hello");
+    let (mock, mut a, hello) = eurusd_adapter();
     assert!(
         hello["capabilities"]
             .as_array()
