@@ -610,10 +610,16 @@ impl<S: Strategy> StrategyHost<S> {
                 if r.client == self.book.orders[i].replacing =>
             {
                 self.book.orders[i].replacing = 0;
-                self.query(cx, r.order);
+                if self.book.orders[i].state == OrderState::Unknown {
+                    self.query(cx, r.order);
+                }
             }
-            // The venue never had it: a place that never arrived.
-            (RequestKind::GetOrder, FailReason::Adapter(ErrorCode::UnknownOrder)) => {
+            // The venue never had it: a place that never arrived. (An order that has filled
+            // or moved on since is left to the next reconciliation.)
+            (RequestKind::GetOrder, FailReason::Adapter(ErrorCode::UnknownOrder))
+                if self.book.orders[i].state.can_become(OrderState::Rejected)
+                    && self.book.orders[i].filled == 0.0 =>
+            {
                 self.recon.stats.resolved += 1;
                 self.reject(cx, i, RejectReason::NotAtVenue);
             }
