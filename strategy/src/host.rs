@@ -1351,7 +1351,7 @@ impl<S: Strategy> StrategyHost<S> {
             return self.refuse(cx, id, Action::Replace, DenyReason::NotWorking);
         };
         let o = self.book.orders[i];
-        let venue = self.config.adapter.is_some();
+        let venue = !self.paper();
         let refused = if !o.state.is_working() || o.state == OrderState::Unknown {
             Some(DenyReason::NotWorking)
         } else if venue && !self.venue_replaces() {

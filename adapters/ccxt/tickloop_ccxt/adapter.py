@@ -360,11 +360,8 @@ class Adapter:
         self.needs_keys()
         cid, rid = m["client_id"], m["id"]
         symbol = self.resolve(m["symbol"])
-        if cid in self.placed or cid in self.placing:
-            # Idempotent: never placed twice; answered with the order it already is.
-            if cid in self.placing:
-                await asyncio.shield(self.placing[cid])
-            return self.send({"type": "done", "id": rid, "ref": str(self.placed.get(cid, ""))})
+        if await self.made_already(cid, rid):
+            return
         task = self.spawn(self.place(m, symbol))
         self.placing[cid] = task
         try:
@@ -416,6 +413,16 @@ class Adapter:
         self.remember(cid, o.get("id"))
         return o.get("id")
 
+    async def made_already(self, cid, rid):
+        """Idempotence by client id: an order placed (or a change made) under `cid` already, or
+        being made, answers request `rid` with that order, and is never made twice."""
+        if cid not in self.placed and cid not in self.placing:
+            return False
+        if cid in self.placing:
+            await asyncio.shield(self.placing[cid])
+        self.send({"type": "done", "id": rid, "ref": str(self.placed.get(cid, ""))})
+        return True
+
     def remember(self, cid, venue_id):
         self.placed[cid] = venue_id
         while len(self.placed) > PLACED_KEPT:
@@ -443,11 +450,8 @@ class Adapter:
         self.needs_keys()
         cid, new_cid, rid = m["client_id"], m["new_client_id"], m["id"]
         symbol = self.resolve(m["symbol"])
-        if new_cid in self.placed or new_cid in self.placing:
-            # Idempotent, as a place is: the change is made once.
-            if new_cid in self.placing:
-                await asyncio.shield(self.placing[new_cid])
-            return self.send({"type": "done", "id": rid, "ref": str(self.placed.get(new_cid, ""))})
+        if await self.made_already(new_cid, rid):
+            return
         if cid in self.placing:
             await asyncio.shield(self.placing[cid])
         old = self.tracked.get(cid)

@@ -6,8 +6,9 @@
 //! asked for by id (`get_order`), never placed again.
 //!
 //! It owns the reconciliation's state and the table of the host's own requests (cancels,
-//! replaces through a venue, queries). It never reads a clock (event times only), never allocates per event (every
-//! buffer is sized at `new`), and never sends an order itself but a configured cancel.
+//! replaces through a venue, queries). It never reads a clock (event times only), never
+//! allocates per event (every buffer is sized at `new`), and never sends an order itself but
+//! a configured cancel.
 
 use super::{HostOutput, Strategy, StrategyHost};
 use crate::orders::{DenyReason, Order, OrderId, OrderState, RejectReason, Replace, Role, Size};
@@ -94,6 +95,26 @@ pub(super) struct VenueRow {
     pub avg_price: f64,
     pub limit: f64,
     pub stop: f64,
+}
+
+impl VenueRow {
+    /// The order's limit and stop as the venue reports them (no stop once triggered).
+    fn prices(&self) -> (Option<f64>, Option<f64>) {
+        let price = |p: f64| p.is_finite().then_some(p);
+        let stop = match self.status {
+            OrderStatus::Triggered => None,
+            _ => price(self.stop),
+        };
+        (price(self.limit), stop)
+    }
+}
+
+/// Order `o` is known at the venue by `client` from now on: a new order there, whose fills
+/// the venue counts from zero.
+fn renamed(o: &mut Order, client: OrderId) {
+    o.client = client;
+    o.replacing = 0;
+    o.filled_before = o.filled.abs();
 }
 
 /// A request of the host's own that is not a place: what it was about.
@@ -305,10 +326,7 @@ impl<S: Strategy> StrategyHost<S> {
         if m.replacing != r.id {
             return;
         }
-        m.client = r.id;
-        m.replacing = 0;
-        // The venue counts the new order's fills from zero.
-        m.filled_before = m.filled.abs();
+        renamed(m, r.id);
         self.apply_replace(cx, i, r.change);
         self.replace_ended(cx, i, r.before);
     }
@@ -675,21 +693,13 @@ impl<S: Strategy> StrategyHost<S> {
         let o = &mut self.book.orders[i];
         if o.replacing != 0 && row.order == o.replacing {
             // The replace without an answer was made: the order is the venue's new one.
-            let price = |p: f64| p.is_finite().then_some(p);
-            o.client = row.order;
-            o.replacing = 0;
-            o.filled_before = o.filled.abs();
-            o.limit = price(row.limit);
-            o.stop = if row.status == OrderStatus::Triggered {
-                None
-            } else {
-                price(row.stop)
+            renamed(o, row.order);
+            (o.limit, o.stop) = row.prices();
+            let change = Replace {
+                units: Some(row.qty),
+                ..Replace::default()
             };
-            o.units = o.side.sign() * row.qty;
-            o.size = Size::Units(o.filled_before + row.qty);
-            let (symbol, update) = (o.symbol, o.update());
-            self.book.repend(symbol);
-            cx.emit(HostOutput::Replaced(update));
+            self.apply_replace(cx, i, change);
         }
         self.follow(cx, i, row);
     }
@@ -912,16 +922,12 @@ impl<S: Strategy> StrategyHost<S> {
             self.recon.stats.overflow += 1;
             return;
         }
-        let price = |p: f64| p.is_finite().then_some(p);
         let sign = row.side.sign();
         let rest = (row.qty - row.filled).max(0.0);
+        let (limit, stop) = row.prices();
         self.book.orders.push(Order {
-            limit: price(row.limit),
-            stop: if row.status == OrderStatus::Triggered {
-                None
-            } else {
-                price(row.stop)
-            },
+            limit,
+            stop,
             state: OrderState::Submitted,
             units: sign * rest,
             filled: sign * row.filled,
