@@ -1009,8 +1009,8 @@ fn a_replace_changes_the_order_at_the_exchange_once_and_its_fills_keep_naming_it
         (Some("NEW"), Some("80.00000000"), Some("1.06500000")),
         "{state}"
     );
-    // It fills at its new limit, reported for the engine's order; the old one's cancel is
-    // not the engine order's end.
+    // It fills at its new limit, reported by the replace's id (the engine's order is known
+    // by it now); the old one's cancel is not the engine order's end.
     mock.post("/mock/price", json!({"symbol": "EURUSD", "price": 1.064}));
     let (fill, seen) = next_fill(&a);
     assert_eq!(
@@ -1019,7 +1019,7 @@ fn a_replace_changes_the_order_at_the_exchange_once_and_its_fills_keep_naming_it
             fill["qty"].as_f64(),
             fill["price"].as_f64()
         ),
-        (Some(1), Some(80.0), Some(1.065)),
+        (Some(2), Some(80.0), Some(1.065)),
         "{fill}"
     );
     assert!(

@@ -495,6 +495,11 @@ fn replaced_orders_fill_alike_in_the_host_and_through_the_paper_adapter() {
             // A sell limit made smaller (to whole units), then filled.
             (6, Place(sell(4.0).limit(400.0))),
             (7, Change(2, to(Some(113.0), None, Some(2.5)))),
+            // Changed to where the market falls to at the end, and cancelled on the same
+            // bar: the cancel waits for the replace's answer and ends the changed order.
+            (8, Place(buy(1.0).limit(50.0))),
+            (9, Change(3, to(Some(99.0), None, None))),
+            (9, Cancel(3)),
         ],
     );
     assert_eq!(

@@ -20,8 +20,8 @@ use std::fmt::Debug;
 use tickloop_app::clock::Nanos;
 use tickloop_app::telemetry::{Telemetry, Text};
 use tickloop_app::venue::{
-    AdapterEvent, AdapterRequest, Difference, FailReason, FillFault, OrderStatus, Request,
-    RequestId, RequestKind, TradeId,
+    AdapterEvent, AdapterId, AdapterRequest, Difference, FailReason, FillFault, OrderStatus,
+    Request, RequestId, RequestKind, TradeId,
 };
 use tickloop_app::SignalKind;
 use tickloop_app::{App, Context, Event, EventKind, TimerId};
@@ -913,6 +913,10 @@ impl<S: Strategy> StrategyHost<S> {
             next
         );
         order.state = next;
+        if next == OrderState::Triggered {
+            // Its stop is reached: a market or limit order from now on.
+            order.stop = None;
+        }
         let update = OrderUpdate {
             reason,
             ..order.update()
@@ -1392,7 +1396,9 @@ impl<S: Strategy> StrategyHost<S> {
         }
         if venue {
             // Pending until the venue answers; it works as it was meanwhile.
-            self.send_replace(cx, i, change);
+            if !self.send_replace(cx, i, change) {
+                return self.refuse(cx, id, Action::Replace, DenyReason::TooManyOrders);
+            }
             return self.transition(cx, i, OrderState::PendingReplace);
         }
         let before = o.state;
@@ -1427,6 +1433,9 @@ impl<S: Strategy> StrategyHost<S> {
 
     fn remove_order(&mut self, index: usize) -> Order {
         let order = self.book.orders.remove(index);
+        if order.replacing != 0 {
+            self.forget(order.replacing);
+        }
         if let Some(seq) = order.trade {
             if let Some(t) = self.book.trade_index(seq) {
                 let t = &mut self.book.trades[t];
@@ -1519,13 +1528,13 @@ impl<S: Strategy> StrategyHost<S> {
                 return false;
             }
             Matched::Triggered => {
-                self.trigger(cx, i);
+                self.transition(cx, i, OrderState::Triggered);
                 self.unfilled(cx, i);
                 return false;
             }
             Matched::Fills { price, triggered } => {
                 if triggered {
-                    self.trigger(cx, i);
+                    self.transition(cx, i, OrderState::Triggered);
                 }
                 price
             }
@@ -1541,12 +1550,6 @@ impl<S: Strategy> StrategyHost<S> {
             return false;
         }
         self.fill_entry(cx, i, price, pos, ts, bar, stop, market)
-    }
-
-    /// A stop reached becomes a market or limit order.
-    fn trigger(&mut self, cx: &mut Context<'_, HostOutput>, i: usize) {
-        self.book.orders[i].stop = None;
-        self.transition(cx, i, OrderState::Triggered);
     }
 
     /// An order that could not fill on this bar: IOC and FOK end here.
@@ -2242,33 +2245,52 @@ impl<S: Strategy> StrategyHost<S> {
                 fee,
                 ts_ns,
                 trade,
-            } => {
-                let (index, key) = match self.check_fill(order, qty, price, ts_ns, trade) {
-                    Ok(found) => found,
-                    Err(fault) => {
-                        let remaining = match self.order_index(order) {
-                            Some(i) => self.book.orders[i].units.abs(),
-                            None => f64::NAN,
-                        };
-                        return self.fill_fault(
-                            cx,
-                            FillFaultReport {
-                                adapter,
-                                order,
-                                fault,
-                                qty,
-                                price,
-                                remaining,
-                            },
-                        );
-                    }
-                };
-                self.remember_fill(key);
-                let fee = if fee.is_finite() { fee } else { 0.0 };
-                self.book_venue_fill(cx, index, (qty, price, fee), ts_ns);
-            }
+            } => self.on_venue_fill(cx, adapter, order, (qty, price, fee), ts_ns, trade),
             _ => {}
         }
+    }
+
+    /// A fill the venue adapter reported: booked, if it is believed.
+    fn on_venue_fill(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        adapter: AdapterId,
+        order: OrderId,
+        (qty, price, fee): (f64, f64, f64),
+        ts_ns: i64,
+        trade: Option<TradeId>,
+    ) {
+        if let Some(i) = self.order_index(order) {
+            if order != 0 && self.book.orders[i].replacing == order {
+                // A fill of a replace's new order: the venue took the replace.
+                let id = self.book.orders[i].id;
+                self.took_replace(cx, i, None);
+                self.send_waiting_cancel(cx, id);
+            }
+        }
+        let (index, key) = match self.check_fill(order, qty, price, ts_ns, trade) {
+            Ok(found) => found,
+            Err(fault) => {
+                let remaining = match self.order_index(order) {
+                    Some(i) => self.book.orders[i].units.abs(),
+                    None => f64::NAN,
+                };
+                return self.fill_fault(
+                    cx,
+                    FillFaultReport {
+                        adapter,
+                        order,
+                        fault,
+                        qty,
+                        price,
+                        remaining,
+                    },
+                );
+            }
+        };
+        self.remember_fill(key);
+        let fee = if fee.is_finite() { fee } else { 0.0 };
+        self.book_venue_fill(cx, index, (qty, price, fee), ts_ns);
     }
 
     /// A `place_order` of order `request` failed: rejected, unless its answer was lost (then
@@ -2433,7 +2455,11 @@ impl<S: Strategy> StrategyHost<S> {
         if done {
             self.transition(cx, i, OrderState::Filled);
             self.remove_order(i);
-        } else if self.book.orders[i].state != OrderState::PartiallyFilled {
+        } else if !matches!(
+            self.book.orders[i].state,
+            OrderState::PartiallyFilled | OrderState::PendingReplace
+        ) {
+            // (A replace in flight ends as partially filled when it is answered.)
             self.transition(cx, i, OrderState::PartiallyFilled);
         }
     }

@@ -478,6 +478,9 @@ pub struct Order {
     /// Units it had filled when the venue's order it is now was made (by a replace); the
     /// venue counts that order's fills from zero.
     pub filled_before: f64,
+    /// A cancel asked for while a replace was in flight: it waits for the venue's answer,
+    /// which says which of the two orders to cancel.
+    pub cancel_waits: bool,
 }
 
 impl Order {
@@ -512,6 +515,7 @@ impl Order {
             client: id,
             replacing: 0,
             filled_before: 0.0,
+            cancel_waits: false,
         }
     }
 

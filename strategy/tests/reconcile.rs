@@ -4,7 +4,7 @@
 //! query for it, and is never placed again; after an adapter restart new orders wait for the
 //! books to be reconciled again; and a start the config refuses stops the loop.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use tickloop_app::clock::{MILLIS, SECONDS};
 use tickloop_app::telemetry::Telemetry;
 use tickloop_app::venue::{
@@ -482,10 +482,24 @@ fn a_start_the_config_refuses_stops_the_run_before_any_order() {
 thread_local! {
     /// The cancels and replaces the host refused, as the strategy heard of them.
     static REFUSED: RefCell<Vec<DenyReason>> = const { RefCell::new(Vec::new()) };
+    /// What the quoter does at its next candle with volume, once its order is placed.
+    static NEXT: Cell<Next> = const { Cell::new(Next::Requote) };
+    /// The stop of the quoter's order (none: a limit order).
+    static STOP: Cell<Option<f64>> = const { Cell::new(None) };
 }
 
-/// Quotes one limit buy: placed at the first candle with volume, at its price for its volume;
-/// each later such candle moves it there (a replace).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Next {
+    /// Move it to the candle's price and volume.
+    Requote,
+    /// Move it to the candle's price only.
+    Reprice,
+    Cancel,
+}
+
+/// Quotes one limit buy: placed at the first candle with volume, at its price for its volume
+/// (with the stop `STOP` says); each later such candle moves it there (a replace) or cancels
+/// it, as `NEXT` says.
 struct Quoter {
     order: Option<u64>,
 }
@@ -495,23 +509,35 @@ impl Strategy for Quoter {
     const NAME: &'static str = "quoter";
     fn new(_: NoConfig, _: u32) -> Result<Self, String> {
         REFUSED.with(|r| r.borrow_mut().clear());
+        NEXT.set(Next::Requote);
+        STOP.set(None);
         Ok(Quoter { order: None })
     }
     fn on_candle(&mut self, cx: &mut StrategyCx<'_, '_>, _pos: u64, c: &Candle) {
         if c.volume <= 0.0 {
             return;
         }
-        match self.order {
-            None => self.order = cx.place(OrderRequest::buy(0, Size::Units(c.volume)).limit(c.low)),
-            Some(id) => cx.replace(
-                id,
-                Replace {
-                    limit: Some(c.low),
-                    units: Some(c.volume),
-                    stop: None,
-                },
-            ),
-        }
+        let Some(id) = self.order else {
+            let mut order = OrderRequest::buy(0, Size::Units(c.volume)).limit(c.low);
+            if let Some(stop) = STOP.get() {
+                order = order.stop(stop);
+            }
+            self.order = cx.place(order);
+            return;
+        };
+        let units = match NEXT.get() {
+            Next::Cancel => return cx.cancel(id),
+            Next::Reprice => None,
+            Next::Requote => Some(c.volume),
+        };
+        cx.replace(
+            id,
+            Replace {
+                limit: Some(c.low),
+                units,
+                stop: None,
+            },
+        );
     }
     fn on_refused(&mut self, _cx: &mut StrategyCx<'_, '_>, refusal: &Refusal) {
         REFUSED.with(|r| r.borrow_mut().push(refusal.reason));
@@ -614,8 +640,8 @@ fn a_replace_through_the_venue_takes_effect_when_the_venue_answers_and_the_order
         )),
         "{out:?}"
     );
-    // (The fill moved it on from pending already.)
-    assert!(state_of(&out, id).is_empty(), "{out:?}");
+    // Pending through the fill; partly filled once the venue answers.
+    assert_eq!(state_of(&out, id), [OrderState::PartiallyFilled], "{out:?}");
     let o = run.host.book().order(id).unwrap();
     assert_eq!(o.state, OrderState::PartiallyFilled);
     assert_eq!(
@@ -745,5 +771,216 @@ fn a_replace_the_venue_refuses_leaves_the_order_as_it_was_and_the_strategy_is_to
     assert_eq!(
         REFUSED.with(|r| r.borrow().clone()),
         [DenyReason::Unsupported]
+    );
+}
+
+/// The cancel a run sent: the order it names.
+fn cancel_sent(out: &[HostOutput]) -> Option<u64> {
+    sent(out).into_iter().find_map(|(_, r)| match r {
+        Request::CancelOrder { order, .. } => Some(order),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_cancel_asked_while_a_replace_is_in_flight_goes_to_the_order_the_venue_has() {
+    let failed = |request, code| AdapterEvent::Failed {
+        adapter: 0,
+        request,
+        kind: RequestKind::ReplaceOrder,
+        reason: FailReason::Adapter(code),
+    };
+    // The venue takes the replace: the cancel goes to the new order.
+    let (mut run, id) = quoting();
+    let (r, _) = replace_sent(&run.candle_at(3.0, 1.9));
+    NEXT.set(Next::Cancel);
+    let out = run.candle_at(1.0, 1.9);
+    assert_eq!(state_of(&out, id), [OrderState::PendingCancel]);
+    assert!(sent(&out).is_empty(), "it waits for the replace: {out:?}");
+    let out = run.done(r, RequestKind::ReplaceOrder);
+    assert_eq!(cancel_sent(&out), Some(r), "{out:?}");
+    // The venue refuses it: the cancel goes to the order as it was.
+    let (mut run, id) = quoting();
+    let (r, _) = replace_sent(&run.candle_at(3.0, 1.9));
+    NEXT.set(Next::Cancel);
+    run.candle_at(1.0, 1.9);
+    let out = run.adapter(failed(r, ErrorCode::Rejected));
+    assert_eq!(cancel_sent(&out), Some(id), "{out:?}");
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!(
+        (o.state, o.client, o.limit),
+        (OrderState::PendingCancel, id, Some(2.0))
+    );
+    // An adapter that cannot tell: Unknown; the venue's answer says which order to cancel.
+    let (mut run, id) = quoting();
+    let (r, _) = replace_sent(&run.candle_at(3.0, 1.9));
+    NEXT.set(Next::Cancel);
+    run.candle_at(1.0, 1.9);
+    let out = run.adapter(failed(r, ErrorCode::NotConnected));
+    assert_eq!(state_of(&out, id), [OrderState::Unknown]);
+    let (q, ask) = sent(&out)[0];
+    assert_eq!(
+        ask,
+        Request::GetOrder {
+            order: r,
+            symbol: 0
+        }
+    );
+    let out = run.adapter(answer_query(q, r, 3.0, 1.9));
+    assert_eq!(cancel_sent(&out), Some(r), "{out:?}");
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!(
+        (o.state, o.client, o.units),
+        (OrderState::PendingCancel, r, 3.0)
+    );
+}
+
+#[test]
+fn a_replace_of_the_price_alone_books_what_the_venue_made_of_it() {
+    // A limit buy of 4 moved from 2.0 to 1.9: the venue's new order is for 4.
+    let (mut run, id) = quoting();
+    NEXT.set(Next::Reprice);
+    let (r, request) = replace_sent(&run.candle_at(1.0, 1.9));
+    assert!(
+        matches!(request, Request::ReplaceOrder { qty, limit: Some(l), .. } if qty == 4.0 && l == 1.9)
+    );
+    // The old order fills 1 before the venue cancels it...
+    run.adapter(fill(id, 1.0, 2.0, 1));
+    // ...and the new one 2 before the venue's answer comes: the change was made.
+    let out = run.adapter(fill(r, 2.0, 1.9, 2));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, HostOutput::Replaced(u) if u.order == id)),
+        "{out:?}"
+    );
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!(
+        (o.client, o.units, o.filled, o.limit),
+        (r, 2.0, 3.0, Some(1.9))
+    );
+    let out = run.done(r, RequestKind::ReplaceOrder);
+    assert_eq!(state_of(&out, id), [OrderState::PartiallyFilled]);
+    // What is left of the new order fills: 5 bought in all, as the venue has it.
+    run.adapter(fill(r, 2.0, 1.9, 3));
+    assert!(run.host.book().order(id).is_none());
+    assert_eq!(run.host.book().position(0), 5.0);
+    assert_eq!(run.host.stats().fill_faults, 0);
+}
+
+#[test]
+fn a_reconciliation_while_a_replace_is_in_flight_books_the_new_orders_fills_once() {
+    let (mut run, id) = quoting();
+    let (r, _) = replace_sent(&run.candle_at(3.0, 1.9));
+    run.adapter(fill(id, 1.0, 2.0, 1));
+    // A periodic reconciliation: the venue lists the new order, for 3, 1 of it filled.
+    run.at += 61 * SECONDS;
+    let asked = sent(&run.candle_at(0.0, 1.9));
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    let listed = AdapterEvent::VenueOrder {
+        adapter: 0,
+        request: 0,
+        order: r,
+        symbol: 0,
+        side: Side::Buy,
+        status: OrderStatus::PartiallyFilled,
+        qty: 3.0,
+        filled: 1.0,
+        avg_price: 1.9,
+        limit: 1.9,
+        stop: f64::NAN,
+    };
+    let out = run.answer(&asked, 2.0, &[listed], 10_000.0 - 2.0 - 1.9);
+    assert_eq!(
+        differences(&out),
+        [(Difference::OrderFilled, id, 0.0, 1.0)],
+        "{out:?}"
+    );
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!(
+        (o.client, o.units, o.filled, o.limit),
+        (r, 2.0, 2.0, Some(1.9))
+    );
+    // The venue's answer to the replace changes nothing more.
+    run.done(r, RequestKind::ReplaceOrder);
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!(
+        (o.state, o.units, o.filled),
+        (OrderState::PartiallyFilled, 2.0, 2.0)
+    );
+    assert_eq!(run.host.book().position(0), 2.0);
+}
+
+#[test]
+fn a_stop_the_venue_reached_is_replaced_as_the_limit_order_it_became() {
+    STOP.set(Some(2.5));
+    let mut run = Run::<Quoter>::new(ReconcileConfig::default());
+    STOP.set(Some(2.5));
+    run.event(EventKind::Started { wall_ns: 0 });
+    let asked = sent(&run.ready_with(REPLACING));
+    run.answer(&asked, 0.0, &[], 10_000.0);
+    let (id, _) = sent(&run.candle_at(4.0, 2.0))[0];
+    run.done(id, RequestKind::PlaceOrder);
+    let out = run.adapter(AdapterEvent::OrderUpdate {
+        adapter: 0,
+        order: id,
+        status: OrderStatus::Triggered,
+        filled: 0.0,
+        remaining: 4.0,
+        avg_price: f64::NAN,
+    });
+    assert_eq!(state_of(&out, id), [OrderState::Triggered]);
+    assert_eq!(run.host.book().order(id).unwrap().stop, None);
+    let (r, request) = replace_sent(&run.candle_at(3.0, 1.9));
+    assert!(
+        matches!(request, Request::ReplaceOrder { stop: None, limit: Some(l), .. } if l == 1.9),
+        "{request:?}"
+    );
+    let out = run.done(r, RequestKind::ReplaceOrder);
+    assert_eq!(state_of(&out, id), [OrderState::Triggered]);
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!((o.stop, o.limit, o.units), (None, Some(1.9), 3.0));
+}
+
+#[test]
+fn a_fill_of_the_new_order_of_a_replace_without_an_answer_says_the_change_was_made() {
+    let (mut run, id) = quoting();
+    NEXT.set(Next::Reprice);
+    let (r, _) = replace_sent(&run.candle_at(1.0, 1.9));
+    run.adapter(fill(id, 1.0, 2.0, 1));
+    let out = run.adapter(AdapterEvent::Failed {
+        adapter: 0,
+        request: r,
+        kind: RequestKind::ReplaceOrder,
+        reason: FailReason::Timeout,
+    });
+    let (q, _) = sent(&out)[0];
+    // The venue made the new order, for the 4 asked, and it fills 2.
+    run.adapter(fill(r, 2.0, 1.9, 2));
+    assert_eq!(run.host.stats().fill_faults, 0);
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!(
+        (o.client, o.units, o.filled, o.limit),
+        (r, 2.0, 3.0, Some(1.9))
+    );
+    // The query's answer books nothing twice.
+    let out = run.adapter(AdapterEvent::VenueOrder {
+        adapter: 0,
+        request: q,
+        order: r,
+        symbol: 0,
+        side: Side::Buy,
+        status: OrderStatus::PartiallyFilled,
+        qty: 4.0,
+        filled: 2.0,
+        avg_price: 1.9,
+        limit: 1.9,
+        stop: f64::NAN,
+    });
+    assert!(differences(&out).is_empty(), "{out:?}");
+    assert_eq!(run.host.book().position(0), 3.0);
+    let o = run.host.book().order(id).unwrap();
+    assert_eq!(
+        (o.state, o.units, o.filled),
+        (OrderState::PartiallyFilled, 2.0, 3.0)
     );
 }

@@ -263,7 +263,9 @@ class Adapter:
         has = self.exchange.has
         if has.get("createStopLossOrder") or has.get("createStopOrder") or has.get("createTriggerOrder"):
             caps.append("stop_orders")
-        if has.get("editOrder"):
+        # Only a native edit: ccxt's 'emulated' one cancels, then places, and can leave
+        # neither order.
+        if has.get("editOrder") is True:
             caps.append("replace")
         self.send({"type": "hello", "protocol": PROTOCOL, "name": "tickloop-ccxt", "version": VERSION,
                    "capabilities": caps})
@@ -347,6 +349,7 @@ class Adapter:
     async def on_get_order(self, m):
         self.needs_keys()
         symbol = self.resolve(m["symbol"])
+        await self.settled(m["client_id"])
         o = await self.fetch_by_client_id(symbol, m["client_id"])
         if o is None:
             raise AdapterError("unknown_order", f"{self.args.exchange} has no order {m['client_id']}")
@@ -423,6 +426,15 @@ class Adapter:
         self.send({"type": "done", "id": rid, "ref": str(self.placed.get(cid, ""))})
         return True
 
+    async def settled(self, cid):
+        """Wait for a place or replace under `cid` in flight here, however it ends: what the
+        exchange holds is read after it."""
+        if cid in self.placing:
+            try:
+                await asyncio.shield(self.placing[cid])
+            except Exception:  # noqa: BLE001 - its own request reports how it failed
+                pass
+
     def remember(self, cid, venue_id):
         self.placed[cid] = venue_id
         while len(self.placed) > PLACED_KEPT:
@@ -452,8 +464,7 @@ class Adapter:
         symbol = self.resolve(m["symbol"])
         if await self.made_already(new_cid, rid):
             return
-        if cid in self.placing:
-            await asyncio.shield(self.placing[cid])
+        await self.settled(cid)
         old = self.tracked.get(cid)
         if old is None or not old.venue_id:
             o = await self.fetch_by_client_id(symbol, cid)
@@ -500,15 +511,21 @@ class Adapter:
             if old.done:
                 raise AdapterError("unknown_order", f"{cid} is no longer open at {self.args.exchange} ({err})")
             raise AdapterError("rejected", f"{self.args.exchange} did not replace {cid}: {kind(err)}: {err}")
-        # The old order's last trades are the engine's order's still; its end is not.
-        old.replacing = True
-        await self.sync(old)
-        old.done = True
-        self.tracked.pop(cid, None)
-        t = Tracked(old.engine_id, new_cid, old.name, symbol, old.side)
+        # The new order, named by its own client id from now on (the engine knows both).
+        t = Tracked(self.engine_id(new_cid) or old.engine_id, new_cid, old.name, symbol, old.side)
         t.venue_id = o.get("id")
-        self.tracked[new_cid] = t
         self.remember(new_cid, t.venue_id)
+        # The old order's last trades are the engine's order's still, reported before any
+        # of the new one's; its end is not the order's end.
+        old.replacing = True
+        try:
+            await self.sync(old)
+        except Exception as e:  # noqa: BLE001 - the change is made; reconciliation finds the rest
+            self.log(f"replaced {cid}: its last trades could not be read ({kind(e)}: {e})")
+        finally:
+            old.done = True
+            self.tracked.pop(cid, None)
+            self.tracked[new_cid] = t
         return t.venue_id
 
     async def on_get_historical_bars(self, m):

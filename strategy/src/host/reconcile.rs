@@ -128,6 +128,9 @@ pub(super) struct HostRequest {
     /// A replace's change, and the state to go back to when it is done or refused.
     pub change: Replace,
     pub before: OrderState,
+    /// A replace that got no answer, kept for its change: a fill of the new order may yet
+    /// say it was made.
+    pub lost: bool,
 }
 
 /// Counts for status and metrics.
@@ -183,6 +186,7 @@ impl HostRequest {
             client,
             change: Replace::default(),
             before: order.state,
+            lost: false,
         }
     }
 }
@@ -269,12 +273,18 @@ impl<S: Strategy> StrategyHost<S> {
         id
     }
 
-    /// Send a cancel of `order`, remembered so its failure can be told apart.
+    /// Send a cancel of `order`, remembered so its failure can be told apart. While a
+    /// replace of it is in flight the cancel waits: only the venue's answer says which
+    /// order it has, the old or the new.
     pub(super) fn send_cancel(&mut self, cx: &mut Context<'_, HostOutput>, order: OrderId) {
         let Some(i) = self.order_index(order) else {
             return;
         };
         let o = self.book.orders[i];
+        if o.replacing != 0 {
+            self.book.orders[i].cancel_waits = true;
+            return;
+        }
         let id = self.send_request(
             cx,
             Request::CancelOrder {
@@ -291,21 +301,30 @@ impl<S: Strategy> StrategyHost<S> {
     }
 
     /// Ask the venue to change order `i` as `change` says; until it answers, the order works
-    /// as it was and is known by both ids.
+    /// as it was and is known by both ids. `false`: not sent (no room to follow it).
     pub(super) fn send_replace(
         &mut self,
         cx: &mut Context<'_, HostOutput>,
         i: usize,
         change: Replace,
-    ) {
+    ) -> bool {
+        if self.recon.requests_out.len() == self.recon.requests_out.capacity() {
+            self.recon.stats.overflow += 1;
+            return false;
+        }
         let o = self.book.orders[i];
+        // The venue's new order is for this many, whatever the old one fills meanwhile.
+        let change = Replace {
+            units: Some(change.units.unwrap_or(o.units.abs())),
+            ..change
+        };
         let id = self.send_request(
             cx,
             Request::ReplaceOrder {
                 order: o.client,
                 symbol: o.symbol,
                 side: o.side,
-                qty: change.units.unwrap_or(o.units.abs()),
+                qty: change.units.unwrap_or_default(),
                 limit: change.limit.or(o.limit),
                 stop: change.stop.or(o.stop),
             },
@@ -315,6 +334,7 @@ impl<S: Strategy> StrategyHost<S> {
             change,
             ..HostRequest::new(id, &o, RequestKind::ReplaceOrder, id)
         });
+        true
     }
 
     /// The venue took replace `r`: the order works as changed, known by the replace's id.
@@ -322,13 +342,63 @@ impl<S: Strategy> StrategyHost<S> {
         let Some(i) = self.order_index(r.order) else {
             return; // ended meanwhile
         };
-        let m = &mut self.book.orders[i];
-        if m.replacing != r.id {
+        let o = self.book.orders[i];
+        if o.replacing == r.id {
+            self.took_replace(cx, i, Some(r.change));
+        } else if o.client != r.id {
+            return; // a replace given up on (its order was asked for since)
+        }
+        self.replace_ended(cx, i, r.before);
+        self.send_waiting_cancel(cx, r.order);
+    }
+
+    /// The venue has the new order of order `i`'s replace in flight (it answered, or the
+    /// new order filled or was listed): the order is known by the replace's id from now
+    /// on, and changed as `change` says where that is known.
+    pub(super) fn took_replace(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        i: usize,
+        change: Option<Replace>,
+    ) {
+        let replace = self.book.orders[i].replacing;
+        debug_assert!(replace != 0, "a replace in flight");
+        renamed(&mut self.book.orders[i], replace);
+        let known = self.replace_change(replace);
+        if let Some(change) = change.or(known) {
+            self.apply_replace(cx, i, change);
+        }
+    }
+
+    /// The change replace `replace` asked for, if it is still known: in flight (its answer
+    /// comes yet), or kept since it got none (over now: forgotten).
+    fn replace_change(&mut self, replace: RequestId) -> Option<Replace> {
+        let r = self.recon.requests_out.iter().find(|r| r.id == replace)?;
+        let change = r.change;
+        if r.lost {
+            self.forget(replace);
+        }
+        Some(change)
+    }
+
+    /// A cancel that waited for a replace's answer is sent, now that it is known which
+    /// order the venue has (if the order still works).
+    pub(super) fn send_waiting_cancel(&mut self, cx: &mut Context<'_, HostOutput>, order: OrderId) {
+        let Some(i) = self.order_index(order) else {
+            return;
+        };
+        let o = self.book.orders[i];
+        if !o.cancel_waits || o.replacing != 0 {
             return;
         }
-        renamed(m, r.id);
-        self.apply_replace(cx, i, r.change);
-        self.replace_ended(cx, i, r.before);
+        self.book.orders[i].cancel_waits = false;
+        if o.state != OrderState::PendingCancel {
+            if !o.state.is_working() {
+                return;
+            }
+            self.transition(cx, i, OrderState::PendingCancel);
+        }
+        self.send_cancel(cx, o.id);
     }
 
     /// A replace of order `i` is over: pending no more, working as `before` (or as fills
@@ -354,7 +424,7 @@ impl<S: Strategy> StrategyHost<S> {
         }
     }
 
-    fn forget(&mut self, request: RequestId) -> Option<HostRequest> {
+    pub(super) fn forget(&mut self, request: RequestId) -> Option<HostRequest> {
         let at = self
             .recon
             .requests_out
@@ -628,6 +698,7 @@ impl<S: Strategy> StrategyHost<S> {
                 if r.client == self.book.orders[i].replacing =>
             {
                 self.book.orders[i].replacing = 0;
+                self.forget(r.client);
                 if self.book.orders[i].state == OrderState::Unknown {
                     self.query(cx, r.order);
                 }
@@ -641,25 +712,7 @@ impl<S: Strategy> StrategyHost<S> {
                 self.recon.stats.resolved += 1;
                 self.reject(cx, i, RejectReason::NotAtVenue);
             }
-            // No answer: changed or not, filled or not, only the venue knows.
-            (RequestKind::ReplaceOrder, FailReason::Timeout | FailReason::AdapterRestarted) => {
-                self.make_unknown(cx, i, reason)
-            }
-            // Not open at the venue any more (filled or cancelled): asked for what it is.
-            (RequestKind::ReplaceOrder, FailReason::Adapter(ErrorCode::UnknownOrder)) => {
-                self.book.orders[i].replacing = 0;
-                self.make_unknown(cx, i, reason);
-            }
-            // Refused (by the venue, or never sent): it works as it was.
-            (RequestKind::ReplaceOrder, _) => {
-                self.replace_ended(cx, i, r.before);
-                self.refuse(
-                    cx,
-                    r.order,
-                    super::Action::Replace,
-                    DenyReason::VenueRefused,
-                );
-            }
+            (RequestKind::ReplaceOrder, _) => self.replace_failed(cx, i, r, reason),
             // Still not known; asked again at the next reconciliation.
             (RequestKind::GetOrder, _) => {}
             (RequestKind::CancelOrder, FailReason::Timeout | FailReason::AdapterRestarted)
@@ -683,6 +736,48 @@ impl<S: Strategy> StrategyHost<S> {
         }
     }
 
+    /// Replace `r` of order `i` failed.
+    fn replace_failed(
+        &mut self,
+        cx: &mut Context<'_, HostOutput>,
+        i: usize,
+        r: HostRequest,
+        reason: FailReason,
+    ) {
+        match reason {
+            // No answer, or an adapter that could not tell: changed or not, filled or not,
+            // only the venue knows.
+            FailReason::Timeout
+            | FailReason::AdapterRestarted
+            | FailReason::Adapter(
+                ErrorCode::NotConnected
+                | ErrorCode::RateLimited
+                | ErrorCode::Internal
+                | ErrorCode::Other,
+            ) => {
+                // Kept: a fill of the new order may yet say the change was made, and how.
+                self.remember(HostRequest { lost: true, ..r });
+                self.make_unknown(cx, i, reason);
+            }
+            // Not open at the venue any more (filled or cancelled): asked for what it is.
+            FailReason::Adapter(ErrorCode::UnknownOrder) => {
+                self.book.orders[i].replacing = 0;
+                self.make_unknown(cx, i, reason);
+            }
+            // Refused (by the venue, or never sent): it works as it was.
+            _ => {
+                self.replace_ended(cx, i, r.before);
+                self.refuse(
+                    cx,
+                    r.order,
+                    super::Action::Replace,
+                    DenyReason::VenueRefused,
+                );
+                self.send_waiting_cancel(cx, r.order);
+            }
+        }
+    }
+
     /// The venue's answer about one of our orders (`get_order` `q`): its state becomes
     /// ours.
     fn resolve(&mut self, cx: &mut Context<'_, HostOutput>, q: &HostRequest, row: &VenueRow) {
@@ -690,11 +785,21 @@ impl<S: Strategy> StrategyHost<S> {
             return;
         };
         self.recon.stats.resolved += 1;
-        let o = &mut self.book.orders[i];
-        if o.replacing != 0 && row.order == o.replacing {
-            // The replace without an answer was made: the order is the venue's new one.
+        self.take_venue_order(cx, i, row);
+        self.send_waiting_cancel(cx, q.order);
+    }
+
+    /// Order `i` is the venue's order `row`: if that is a replace's new order, the replace
+    /// was made (the order takes its prices and quantity); then its state is followed.
+    fn take_venue_order(&mut self, cx: &mut Context<'_, HostOutput>, i: usize, row: &VenueRow) {
+        let replace = self.book.orders[i].replacing;
+        if replace != 0 && row.order == replace {
+            self.replace_change(replace);
+            let o = &mut self.book.orders[i];
             renamed(o, row.order);
             (o.limit, o.stop) = row.prices();
+            // None of its fills is booked yet (a fill would have named it), so all it
+            // has filled is booked by `follow`.
             let change = Replace {
                 units: Some(row.qty),
                 ..Replace::default()
@@ -868,7 +973,11 @@ impl<S: Strategy> StrategyHost<S> {
                 continue;
             }
             match self.order_index(row.order) {
-                Some(i) => self.follow(cx, i, &row),
+                Some(i) => {
+                    let id = self.book.orders[i].id;
+                    self.take_venue_order(cx, i, &row);
+                    self.send_waiting_cancel(cx, id);
+                }
                 None => {
                     if first && self.config.reconcile.working_orders == WorkingOrders::Refuse {
                         return Err(format!(
