@@ -4,8 +4,8 @@
 
 use crate::ring_cmd::{RingCommand, SyntheticArgs};
 use crate::{
-    adapter_cmd, backtest_cmd, demo_cmd, feed_cmd, metrics_cmd, metrics_http, poll_cmd, run_cmd,
-    status_cmd, top_cmd,
+    adapter_cmd, backtest_cmd, demo_cmd, doctor_cmd, feed_cmd, metrics_cmd, metrics_http, poll_cmd,
+    run_cmd, status_cmd, top_cmd,
 };
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -67,6 +67,9 @@ pub enum Command {
     Metrics(metrics_cmd::MetricsCommand),
     /// A live terminal view of an engine's metrics page (`--once`: one frame, then exit).
     Top(metrics_cmd::TopArgs),
+    /// What on this machine can still reach the engine's core: each knob's verdict, reason
+    /// and fix; exit 0 ok, 1 warnings, 2 failures.
+    Doctor(doctor_cmd::DoctorArgs),
 }
 
 #[derive(Subcommand)]
@@ -110,6 +113,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Adapter(cmd) => adapter_cmd::run(cmd),
         Command::Metrics(metrics_cmd::MetricsCommand::Serve(args)) => metrics_http::serve(&args),
         Command::Top(args) => top_cmd::top(&args),
+        Command::Doctor(args) => doctor_cmd::run(&args),
         Command::Strategies => {
             for name in crate::strategies::registry().names() {
                 println!("{name}");

@@ -39,6 +39,7 @@ mod backtest_cmd;
 mod cli;
 mod config;
 mod demo_cmd;
+mod doctor_cmd;
 mod feed_cmd;
 mod interrupt;
 mod logging;

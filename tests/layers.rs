@@ -87,6 +87,20 @@ fn the_loop_builds_without_an_http_stack_or_the_operating_services() {
 }
 
 #[test]
+fn the_host_doctor_is_a_leaf_the_runtime_may_use() {
+    let ours = [
+        "tickloop-ring",
+        "tickloop-app",
+        "tickloop-runtime",
+        "tickloop-strategy",
+        "tickloop-ops",
+        "mio",
+        "io-uring",
+    ];
+    assert_none_of("tickloop-linux-tuning", &ours);
+}
+
+#[test]
 fn the_engine_links_no_benchmark_peer() {
     let peers = [
         "iceoryx2",

@@ -11,12 +11,12 @@
 //! It never widens what the operator set: [`pin`] only narrows the affinity the process started
 //! with, and nothing here raises a resource limit.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
+use tickloop_linux_tuning::cpulist;
 
 /// The `[host]` section of the configuration. Every field is off by default.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -327,60 +327,13 @@ fn set_thread_affinity(core: usize) -> io::Result<()> {
     }
 }
 
-/// Parse a kernel CPU list such as `0-3,5,7-8`.
-fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
-    let text = text.trim();
-    let mut cpus = Vec::new();
-    if text.is_empty() {
-        return Some(cpus);
-    }
-    for part in text.split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-                if b < a || b - a > 1 << 20 {
-                    return None;
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(part.trim().parse().ok()?),
-        }
-    }
-    Some(cpus)
-}
-
 fn read_cpu_list(path: &str) -> Option<Vec<usize>> {
-    parse_cpu_list(&std::fs::read_to_string(path).ok()?)
+    cpulist::parse(&std::fs::read_to_string(path).ok()?)
 }
 
 /// Format CPUs as the kernel does: `0-3,5,7-8`; `none` when empty.
 fn cpus(list: &[usize]) -> String {
-    let mut sorted = list.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
-        let mut end = start;
-        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
-            i += 1;
-            end += 1;
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if end == start {
-            let _ = write!(out, "{start}");
-        } else {
-            let _ = write!(out, "{start}-{end}");
-        }
-        i += 1;
-    }
-    if out.is_empty() {
-        out.push_str("none");
-    }
-    out
+    cpulist::format(list)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,170 +452,16 @@ fn diagnose_fifo_eperm(priority: u8, source: io::Error) -> HostError {
     }
 }
 
-/// Why RT group scheduling refuses this thread, with the fix; `None` if it does not.
+/// Why RT group scheduling refuses this thread, with the fix; `None` if it does not (the
+/// doctor's reading of the same, `tickloop_linux_tuning::sched`).
 fn rt_group_cause() -> Option<String> {
-    if read_trim("/proc/sys/kernel/sched_rt_runtime_us").as_deref() == Some("0") {
-        return Some(
-            "kernel.sched_rt_runtime_us is 0, so no real-time task may run anywhere: set it back (`sysctl kernel.sched_rt_runtime_us=950000`)".into(),
-        );
-    }
-    let cgroups =
-        read_string("/proc/thread-self/cgroup").or_else(|| read_string("/proc/self/cgroup"))?;
-    let mounts = read_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v2_path = None;
-    for line in cgroups.lines() {
-        let mut fields = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if controllers.is_empty() {
-            v2_path = Some(path.to_string());
-            continue;
-        }
-        if !controllers.split(',').any(|c| c == "cpu") {
-            continue;
-        }
-        // cgroup v1 with a cpu controller: the group's own cpu.rt_runtime_us decides.
-        if path == "/" {
-            return None;
-        }
-        let is_cpu_v1 =
-            |fstype: &str, opts: &str| fstype == "cgroup" && opts.split(',').any(|o| o == "cpu");
-        let dir = cgroup_dir(&mounts, is_cpu_v1, path);
-        let root =
-            cgroup_dir(&mounts, is_cpu_v1, "/").unwrap_or_else(|| "/sys/fs/cgroup/cpu".into());
-        // Without RT group scheduling (not built, or rt_group_sched=0) no group has the file.
-        if !std::path::Path::new(&format!("{root}/cpu.rt_runtime_us")).exists() {
-            return None;
-        }
-        let file = format!(
-            "{}/cpu.rt_runtime_us",
-            dir.as_deref().unwrap_or(&format!("{root}{path}"))
-        );
-        let fix = format!(
-            "give the group RT runtime (`echo 950000 > {file}`, after its parent groups have at least as much) or run the loop in the root cpu cgroup (`echo $PID > {root}/cgroup.procs`)"
-        );
-        return match dir.as_deref().map(|_| read_trim(&file)) {
-            Some(Some(v)) if v == "0" => Some(format!(
-                "RT group scheduling: this thread is in cgroup v1 cpu group {path}, whose cpu.rt_runtime_us ({file}) is 0, so it may not run real-time tasks: {fix}"
-            )),
-            Some(Some(_)) => None,
-            _ => Some(format!(
-                "RT group scheduling: this thread is in the non-root cgroup v1 cpu group {path}, whose cpu.rt_runtime_us ({file}) could not be read and is most likely 0 (new groups get no real-time runtime): {fix}"
-            )),
-        };
-    }
-    // cgroup v2: with CONFIG_RT_GROUP_SCHED, a group with the cpu controller enabled gets no
-    // real-time runtime, and cgroup v2 has no file to grant one.
-    let path = v2_path?;
-    if path == "/" || rt_group_sched_enabled() == Some(false) {
-        return None;
-    }
-    let root = cgroup_dir(&mounts, |fstype, _| fstype == "cgroup2", "/")?;
-    // The thread's cpu group is the nearest ancestor (itself included) with cpu enabled.
-    let mut group = path.trim_end_matches('/').to_string();
-    while !group.is_empty() {
-        let controllers =
-            read_string(&format!("{root}{group}/cgroup.controllers")).unwrap_or_default();
-        if controllers.split_whitespace().any(|c| c == "cpu") {
-            let built = match rt_group_sched_enabled() {
-                Some(true) => "the kernel has RT group scheduling (CONFIG_RT_GROUP_SCHED)",
-                _ => "the kernel most likely has RT group scheduling (CONFIG_RT_GROUP_SCHED; check `zgrep RT_GROUP_SCHED /proc/config.gz`)",
-            };
-            return Some(format!(
-                "RT group scheduling: this thread is in cgroup v2 group {path} with the cpu controller enabled (at {group}) and {built}, which gives such groups no real-time runtime: run the loop in the root cgroup, or disable the cpu controller for its subtree (no CPUWeight=/CPUQuota= on its slice), or boot with rt_group_sched=0 (kernel >= 6.16)"
-            ));
-        }
-        match group.rfind('/') {
-            Some(i) => group.truncate(i),
-            None => break,
-        }
-    }
-    None
-}
-
-/// Is RT group scheduling compiled in and enabled? `None` when this cannot be told.
-fn rt_group_sched_enabled() -> Option<bool> {
-    let cmdline = read_string("/proc/cmdline").unwrap_or_default();
-    for arg in cmdline.split_whitespace() {
-        match arg {
-            "rt_group_sched=0" => return Some(false),
-            "rt_group_sched=1" => return Some(true),
-            _ => {}
-        }
-    }
-    let config = read_string(&format!("/boot/config-{}", kernel_release()?))?;
-    Some(config.lines().any(|l| l == "CONFIG_RT_GROUP_SCHED=y"))
-}
-
-fn kernel_release() -> Option<String> {
-    // SAFETY: zeroed utsname is a valid out-buffer.
-    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: `uts` is a valid out-pointer.
-    if unsafe { libc::uname(&mut uts) } != 0 {
-        return None;
-    }
-    // SAFETY: uname NUL-terminates `release`.
-    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
-    release.to_str().ok().map(String::from)
-}
-
-/// The directory of cgroup `path` under the first mount that `matches` (fstype, super options).
-fn cgroup_dir(mounts: &str, matches: impl Fn(&str, &str) -> bool, path: &str) -> Option<String> {
-    for line in mounts.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut right = right.split_whitespace();
-        let (Some(fstype), _, Some(opts)) = (right.next(), right.next(), right.next()) else {
-            continue;
-        };
-        if !matches(fstype, opts) {
-            continue;
-        }
-        let left: Vec<&str> = left.split_whitespace().collect();
-        let (Some(root), Some(mount_point)) = (left.get(3), left.get(4)) else {
-            continue;
-        };
-        let mount_point = unescape_mount(mount_point);
-        let relative = match path.strip_prefix(root) {
-            Some(rest) if *root != "/" => rest,
-            _ => path,
-        };
-        let relative = relative.trim_end_matches('/');
-        let relative = if relative.is_empty() || relative.starts_with('/') {
-            relative.to_string()
-        } else {
-            format!("/{relative}")
-        };
-        return Some(format!("{}{relative}", mount_point.trim_end_matches('/')));
-    }
-    None
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 4 <= bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let root = tickloop_linux_tuning::Root::system();
+    let who = if std::path::Path::new("/proc/thread-self/cgroup").exists() {
+        "thread-self"
+    } else {
+        "self"
+    };
+    tickloop_linux_tuning::sched::rt_group_cause(&root, who)
 }
 
 fn busy_spin_fifo_warning(priority: u8, core: Option<usize>) -> String {
@@ -1088,17 +887,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_lists_round_trip() {
-        for text in ["0", "0-1", "0,2-3,5", "0-3,8-11", ""] {
-            let list = parse_cpu_list(text).unwrap();
-            let expect = if text.is_empty() { "none" } else { text };
-            assert_eq!(cpus(&list), expect);
-        }
-        assert_eq!(parse_cpu_list("3-1"), None);
-        assert_eq!(parse_cpu_list("x"), None);
-    }
-
-    #[test]
     fn mebibytes() {
         assert_eq!(mib(&u64::MAX), "unlimited");
         assert_eq!(mib(&(8 * MIB)), "8 MiB");
@@ -1122,26 +910,5 @@ mod tests {
             cap_in_user_namespace: true,
         };
         assert!(err.to_string().contains("this thread lacks CAP_SYS_NICE (it holds it only inside a user namespace, a container's, which the kernel does not count) and its RLIMIT_RTPRIO is 0 (hard 20), below 10: the hard limit allows it"), "{err}");
-    }
-
-    #[test]
-    fn mount_escapes() {
-        assert_eq!(unescape_mount(r"/a\040b"), "/a b");
-        assert_eq!(unescape_mount(r"/a\04"), r"/a\04");
-    }
-
-    #[test]
-    fn cgroup_dirs() {
-        let mounts = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
-                      40 31 0:40 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw";
-        let cpu = |f: &str, o: &str| f == "cgroup" && o.split(',').any(|o| o == "cpu");
-        assert_eq!(
-            cgroup_dir(mounts, cpu, "/a/b").as_deref(),
-            Some("/sys/fs/cgroup/cpu/a/b")
-        );
-        assert_eq!(
-            cgroup_dir(mounts, |f, _| f == "cgroup2", "/").as_deref(),
-            Some("/sys/fs/cgroup/unified")
-        );
     }
 }
