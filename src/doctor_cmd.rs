@@ -115,6 +115,44 @@ fn diff(before: &std::path::Path, after: &std::path::Path) -> anyhow::Result<Exi
     Ok(ExitCode::from(1))
 }
 
+/// At `tickloop run`'s start (its host set up), with a core: the doctor's one line for it in
+/// the log (a warning when it is not ok), its verdict and digest in the status file's extras;
+/// with `doctor = "strict"` a failure refuses the start.
+pub fn at_start(
+    host: &tickloop_runtime::host::HostConfig,
+    extra: &tickloop_ops::status::SharedExtra,
+) -> anyhow::Result<()> {
+    use tickloop_linux_tuning::Verdict;
+    use tickloop_runtime::host::DoctorMode;
+    let (Some(core), true) = (host.core, host.doctor != DoctorMode::Off) else {
+        return Ok(());
+    };
+    let root = Root::system();
+    let report = doctor(&root, core, None);
+    let line = format!(
+        "{}; `tickloop doctor --core {core}` says why and what to change",
+        report.one_line()
+    );
+    match report.worst() {
+        Verdict::Fail if host.doctor == DoctorMode::Strict => anyhow::bail!(
+            "{line}: loop.host.doctor = \"strict\" refuses to start on a failure (fix it, or set doctor = \"report\")"
+        ),
+        Verdict::Warn | Verdict::Fail => tracing::warn!("{line}"),
+        _ => tracing::info!("{line}"),
+    }
+    let snapshot = serde_json::to_vec(&report)?;
+    let profile = Profile::parse(&report.host.profile).map_or("", Profile::as_str);
+    let mut e = extra.get();
+    e.host_doctor = Some(tickloop_ops::status::HostDoctor {
+        core,
+        profile,
+        verdict: report.worst().as_str(),
+        digest: tickloop_ring::layout::fnv1a64(&snapshot),
+    });
+    extra.set(e);
+    Ok(())
+}
+
 /// The core to examine: `--core`, the config's `loop.host.core`, else the last online core.
 fn core_of(args: &DoctorArgs, root: &Root) -> anyhow::Result<usize> {
     let online = machine::online(root);

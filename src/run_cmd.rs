@@ -668,6 +668,25 @@ pub(crate) fn warn_host_setup<A: App, K: OutputSink<A::Output>>(event_loop: &Eve
     }
 }
 
+/// The status file's writer, checked before the loop starts (an unwritable status directory
+/// is a startup error, not a surprise an hour later), with what it shows besides the loop.
+fn status_writer(
+    status: Option<&(PathBuf, u64)>,
+    (component, account): (&str, &str),
+    extra: &tickloop_ops::status::SharedExtra,
+    trading: Option<&SharedTrading>,
+) -> anyhow::Result<Option<StatusWriter>> {
+    let Some((path, interval_ms)) = status else {
+        return Ok(None);
+    };
+    let interval = interval_ms.saturating_mul(1_000_000);
+    let writer = StatusWriter::new(path, interval, component, account, extra.clone())?;
+    Ok(Some(match trading {
+        Some(t) => writer.with_trading(t.clone()),
+        None => writer,
+    }))
+}
+
 fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
     args: &RunArgs,
     plan: Plan,
@@ -705,25 +724,13 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
     };
     let telemetry = TelemetrySink::open(&telemetry)?;
     let duration = duration_ns(args.duration)?;
-    // Services are checked before the loop starts (an unwritable status directory is a
-    // startup error, not a surprise an hour later).
     let extra = tickloop_ops::status::SharedExtra::default();
-    let status_writer = match &status {
-        Some((path, interval_ms)) => {
-            let writer = StatusWriter::new(
-                path,
-                interval_ms.saturating_mul(1_000_000),
-                &component,
-                &account,
-                extra.clone(),
-            )?;
-            Some(match &trading {
-                Some(t) => writer.with_trading(t.clone()),
-                None => writer,
-            })
-        }
-        None => None,
-    };
+    let status_writer = status_writer(
+        status.as_ref(),
+        (&component, &account),
+        &extra,
+        trading.as_ref(),
+    )?;
     let ring_count = rings.len();
     let mode = config.mode;
     let core = config.host.core;
@@ -778,6 +785,7 @@ fn run_with<A: App, K: OutputSink<A::Output> + SinkReport>(
         tracing::warn!("io_uring is not usable ({why}); the loop runs on epoll");
     }
     warn_host_setup(&event_loop);
+    crate::doctor_cmd::at_start(&config.host, &extra)?;
     if let Some(ns) = duration {
         event_loop.stop_after(ns);
     }

@@ -215,3 +215,40 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn a_pinned_engine_logs_the_doctors_verdict_and_records_it_in_its_status_file() {
+    let ring = Name::new();
+    create_ring(&ring, 1 << 12);
+    let dir = tempdir();
+    let status = dir.join("status.json");
+    let o = tickloop(&[
+        "run",
+        "--ring",
+        &ring.0,
+        "--core",
+        "0",
+        "--status",
+        status.to_str().unwrap(),
+        "--duration",
+        "0.3",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("host doctor, core 0 ("), "{err}");
+    assert!(err.contains("`tickloop doctor --core 0` says why"), "{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+    let d = &doc["host_doctor"];
+    assert_eq!(d["core"], 0, "{doc}");
+    assert!(
+        ["ok", "warn", "fail"].contains(&d["verdict"].as_str().unwrap()),
+        "{d}"
+    );
+    let digest = d["digest"].as_str().unwrap();
+    assert!(digest.starts_with("0x") && digest.len() == 18, "{d}");
+    // Unpinned, or with doctor = "off" in a config, it does not run.
+    let o = tickloop(&["run", "--ring", &ring.0, "--duration", "0.1"]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("host doctor"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,13 +23,27 @@ use tickloop_runtime::event_loop::{LoopView, Service, StopReason};
 /// Bumped when a field changes meaning; readers check it.
 pub const STATUS_FORMAT: u32 = 1;
 
-/// Extra facts other services contribute to the status (the config's digest; the config's
+/// Extra facts other services contribute to the status (the config's digest, the host
+/// doctor's verdict at start; the config's
 /// generation and rejections are the loop's counts, [`tickloop_runtime::event_loop::LoopStats`], so they
 /// always equal the telemetry's; adapters have their own [`StatusWriter::set_adapters`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StatusExtra {
     /// FNV-1a of the applied config file's bytes.
     pub config_digest: u64,
+    /// The host doctor's verdict for the loop's core at start, when it ran.
+    pub host_doctor: Option<HostDoctor>,
+}
+
+/// The host doctor's verdict at start (`tickloop doctor`), as the status file shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostDoctor {
+    pub core: usize,
+    pub profile: &'static str,
+    /// ok, warn or fail.
+    pub verdict: &'static str,
+    /// FNV-1a of the doctor's JSON snapshot: ties a run to the host it ran on.
+    pub digest: u64,
 }
 
 /// Shared between the status writer and whoever updates the extras (single-threaded).
@@ -427,6 +441,20 @@ impl Serialize for TimerDoc<'_> {
     }
 }
 
+struct DoctorDoc(HostDoctor);
+
+impl Serialize for DoctorDoc {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("core", &d.core)?;
+        m.serialize_entry("profile", d.profile)?;
+        m.serialize_entry("verdict", d.verdict)?;
+        m.serialize_entry("digest", &format_args!("0x{:016x}", d.digest))?;
+        m.end()
+    }
+}
+
 impl Serialize for Doc<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (w, v) = (self.w, self.view);
@@ -471,6 +499,9 @@ impl Serialize for Doc<'_, '_> {
             &format_args!("{:016x}", extra.config_digest),
         )?;
         m.serialize_entry("config_rejected", &v.stats.config_rejected)?;
+        if let Some(d) = extra.host_doctor {
+            m.serialize_entry("host_doctor", &DoctorDoc(d))?;
+        }
         let (emitted, dropped, degraded) = v.telemetry;
         m.serialize_entry(
             "telemetry",

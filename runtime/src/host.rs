@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 use tickloop_linux_tuning::cpulist;
 
-/// The `[host]` section of the configuration. Every field is off by default.
+/// The `[host]` section of the configuration. Every field is off by default (the doctor's
+/// report, which runs only with a `core`, aside).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
@@ -30,6 +31,19 @@ pub struct HostConfig {
     pub mlock: bool,
     /// Hold `/dev/cpu_dma_latency` at 0 µs (no deep C-states on any core) while the loop runs.
     pub cpu_dma_latency: bool,
+    /// With a `core`: the host doctor's verdict for it at start (`tickloop doctor`): `report`
+    /// logs its one line, `strict` also refuses to start on a failure, `off` skips it.
+    pub doctor: DoctorMode,
+}
+
+/// What the engine does with the host doctor's verdict at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoctorMode {
+    #[default]
+    Report,
+    Strict,
+    Off,
 }
 
 /// Why host setup failed. Each message is one line: what, where, the cause, and what to do.

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::os::fd::FromRawFd;
 use std::sync::{Mutex, RwLock};
 use tickloop_ring::sys;
-use tickloop_runtime::host::{self, HostConfig, HostError};
+use tickloop_runtime::host::{self, DoctorMode, HostConfig, HostError};
 
 const CAP_IPC_LOCK: u32 = 14;
 const CAP_SYS_NICE: u32 = 23;
@@ -590,6 +590,7 @@ fn sched_fifo_priority_out_of_range_is_a_config_error() {
                 sched_fifo: Some(0),
                 mlock: true,
                 cpu_dma_latency: false,
+                doctor: DoctorMode::Off,
             };
             let err = host::apply(&config, false).unwrap_err();
             ensure(
@@ -928,6 +929,7 @@ fn apply_reports_what_took_effect() {
                 sched_fifo: root.then_some(10),
                 mlock: root,
                 cpu_dma_latency: dma,
+                doctor: DoctorMode::Off,
             };
             let setup = match host::apply(&config, true) {
                 Ok(setup) => setup,
@@ -995,8 +997,11 @@ fn host_config_reads_from_json() {
             sched_fifo: Some(50),
             mlock: true,
             cpu_dma_latency: false,
+            doctor: DoctorMode::Report,
         }
     );
+    let strict: HostConfig = serde_json::from_str(r#"{"doctor": "strict"}"#).unwrap();
+    assert_eq!(strict.doctor, DoctorMode::Strict);
     assert_eq!(
         serde_json::from_str::<HostConfig>("{}").unwrap(),
         HostConfig::default()
