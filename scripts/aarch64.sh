@@ -32,7 +32,7 @@ fi
 set -e
 echo "== aarch64: cross-build of the whole workspace"
 cargo build --workspace --release --target "$target"
-echo "== aarch64: the tests of the ring, the runtime and the operating services (ring, loop, host, lock, metrics page) under qemu-aarch64"
+echo "== aarch64: the tests of the ring, the runtime, the operating services (ring, loop, host, lock, metrics page) and the host doctor (its fixtures) under qemu-aarch64"
 # qemu-user cannot map hugetlbfs files (it emulates mmap with the guest's 4 KiB pages), so the
 # hugetlbfs test runs natively only.
 # TICKLOOP_UNDER_QEMU tells the tests that need the real /proc of other processes (qemu-user
@@ -41,4 +41,4 @@ echo "== aarch64: the tests of the ring, the runtime and the operating services 
 # that one test forks holds copies of every fd another test has open until it execs or exits,
 # flocks included (nextest, used natively, runs each test in its own process). Under qemu a
 # fork lasts long enough for a ring writer's lock to look held by a writer that closed it.
-TICKLOOP_UNDER_QEMU=1 cargo test -p tickloop-ring -p tickloop-runtime -p tickloop-ops --release --target "$target" -- --skip hugetlbfs --test-threads=1
+TICKLOOP_UNDER_QEMU=1 cargo test -p tickloop-ring -p tickloop-runtime -p tickloop-ops -p tickloop-linux-tuning --release --target "$target" -- --skip hugetlbfs --test-threads=1
