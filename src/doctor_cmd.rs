@@ -128,7 +128,8 @@ pub fn at_start(
         return Ok(());
     };
     let root = Root::system();
-    let report = doctor(&root, core, None);
+    let profile = Profile::detect(&root);
+    let report = doctor(&root, core, Some(profile));
     let line = format!(
         "{}; `tickloop doctor --core {core}` says why and what to change",
         report.one_line()
@@ -141,11 +142,10 @@ pub fn at_start(
         _ => tracing::info!("{line}"),
     }
     let snapshot = serde_json::to_vec(&report)?;
-    let profile = Profile::parse(&report.host.profile).map_or("", Profile::as_str);
     let mut e = extra.get();
     e.host_doctor = Some(tickloop_ops::status::HostDoctor {
         core,
-        profile,
+        profile: profile.as_str(),
         verdict: report.worst().as_str(),
         digest: tickloop_ring::layout::fnv1a64(&snapshot),
     });

@@ -794,6 +794,7 @@ impl<S: Strategy> StrategyHost<S> {
     fn take_venue_order(&mut self, cx: &mut Context<'_, HostOutput>, i: usize, row: &VenueRow) {
         let replace = self.book.orders[i].replacing;
         if replace != 0 && row.order == replace {
+            // The row has the change (a replace kept since it got no answer is over now).
             self.replace_change(replace);
             let o = &mut self.book.orders[i];
             renamed(o, row.order);
